@@ -1,0 +1,31 @@
+"""``edgesim devices``: the bundled board profiles as a table, or in full as JSON."""
+from __future__ import annotations
+
+from simulator.cliutil import add_command, emit_json, format_table, human_bytes
+
+from .loader import list_profiles, load_profile
+
+
+def register(sub) -> None:
+    p = add_command(
+        sub, "devices", help="list the device profiles (boards) edgesim knows",
+        description="List the bundled device profiles: core, clock, RAM, flash and active power.\n"
+                    "Give a path to a .toml file to check and show your own profile.",
+        example="edgesim devices --json | jq '.devices[].name'",
+    )
+    p.add_argument("profiles", nargs="*", metavar="DEVICE",
+                   help="names or .toml paths to show (default: every bundled profile)")
+    p.add_argument("--json", action="store_true", help="print the full profiles as one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    profiles = [load_profile(x) for x in args.profiles] if args.profiles else list_profiles()
+    if args.json:
+        emit_json({"devices": [p.to_dict() for p in profiles]})
+        return 0
+    rows = [[p.name, p.core.cpu + ("" if p.core.fpu == "none" else f" ({p.core.fpu} FPU)"),
+             f"{p.core.clock_hz / 1e6:g} MHz", human_bytes(p.memory.ram_bytes), human_bytes(p.memory.flash_bytes),
+             f"{p.active_power_w * 1e3:.1f} mW", "yes" if p.emulator else "-"] for p in profiles]
+    print(format_table(["name", "core", "clock", "RAM", "flash", "active power", "emulator"], rows))
+    return 0

@@ -1,0 +1,233 @@
+"""Load and validate device profile TOML files into frozen dataclasses."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILE_DIR = Path(__file__).resolve().parent
+RUNTIMES = ("native", "micropython")
+FPUS = ("none", "sp", "dp")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file, the field and the value."""
+
+
+@dataclass(frozen=True)
+class Core:
+    cpu: str                       # "Cortex-M4F"
+    arch: str                      # "armv7e-m"
+    fpu: str                       # none | sp | dp
+    clock_hz: float
+    cycles_per_instruction: float  # mean CPI, turns instruction counts into cycles
+
+
+@dataclass(frozen=True)
+class Memory:
+    ram_bytes: int
+    flash_bytes: int
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a runtime (bare-metal C ``native`` or ``micropython``) reserves and what its ops cost."""
+
+    ram_reserved_bytes: int      # RAM the runtime/stack/radio stack takes before the workload starts
+    flash_reserved_bytes: int    # flash the firmware/interpreter takes
+    heap_block_bytes: int        # allocation granularity (MicroPython GC: 16 B on 32-bit ports)
+    alloc_overhead_bytes: int    # per-allocation header/object overhead
+    cycles_per_mac_f32: float
+    cycles_per_mac_i8: float
+    cycles_per_elem_f32: float   # elementwise / reduce ops, per element
+    cycles_per_byte_copy: float  # copies and memory traffic not covered by MACs
+    op_overhead_cycles: float    # fixed cost per op (call/dispatch/loop set-up)
+
+
+@dataclass(frozen=True)
+class Power:
+    supply_voltage_v: float
+    active_current_a: float
+    idle_current_a: float
+    sleep_current_a: float
+    flash_write_energy_j_per_byte: float
+
+
+@dataclass(frozen=True)
+class Flash:
+    endurance_cycles: int
+    erase_page_bytes: int
+    write_bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class Battery:
+    chemistry: str
+    capacity_mah: float
+    voltage_v: float
+
+    @property
+    def capacity_j(self) -> float:
+        return self.capacity_mah * 3.6 * self.voltage_v
+
+
+@dataclass(frozen=True)
+class Emulator:
+    qemu_machine: str
+    firmware_path: str
+    qemu_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    display_name: str
+    path: str
+    core: Core
+    memory: Memory
+    runtime: dict[str, Runtime]
+    power: Power
+    flash: Flash
+    battery: Battery
+    emulator: Emulator | None = None
+    sources: dict[str, str] = field(default_factory=dict)     # "core.clock_hz" -> "nRF51822 PS v3.4 §..."
+    estimates: frozenset[str] = frozenset()                   # fields whose source starts with "estimate"
+
+    @property
+    def active_power_w(self) -> float:
+        return self.power.active_current_a * self.power.supply_voltage_v
+
+    def runtime_for(self, name: str) -> Runtime:
+        if name not in self.runtime:
+            raise ProfileError(f"{self.path}: runtime.{name} is not in this profile (has {sorted(self.runtime)})")
+        return self.runtime[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["estimates"] = sorted(self.estimates)
+        if self.emulator is not None:
+            d["emulator"]["qemu_args"] = list(self.emulator.qemu_args)
+        return d
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+def _check_table(path: str, section: str, table: Any, cls: type, sources: dict, estimates: set) -> Any:
+    """Validate one TOML table against a dataclass: every field present, typed, positive, sourced."""
+    if not isinstance(table, dict):
+        raise ProfileError(f"{path}: [{section}] must be a table (got {table!r})")
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    allowed = set(hints) | {f"{k}_source" for k in hints}
+    for key in table:
+        if key not in allowed:
+            raise ProfileError(
+                f"{path}: {section}.{key} is not a known field (value {table[key]!r}); "
+                f"known: {', '.join(sorted(hints))}"
+            )
+    values = {}
+    for name, f in hints.items():
+        where = f"{path}: {section}.{name}"
+        if name not in table:
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise ProfileError(f"{where} is missing")
+        v = table[name]
+        ftype = str(f.type)
+        if ftype == "str":
+            if not isinstance(v, str) or not v:
+                raise ProfileError(f"{where} must be a non-empty string (got {v!r})")
+        elif ftype.startswith("tuple"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ProfileError(f"{where} must be a list of strings (got {v!r})")
+            v = tuple(v)
+        else:
+            want_int = ftype == "int"
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (want_int and not isinstance(v, int)):
+                raise ProfileError(f"{where} must be {'an integer' if want_int else 'a number'} (got {v!r})")
+            may_be_zero = name.endswith(("reserved_bytes", "overhead_bytes", "overhead_cycles", "_current_a",
+                                         "energy_j_per_byte"))
+            if v < 0 or (v == 0 and not may_be_zero):
+                raise ProfileError(f"{where} must be {'>= 0' if may_be_zero else '> 0'} (got {v!r})")
+            src = table.get(f"{name}_source")
+            if not isinstance(src, str) or not src.strip():
+                raise ProfileError(f"{where}_source is missing: every figure needs its source (value {v!r})")
+            sources[f"{section}.{name}"] = src
+            if src.strip().lower().startswith("estimate"):
+                estimates.add(f"{section}.{name}")
+        values[name] = v
+    return cls(**values)
+
+
+def _parse(path: Path) -> DeviceProfile:
+    p = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProfileError(f"{p}: no such profile file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{p}: malformed TOML: {e}") from None
+    top = {"name", "display_name", "core", "memory", "runtime", "power", "flash", "battery", "emulator"}
+    for key in raw:
+        if key not in top:
+            raise ProfileError(f"{p}: {key} is not a known field (value {raw[key]!r}); known: {', '.join(sorted(top))}")
+    for key in ("core", "memory", "runtime", "power", "flash", "battery"):
+        if key not in raw:
+            raise ProfileError(f"{p}: [{key}] is missing")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise ProfileError(f"{p}: name must be a non-empty string (got {name!r})")
+    display = raw.get("display_name", name)
+    if not isinstance(display, str):
+        raise ProfileError(f"{p}: display_name must be a string (got {display!r})")
+    sources: dict[str, str] = {}
+    estimates: set[str] = set()
+    core = _check_table(p, "core", raw["core"], Core, sources, estimates)
+    if core.fpu not in FPUS:
+        raise ProfileError(f"{p}: core.fpu must be one of {FPUS} (got {core.fpu!r})")
+    memory = _check_table(p, "memory", raw["memory"], Memory, sources, estimates)
+    rt_raw = raw["runtime"]
+    if not isinstance(rt_raw, dict) or "native" not in rt_raw:
+        raise ProfileError(f"{p}: [runtime.native] is missing")
+    runtime = {}
+    for rname, table in rt_raw.items():
+        if rname not in RUNTIMES:
+            raise ProfileError(f"{p}: runtime.{rname} is not a known runtime (known: {', '.join(RUNTIMES)})")
+        rt = _check_table(p, f"runtime.{rname}", table, Runtime, sources, estimates)
+        if rt.ram_reserved_bytes >= memory.ram_bytes:
+            raise ProfileError(
+                f"{p}: runtime.{rname}.ram_reserved_bytes must be < memory.ram_bytes "
+                f"({memory.ram_bytes}) (got {rt.ram_reserved_bytes})"
+            )
+        runtime[rname] = rt
+    power = _check_table(p, "power", raw["power"], Power, sources, estimates)
+    flash = _check_table(p, "flash", raw["flash"], Flash, sources, estimates)
+    battery = _check_table(p, "battery", raw["battery"], Battery, sources, estimates)
+    emulator = None
+    if "emulator" in raw:
+        emulator = _check_table(p, "emulator", raw["emulator"], Emulator, sources, estimates)
+    return DeviceProfile(name=name, display_name=display, path=p, core=core, memory=memory, runtime=runtime,
+                         power=power, flash=flash, battery=battery, emulator=emulator, sources=sources,
+                         estimates=frozenset(estimates))
+
+
+def profile_paths() -> list[Path]:
+    """The bundled profile files, sorted by name."""
+    return sorted(PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A bundled profile by name (``bbc-microbit-v1``) or any profile file by path."""
+    s = str(name_or_path)
+    if s.endswith(".toml") or "/" in s or Path(s).is_file():
+        return _parse(Path(s))
+    path = PROFILE_DIR / f"{s}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in profile_paths())
+        raise ProfileError(f"unknown device {s!r}: not a bundled profile ({known}) nor a .toml path")
+    return _parse(path)
+
+
+def list_profiles() -> list[DeviceProfile]:
+    return [_parse(p) for p in profile_paths()]

@@ -1,0 +1,1 @@
+"""edgesim simulator."""

@@ -1,0 +1,77 @@
+"""The ``edgesim`` command line: one dispatcher, each subcommand defined by the room that owns it.
+
+Exit codes: 0 success (for ``plan``: the schedule fits), 3 the schedule does not fit,
+2 bad input or usage, 1 an internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOFIT = 0, 1, 2, 3
+
+# module -> it defines register(subparsers), adding its subcommands with set_defaults(func=...)
+COMMAND_MODULES = (
+    "device_profiles.cli",   # devices
+    "workloads.cli",         # workloads
+    "simulator.plan_cli",    # plan, demo
+    "simulator.sweep_cli",   # sweep
+    "ports.cli",             # emulate, calibrate
+)
+
+DESCRIPTION = """\
+edgesim answers one question before you touch hardware: will on-device training (personalisation)
+of this model fit this device, on this schedule?  It simulates the device (RAM, compute, power) while
+real numpy training runs through it, sweeps devices x schedules, runs the ported MicroPython on a
+QEMU-emulated micro:bit, and writes HTML/Markdown/PNG reports.
+
+start here:
+  edgesim demo                     a simulated day of personalisation on a Cortex-M4F board
+  edgesim devices                  the bundled board profiles
+  edgesim workloads                the model zoo and the spec grammar
+  edgesim plan --device bbc-microbit-v1 --workload mlp:16-12-10
+"""
+
+EPILOG = "exit codes: 0 ok / fits, 3 does not fit, 2 bad input or usage, 1 internal error"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgesim", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print(f"edgesim {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        # input errors: one line naming the file, the field and the value
+        print(f"edgesim {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception:  # noqa: BLE001 - the last line of defence prints the trace and exits 1
+        traceback.print_exc()
+        print(f"edgesim {args.command}: internal error (a bug: please report it with the trace above)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    return EXIT_OK if rc is None else int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

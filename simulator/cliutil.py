@@ -1,0 +1,55 @@
+"""Small helpers shared by the subcommands: JSON on stdout, plain-text tables, subparser set-up."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+
+def add_command(sub, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A subparser whose --help shows what the command answers and an example."""
+    from .cli import EPILOG, _Formatter
+
+    return sub.add_parser(name, help=help, description=f"{description}\n\nexample:\n  {example}",
+                          epilog=EPILOG, formatter_class=_Formatter)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def emit_json(obj: Any, stream=None) -> None:
+    """One machine-readable JSON object on stdout, keys sorted so equal results are equal bytes."""
+    stream = stream or sys.stdout
+    stream.write(json.dumps(obj, sort_keys=True, indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A plain fixed-width table; numbers right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [all(_is_num(r[i]) for r in rows) if rows else False for i in range(len(headers))]
+    out = []
+    for j, r in enumerate(cells):
+        out.append("  ".join(c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

@@ -1,0 +1,53 @@
+"""Training-technique switches (DESIGN.md §1). Each one is a field here; a schedule sets them.
+
+The workloads implement what each switch does to the math and to the op trace; the effect on MACs,
+peak live bytes and accuracy is measured from the trace, never assumed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+UPDATE_MODES = ("all", "bias", "last-k", "sparse")
+
+
+@dataclass(frozen=True)
+class Techniques:
+    """Switches for on-device training. Defaults: plain full backprop, separate gradient buffers."""
+
+    etf: bool = False                    # fixed ETF classifier: no classifier wgrad / optimiser state
+    instance_filter: float | None = None  # skip backward for samples whose loss is below this (nats)
+    error_map_prune: float | None = None  # drop backward entries with |error| < this fraction of max
+    grad_prune: float | None = None       # stochastic gradient pruning: keep probability base (0..1]
+    update: str = "all"                  # all | bias | last-k | sparse
+    last_k: int = 1                      # with update="last-k": how many trainable layers from the end
+    sparse_fraction: float = 0.1         # with update="sparse": fraction of weights updated per step
+    fused_update: bool = False           # update each weight right after its gradient: no wgrad buffer
+    recompute: bool = False              # checkpointing: drop activations, recompute in backward
+    swap: bool = False                   # swap activations to flash between forward and backward
+    int8: bool = False                   # fake-quantised int8 training
+
+    def __post_init__(self) -> None:
+        if self.update not in UPDATE_MODES:
+            raise ValueError(f"techniques.update must be one of {UPDATE_MODES} (got {self.update!r})")
+        if self.last_k < 1:
+            raise ValueError(f"techniques.last_k must be >= 1 (got {self.last_k})")
+        if not 0 < self.sparse_fraction <= 1:
+            raise ValueError(f"techniques.sparse_fraction must be in (0, 1] (got {self.sparse_fraction})")
+        for name in ("instance_filter", "error_map_prune", "grad_prune"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"techniques.{name} must be >= 0 (got {v})")
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "techniques") -> "Techniques":
+        """Build from a TOML table; unknown keys are an error naming ``where`` and the key."""
+        known = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in known:
+                raise ValueError(f"{where}: unknown technique {k!r} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def active(self) -> list[str]:
+        """Names of the switches that differ from the defaults, for labels and reports."""
+        default = Techniques()
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]

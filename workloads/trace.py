@@ -1,0 +1,49 @@
+"""The op trace: the one contract between workloads and the simulator (DESIGN.md §1).
+
+A training step is a generator of ``Op`` records. The numpy math really runs; each op says what it
+cost (MACs, bytes moved, dtype) and which buffers it allocates and frees. The simulator knows nothing
+of layers and the workloads know nothing of SimPy.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+TENSOR_KINDS = ("weight", "bias", "activation", "grad", "wgrad", "optim", "workspace", "input")
+OP_KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy", "flash_read", "flash_write")
+DTYPES = ("f32", "i8", "i32")
+
+_ids = itertools.count(1)
+
+
+def new_tensor_id() -> int:
+    """A process-wide unique tensor id."""
+    return next(_ids)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A buffer an op allocates. ``kind`` is one of TENSOR_KINDS."""
+
+    id: int
+    nbytes: int
+    kind: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Op:
+    """One unit of work and what it cost.
+
+    ``flash_read``/``flash_write`` ops carry their traffic in ``bytes_read``/``bytes_written`` and
+    zero MACs (swap to flash). ``free`` lists tensor ids released *after* this op.
+    """
+
+    name: str
+    kind: str
+    macs: int
+    bytes_read: int
+    bytes_written: int
+    dtype: str = "f32"
+    alloc: tuple[Tensor, ...] = ()
+    free: tuple[int, ...] = ()
