@@ -1,0 +1,53 @@
+"""The command line as a user meets it: every subcommand teaches in --help, exit codes are kept."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from simulator.cli import COMMAND_MODULES, build_parser, main
+
+COMMANDS = ["devices", "workloads", "plan", "sweep", "emulate", "calibrate", "demo"]
+
+
+def test_every_command_is_registered():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(COMMANDS)
+    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_help_teaches_with_an_example(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"edgesim {cmd}" in out.split("example:")[1], "each --help ends with a runnable example"
+    assert "exit codes" in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "start here" in capsys.readouterr().out
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(SystemExit) as e:
+        main(["no-such-command"])
+    assert e.value.code == 2
+
+
+def test_unknown_device_is_exit_2_with_one_line(capsys):
+    assert main(["devices", "no-such-board"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-board" in err[0]
+
+
+def test_installed_console_script_runs():
+    exe = shutil.which("edgesim") or str(__import__("pathlib").Path(sys.executable).with_name("edgesim"))
+    out = subprocess.run([exe, "devices", "--json"], capture_output=True, text=True, check=True).stdout
+    devices = json.loads(out)["devices"]
+    assert {"bbc-microbit-v1"} <= {d["name"] for d in devices}
