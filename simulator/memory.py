@@ -9,6 +9,7 @@ total free space would have sufficed but no single hole is large enough.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from collections.abc import Iterable
 from typing import Any
 
 POLICIES = ("first-fit", "best-fit")
@@ -80,6 +81,7 @@ class Heap:
         self._by_kind: dict[str, int] = {}
         self.used_bytes = 0
         self.peak_bytes = 0
+        self.high_water_bytes = 0    # highest address ever used: the heap size this run needed
 
     @classmethod
     def for_runtime(cls, capacity_bytes: int, runtime: Any, policy: str = "first-fit") -> Heap:
@@ -153,6 +155,8 @@ class Heap:
         self.used_bytes += need
         if self.used_bytes > self.peak_bytes:
             self.peak_bytes = self.used_bytes
+        if start + need > self.high_water_bytes:
+            self.high_water_bytes = start + need
         return start
 
     def free(self, tensor_id: int) -> None:
@@ -203,3 +207,17 @@ class Heap:
         self._starts[i] = rest
         self._hole[rest] = size - need
         insort(self._by_size, (size - need, rest))
+
+
+def replay(heap: Heap, ops: Iterable[Any], persistent: Iterable[Any] = ()) -> Heap:
+    """Run a trace's allocations through ``heap``: persistent tensors first, then each op allocs its
+    tensors and frees its ids. Returns the heap (see ``peak_bytes``, ``high_water_bytes``); raises
+    OutOfMemory/Fragmentation naming the op where it ran out."""
+    for t in persistent:
+        heap.alloc(t.id, t.nbytes, t.kind, op_name="<persistent>")
+    for op in ops:
+        for t in op.alloc:
+            heap.alloc(t.id, t.nbytes, t.kind, op_name=op.name)
+        for tid in op.free:
+            heap.free(tid)
+    return heap

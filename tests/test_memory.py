@@ -127,7 +127,7 @@ def test_heap_matches_reference(actions, block, overhead, policy):
     h = Heap(cap, block_bytes=block, overhead_bytes=overhead, policy=policy)
     occupied = [False] * h.capacity_bytes
     live: dict[int, tuple[int, int]] = {}
-    next_id = 0
+    next_id = high_water = 0
     for is_alloc, nbytes, pick in actions:
         if is_alloc or not live:
             need = max(-(-(nbytes + overhead) // block) * block, block)
@@ -145,6 +145,7 @@ def test_heap_matches_reference(actions, block, overhead, policy):
                 for b in range(off, off + need):
                     occupied[b] = True
                 live[next_id] = (off, need)
+                high_water = max(high_water, off + need)
             next_id += 1
         else:
             tid = sorted(live)[pick % len(live)]
@@ -156,3 +157,20 @@ def test_heap_matches_reference(actions, block, overhead, policy):
         assert h.holes() == _holes(occupied)     # coalesced: no two holes touch
         assert h.largest_free_block() == max((s for _, s in _holes(occupied)), default=0)
         assert h.peak_bytes >= h.used_bytes
+        assert h.high_water_bytes == high_water
+
+
+def test_replay_names_the_op_and_tracks_high_water():
+    from simulator.memory import replay
+    from workloads.trace import Op, Tensor
+
+    ops = [Op("a", "matmul", 0, 0, 0, alloc=(Tensor(1, 40, "activation"), Tensor(2, 10, "activation"))),
+           Op("b", "eltwise", 0, 0, 0, free=(1,)),
+           Op("c", "matmul", 0, 0, 0, alloc=(Tensor(3, 20, "grad"),), free=(2, 3))]
+    h = replay(Heap(100), ops, [Tensor(9, 30, "weight")])
+    assert (h.used_bytes, h.peak_bytes, h.high_water_bytes) == (30, 80, 80)
+    h2 = Heap(100)
+    h2.alloc(0, 45, "weight")
+    with pytest.raises(OutOfMemory) as e:
+        replay(h2, ops[:1] + [Op("big", "conv", 0, 0, 0, alloc=(Tensor(4, 50, "workspace"),))])
+    assert e.value.op_name == "big" and e.value.need == 50 and e.value.total_free == 5
