@@ -1,0 +1,213 @@
+"""The raw-REPL transport: one small class on one primitive, ``read_until(ending, timeout)``.
+
+Raw REPL protocol (MicroPython tools/pyboard.py): Ctrl-A enters it and the guest answers
+``raw REPL; CTRL-B to exit\\r\\n>``; code followed by Ctrl-D is acknowledged with ``OK``, then the guest
+prints the output, ``\\x04``, any traceback, ``\\x04>``. The micro:bit's UART loses bytes on bulk writes,
+so code goes out in 64-byte chunks with a short pause, and anything that must arrive intact (files,
+weights, samples) travels in verified chunks (:meth:`RawRepl.put_hex` with a checksum the guest checks);
+a garbled or missing answer makes us resync (Ctrl-C, Ctrl-A) and retry the chunk, then fail clearly.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from .errors import GuestError, GuestMemoryError, ProtocolError, QemuExited
+from .qemu import Qemu
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
+FRIENDLY_PROMPT = b">>> "
+CHUNK_BYTES = 64
+CHUNK_PAUSE_S = 0.01
+OK_TIMEOUT_S = 3.0
+RETRIES = 3
+
+_MEM_RE = re.compile(r"allocating (\d+) bytes")
+
+
+def checksum(data: bytes) -> int:
+    """The 16-bit rolling checksum the device-side loader computes (ports/micropython/edgeload.py)."""
+    s = 0
+    for c in data:
+        s = (s * 31 + c) & 0xFFFF
+    return s
+
+
+class RawRepl:
+    """Talks the raw REPL to a guest behind a :class:`Qemu` (or anything with read/write/timeout/tail)."""
+
+    def __init__(self, qemu: Qemu, chunk_bytes: int = CHUNK_BYTES, chunk_pause_s: float = CHUNK_PAUSE_S,
+                 retries: int = RETRIES) -> None:
+        self.qemu = qemu
+        self.chunk_bytes = chunk_bytes
+        self.chunk_pause_s = chunk_pause_s
+        self.retries = retries
+        self._buf = b""
+        self.resyncs = 0
+
+    # --- the primitive -----------------------------------------------------------------------------
+    def read_until(self, ending: bytes, timeout: float, what: str = "") -> bytes:
+        """Bytes up to and including ``ending``; ReplTimeout (QEMU ended) if it does not come in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self._buf.find(ending)
+            if i >= 0:
+                out, self._buf = self._buf[:i + len(ending)], self._buf[i + len(ending):]
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pending, self._buf = self._buf, b""
+                raise self.qemu.timeout(what or f"waiting for {ending!r}", timeout, pending)
+            self._buf += self.qemu.read(min(left, 0.05))
+
+    def _drain(self, quiet_s: float = 0.05) -> bytes:
+        got = self._buf
+        self._buf = b""
+        while True:
+            data = self.qemu.read(quiet_s)
+            if not data:
+                return got
+            got += data
+
+    def write_chunked(self, data: bytes) -> None:
+        """Send in chunks with pauses: the guest UART drops bytes on bulk writes."""
+        for i in range(0, len(data), self.chunk_bytes):
+            self.qemu.write(data[i:i + self.chunk_bytes])
+            time.sleep(self.chunk_pause_s)
+
+    # --- raw REPL ----------------------------------------------------------------------------------
+    def wait_boot(self, timeout: float = 20.0) -> bytes:
+        """Wait for the friendly prompt the firmware prints after boot."""
+        return self.read_until(FRIENDLY_PROMPT, timeout, what="waiting for the MicroPython boot prompt")
+
+    def enter_raw_repl(self, timeout: float = 5.0) -> None:
+        """Interrupt whatever runs and (re)enter the raw REPL, retrying if the banner is lost."""
+        last = None
+        for _ in range(self.retries + 1):
+            self.qemu.write(b"\r\x03")
+            time.sleep(0.05)
+            self.qemu.write(b"\x03")
+            time.sleep(0.05)
+            self._drain()
+            self.qemu.write(b"\x01")
+            try:
+                self._read_banner(timeout)
+                return
+            except ProtocolError as e:
+                last = e
+        raise last
+
+    def _read_banner(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._buf.find(RAW_BANNER) < 0:
+            if time.monotonic() > deadline:
+                raise ProtocolError("no raw-REPL banner after Ctrl-A", serial_tail=self._buf.decode("utf-8", "replace"),
+                                    log_path=self.qemu.log_path)
+            self._buf += self.qemu.read(0.05)
+        i = self._buf.find(RAW_BANNER)
+        self._buf = self._buf[i + len(RAW_BANNER):]
+
+    def resync(self) -> None:
+        """Drop what is pending and get back to a fresh raw-REPL prompt."""
+        self.resyncs += 1
+        self.enter_raw_repl()
+
+    def exec_once(self, src: str | bytes, timeout: float) -> tuple[bytes, bytes]:
+        """Send ``src`` and Ctrl-D; return (stdout, traceback). ProtocolError if the ``OK`` is garbled."""
+        data = src.encode() if isinstance(src, str) else src
+        self._drain(0.0)
+        self.write_chunked(data)
+        self.qemu.write(b"\x04")
+        deadline = time.monotonic() + OK_TIMEOUT_S
+        while len(self._buf) < 2 and time.monotonic() < deadline:
+            self._buf += self.qemu.read(0.05)
+        if self._buf[:2] != b"OK":
+            got, self._buf = self._buf, b""
+            raise ProtocolError(f"expected OK after the code, got {got[:40]!r}",
+                                serial_tail=got.decode("utf-8", "replace"), log_path=self.qemu.log_path)
+        self._buf = self._buf[2:]
+        out = self.read_until(b"\x04", timeout, what=f"running {data[:40]!r}")[:-1]
+        err = self.read_until(b"\x04>", timeout, what=f"finishing {data[:40]!r}")[:-2]
+        return out, err
+
+    def exec(self, src: str | bytes, timeout: float = 30.0, retry_syntax: bool = True) -> str:
+        """Run code; return its output. Guest exceptions become GuestError / GuestMemoryError.
+
+        A garbled acknowledgement, or a SyntaxError (what a dropped byte usually causes; nothing ran),
+        is resynced and retried; callers make their commands safe to repeat.
+        """
+        last: Exception | None = None
+        for _ in range(self.retries + 1):
+            try:
+                out, err = self.exec_once(src, timeout)
+            except ProtocolError as e:
+                last = e
+                self.resync()
+                continue
+            if err:
+                text = err.decode("utf-8", "replace")
+                if retry_syntax and "SyntaxError" in text:
+                    last = self._guest_error(text, out)
+                    self.resync()
+                    continue
+                raise self._guest_error(text, out)
+            return out.decode("utf-8", "replace")
+        raise ProtocolError(f"gave up after {self.retries + 1} attempts: {last.message if last else ''}",
+                            serial_tail=self.qemu.tail(), log_path=self.qemu.log_path)
+
+    def _guest_error(self, text: str, out: bytes) -> GuestError:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else text
+        exc_type = last.split(":", 1)[0].strip()
+        tail = (out + b"\n" + text.encode()).decode("utf-8", "replace")
+        if exc_type == "MemoryError":
+            m = _MEM_RE.search(last)
+            n = int(m.group(1)) if m else None
+            what = f"allocating {n} bytes failed" if n is not None else "an allocation failed"
+            return GuestMemoryError(f"guest MemoryError: {what} ({last})", failed_alloc_bytes=n,
+                                    exc_type=exc_type, traceback=text, serial_tail=tail,
+                                    log_path=self.qemu.log_path)
+        return GuestError(f"guest raised {last}", exc_type=exc_type, traceback=text, serial_tail=tail,
+                          log_path=self.qemu.log_path)
+
+    def eval(self, expr: str, timeout: float = 30.0):
+        """Evaluate an expression on the guest and parse its repr on the host."""
+        import ast
+
+        out = self.exec(f"print(repr({expr}))", timeout)
+        try:
+            return ast.literal_eval(out.strip())
+        except (ValueError, SyntaxError):
+            raise ProtocolError(f"cannot parse the guest's answer to {expr!r}: {out[:80]!r}",
+                                serial_tail=self.qemu.tail(), log_path=self.qemu.log_path) from None
+
+    def call_checked(self, cmd: str, check: Callable[[str], bool], timeout: float = 30.0) -> str:
+        """Run an idempotent command whose answer ``check`` validates; resync and retry otherwise."""
+        last = ""
+        for _ in range(self.retries + 1):
+            out = self.exec(cmd, timeout)
+            if check(out):
+                return out
+            last = out
+            self.resync()
+        raise ProtocolError(f"the guest's answer to {cmd[:40]!r} stayed garbled after {self.retries + 1} "
+                            f"attempts (last {last[:60]!r})", serial_tail=self.qemu.tail(),
+                            log_path=self.qemu.log_path)
+
+    def put_hex(self, fn: str, data: bytes, args: str = "", piece_bytes: int = 20, timeout: float = 30.0) -> None:
+        """Send ``data`` in verified pieces: ``fn(args, offset, 'hex', checksum)`` on the guest checks the
+        checksum, stores the piece (idempotent: offsets, not appends) and echoes ``offset+len checksum``."""
+        prefix = f"{args}," if args else ""
+        for ofs in range(0, len(data), piece_bytes):
+            piece = data[ofs:ofs + piece_bytes]
+            ck = checksum(piece)
+            want = f"{ofs + len(piece)} {ck}"
+            self.call_checked(f"{fn}({prefix}{ofs},'{piece.hex()}',{ck})", lambda out, w=want: out.strip() == w,
+                              timeout)
+
+    def close(self) -> None:
+        try:
+            self.qemu.stop()
+        except QemuExited:
+            pass
