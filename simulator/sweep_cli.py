@@ -1,15 +1,86 @@
-"""Subcommands (placeholder until its issue lands)."""
+"""``edgesim sweep``: run a grid of scenarios, write results.jsonl, the feasibility matrix and a report."""
 from __future__ import annotations
 
+import json
+import signal
 import sys
+from pathlib import Path
 
-from simulator.cliutil import add_command
+from simulator.cliutil import add_command, emit_json, format_table
+
+DESCRIPTION = """\
+capacity planning: which devices can personalise this model, on which schedule?  Expands a sweep
+file (devices x workloads x schedule fields x seeds, plus named schedules), runs every scenario
+through the simulator on a local process pool (default) or a Dask cluster (--scheduler), and
+streams one line per finished scenario to OUT/results.jsonl. An interrupted sweep (Ctrl-C, a
+killed worker) loses nothing finished: rerun with --resume. Writes OUT/matrix.json (device x
+schedule: fits, binding constraint, margin; the best schedule per device) and OUT/report.html,
+OUT/report.md with the heat map beside them.
+exit: 0 done (see the matrix for what fits), 3 no combination fits, 2 bad input"""
+
+EXAMPLE = "edgesim sweep simulator/sweeps/boards.toml --workers 2 --out edgesim-out/boards"
 
 
-def _not_yet(args) -> int:
-    print(f"edgesim {args.command}: not implemented yet", file=sys.stderr)
-    return 1
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def _run(args) -> int:
+    from reports import render_sweep
+    from reports.document import write_atomic
+    from simulator.sweep import MATRIX_FILE, RESULTS_FILE, feasibility, load_grid, run_sweep
+
+    grid = load_grid(args.grid)
+    out = Path(args.out) if args.out else Path("edgesim-out") / grid.name
+    n = len(grid.points())
+    # a kill (SIGTERM) ends the sweep like Ctrl-C: the pool is stopped, finished rows are on disk
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        outcome = run_sweep(grid, out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                            progress=not args.quiet)
+    except KeyboardInterrupt:
+        from simulator.sweep import ResultsLog
+
+        done = len(ResultsLog(out / RESULTS_FILE).read())
+        print(f"edgesim sweep: interrupted: {done} of {n} scenarios finished are in {out / RESULTS_FILE}; "
+              f"rerun with --resume to continue", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    fz = feasibility(outcome.rows)
+    write_atomic(out / MATRIX_FILE, (json.dumps(fz, sort_keys=True, indent=2, default=str) + "\n").encode())
+    report = render_sweep(outcome.rows, out, title=grid.name) if outcome.rows else None
+    any_fit = any(c.get("fits") for d in fz["cells"].values() for c in d.values())
+    if args.json:
+        emit_json({"grid": grid.name, "out_dir": str(out), "scenarios": n, "ran": outcome.ran,
+                   "skipped": outcome.skipped, "errors": outcome.errors, "pool_restarts": outcome.pool_restarts,
+                   "results": str(out / RESULTS_FILE), "report": str(report) if report else None,
+                   "best": fz["best"], "objective": fz["objective"], "matrix": fz["cells"]})
+    else:
+        rows = []
+        for d in fz["devices"]:
+            b = fz["best"][d]
+            n_fit = sum(bool(c.get("fits")) for c in fz["cells"][d].values())
+            rows.append([d, f"{n_fit}/{len(fz['cells'][d])}", b["schedule"] if b else "none fits",
+                         f"{100 * b['accuracy_gain']:+.1f} pp" if b and b.get("accuracy_gain") is not None else "-",
+                         f"{b['energy_per_day_j']:.1f}" if b and b.get("energy_per_day_j") is not None else "-"])
+        print(format_table(["device", "schedules that fit", "best schedule", "accuracy gain", "energy/day (J)"], rows))
+        print(f"\n{n} scenarios ({outcome.ran} run now, {outcome.skipped} already done, {outcome.errors} errors"
+              f"{f', {outcome.pool_restarts} pool restarts' if outcome.pool_restarts else ''})")
+        print(f"objective: {fz['objective']}")
+        print(f"results: {out / RESULTS_FILE}\nmatrix:  {out / MATRIX_FILE}\nreport:  {report}")
+    return 0 if any_fit else 3
 
 
 def register(sub) -> None:
-    add_command(sub, "sweep", help="capacity-planning sweep over devices x workloads x schedules", description="capacity-planning sweep over devices x workloads x schedules (not implemented yet).", example="edgesim sweep --help").set_defaults(func=_not_yet)
+    p = add_command(sub, "sweep", help="capacity-planning sweep over devices x workloads x schedules",
+                    description=DESCRIPTION, example=EXAMPLE)
+    p.add_argument("grid", metavar="GRID.toml", help="sweep file (see simulator/sweeps/*.toml)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help="run on this Dask scheduler instead of the local pool (needs edgesim[dask])")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out, skipping finished scenarios")
+    p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: edgesim-out/<grid name>)")
+    p.add_argument("--json", action="store_true", help="print the summary and matrix as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

@@ -1,0 +1,196 @@
+"""The report of one simulated run (``edgesim plan`` / ``edgesim demo``): verdict first, then memory,
+CPU, battery, learning, technique comparison and, when an emulation exists, sim vs emulator."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import fmt, plots
+from .document import Document, Image, Section, Table, write_report
+from .emulation import emulation_section
+
+
+def _runtime_reserved(result: dict) -> int | None:
+    """RAM the runtime takes before the workload (from the device profile), for the memory plot."""
+    try:
+        from device_profiles import load_profile
+
+        return load_profile(result["device"]).runtime_for(result["runtime"]).ram_reserved_bytes
+    except Exception:  # noqa: BLE001 - a user profile that moved: the plot just omits the layer
+        return None
+
+
+def verdict_section(r: dict) -> Section:
+    fits = bool(r.get("fits"))
+    s = Section("Verdict")
+    s.blocks.append(f"**{'FITS' if fits else 'DOES NOT FIT'}**: {r.get('workload')} on {r.get('device')} "
+                    f"({r.get('runtime')} runtime), scenario {r.get('scenario')}, seed {r.get('seed')}, "
+                    f"{fmt.seconds(r.get('duration_s'))} simulated.")
+    rows = []
+    for c in r.get("constraints") or []:
+        b, m = c.get("budget"), c.get("margin")
+        rel = (m / abs(b)) if plots.finite(b) and plots.finite(m) and b else None
+        rows.append([c.get("name", "?"), fmt.quantity(b, c.get("unit")), fmt.quantity(c.get("observed"), c.get("unit")),
+                     fmt.quantity(m, c.get("unit")), fmt.signed_pct(rel), "ok" if c.get("ok") else "VIOLATED"])
+    s.blocks.append(Table(["constraint", "budget", "observed", "margin", "margin (% of budget)", "status"], rows,
+                          caption="Constraints"))
+    fv, fatal = r.get("first_violation"), r.get("fatal")
+    if fatal:
+        s.blocks.append(f"**Fatal: {fatal.get('kind')}** at t = {fmt.seconds(fatal.get('time_s'))} in op "
+                        f"{fatal.get('op')}: {fatal.get('message')} The run stopped there.")
+    if fv:
+        s.blocks.append(f"**First violation: {fv.get('constraint')}** at t = {fmt.seconds(fv.get('time_s'))}"
+                        f" (op {fv.get('op')}): {fv.get('message')}")
+    s.blocks.append(Table(["figure", "value"], [
+        ["peak RAM (workload + runtime)", fmt.nbytes(r.get("peak_ram_bytes"))],
+        ["RAM budget", fmt.nbytes(r.get("ram_budget_bytes"))],
+        ["flash (model + firmware) / budget", f"{fmt.nbytes(r.get('flash_bytes'))} / {fmt.nbytes(r.get('flash_budget_bytes'))}"],
+        ["worst training-step latency", fmt.seconds(r.get("step_latency_s"))],
+        ["inferences / dropped frames", f"{fmt.count(r.get('inferences'))} / {fmt.count(r.get('dropped_frames'))}"],
+        ["inference deadline miss rate", fmt.pct(r.get("deadline_miss_rate"), 2)],
+        ["training steps", fmt.count(r.get("training_steps"))],
+        ["training MACs (after techniques)", fmt.count(r.get("macs_total"))],
+        ["energy per day", fmt.quantity(r.get("energy_per_day_j"), "J")],
+        ["battery life", fmt.quantity(r.get("battery_life_days"), "days")],
+        ["flash writes / wear per year", f"{fmt.nbytes(r.get('flash_writes_bytes'))} / "
+                                         f"{fmt.pct(r.get('flash_wear_fraction_per_year'), 3)}"],
+        ["techniques", ", ".join(r.get("techniques") or []) or "none (plain backprop)"],
+    ], caption="Key figures"))
+    return s
+
+
+def memory_section(r: dict, tl: dict) -> Section:
+    s = Section("Memory")
+    naive, lower, planned = r.get("naive_ram_bytes"), r.get("lower_bound_ram_bytes"), r.get("planned_ram_bytes")
+    reserved = _runtime_reserved(r)
+    s.blocks.append("Live RAM over the run stacked by tensor kind (runtime reserve at the bottom), with the "
+                    "device's RAM budget; the right panel zooms on the step with the peak and marks the "
+                    "memory planner's figures for one training step.")
+    s.blocks.append(Image("memory.png", plots.memory_plot(tl.get("memory") or {}, r.get("ram_budget_bytes"),
+                                                          reserved, naive, planned, lower,
+                                                          float(r.get("duration_s") or 0.0)),
+                          "Memory over time stacked by tensor kind, with the RAM budget"))
+
+    def ratio(a: Any, b: Any) -> str:
+        return f"{a / b:.2f}x" if plots.finite(a) and plots.finite(b) and b else "n/a"
+
+    s.blocks.append(Table(["figure", "bytes", "note"], [
+        ["naive (every tensor live for the whole step)", fmt.nbytes(naive), f"{ratio(naive, planned)} the planned arena"],
+        ["liveness lower bound", fmt.nbytes(lower), "max bytes live at any op: the floor without recompute"],
+        ["planned arena", fmt.nbytes(planned), f"{ratio(planned, lower)} the lower bound"],
+        ["runtime reserve", fmt.nbytes(reserved), "taken before the workload starts"],
+        ["peak observed (workload + runtime)", fmt.nbytes(r.get("peak_ram_bytes")), ""],
+        ["RAM budget", fmt.nbytes(r.get("ram_budget_bytes")), ""],
+    ], caption="Memory planner figures (one training step)"))
+    return s
+
+
+def cpu_section(r: dict, tl: dict) -> Section:
+    s = Section("CPU timeline")
+    cpu = tl.get("cpu") or []
+    dur = float(r.get("duration_s") or (max((c["end_s"] for c in cpu), default=1.0)))
+    s.blocks.append("Who held the CPU: inference preempts training; preempted training slices are hatched.")
+    s.blocks.append(Image("cpu.png", plots.cpu_plot(cpu, dur), "CPU timeline: inference vs training"))
+    rows = []
+    for task in ("inference", "training"):
+        iv = [c for c in cpu if c.get("task") == task]
+        busy = sum(c["end_s"] - c["start_s"] for c in iv)
+        rows.append([task, fmt.count(len(iv)), fmt.seconds(busy), fmt.pct(busy / dur if dur else None, 3),
+                     fmt.count(sum(bool(c.get("preempted")) for c in iv))])
+    s.blocks.append(Table(["task", "CPU slices", "busy time", "share of run", "preempted slices"], rows,
+                          caption="CPU use"))
+    return s
+
+
+def battery_section(r: dict, tl: dict) -> Section:
+    s = Section("Battery")
+    bat = tl.get("battery") or {}
+    s.blocks.append(Image("battery.png", plots.battery_plot(bat, r.get("energy_per_day_j")),
+                          "Battery charge over the run"))
+    q = bat.get("charge_j") or []
+    s.blocks.append(Table(["figure", "value"], [
+        ["capacity", fmt.quantity(bat.get("capacity_j"), "J")],
+        ["charge at start / end", f"{fmt.quantity(q[0] if q else None, 'J')} / {fmt.quantity(q[-1] if q else None, 'J')}"],
+        ["energy per day", fmt.quantity(r.get("energy_per_day_j"), "J")],
+        ["battery life", fmt.quantity(r.get("battery_life_days"), "days")],
+    ], caption="Energy"))
+    return s
+
+
+def learning_section(r: dict, tl: dict) -> Section:
+    s = Section("Learning")
+    s.blocks.append(Image("learning.png", plots.learning_plot(tl.get("learning") or {}),
+                          "Learning curve and accuracy during personalisation"))
+    s.blocks.append(Table(["accuracy", "before personalisation", "after", "change"], [
+        ["user data (new)", fmt.pct(r.get("accuracy_before")), fmt.pct(r.get("accuracy_after")),
+         _delta(r.get("accuracy_after"), r.get("accuracy_before"))],
+        ["old classes (retention)", fmt.pct(r.get("retention_before")), fmt.pct(r.get("retention_after")),
+         _delta(r.get("retention_after"), r.get("retention_before"))],
+    ], caption="Accuracy before and after (held-out data)"))
+    return s
+
+
+def _delta(a: Any, b: Any) -> str:
+    return f"{100 * (a - b):+.1f} pp" if plots.finite(a) and plots.finite(b) else "n/a"
+
+
+def _variant_label(v: dict, i: int) -> str:
+    lab = v.get("label") or v.get("name")
+    if lab:
+        return str(lab)
+    t = v.get("techniques")
+    if isinstance(t, dict):
+        return ", ".join(f"{k}={t[k]}" for k in sorted(t)) or "baseline"
+    if isinstance(t, list):
+        return ", ".join(map(str, t)) or "baseline"
+    return f"variant {i + 1}"
+
+
+def comparison_section(variants: list[dict]) -> Section:
+    s = Section("Technique comparison")
+    s.blocks.append("Each variant re-runs the same scenario with different technique switches; MACs, peak RAM "
+                    "and accuracy are measured from the run, not assumed.")
+    labels = [_variant_label(v, i) for i, v in enumerate(variants)]
+    base = variants[0] if variants else {}
+    rows = []
+    for lab, v in zip(labels, variants, strict=True):
+        macs, b_macs = v.get("macs_total"), base.get("macs_total")
+        rows.append([lab, fmt.count(macs), (f"{100 * (macs - b_macs) / b_macs:+.1f} %"
+                                            if plots.finite(macs) and plots.finite(b_macs) and b_macs else "n/a"),
+                     fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("planned_ram_bytes")),
+                     fmt.pct(v.get("accuracy_after")), fmt.pct(v.get("retention_after")),
+                     {True: "fits", False: "does not fit"}.get(v.get("fits"), "n/a")])
+    s.blocks.append(Table(["variant", "training MACs", "MACs vs first", "peak RAM", "planned arena",
+                           "user accuracy after", "retention after", "verdict"], rows,
+                          caption="Technique variants"))
+    if variants:
+        s.blocks.append(Image("techniques.png", plots.comparison_plot(
+            labels, [v.get("macs_total") for v in variants], [v.get("peak_ram_bytes") for v in variants],
+            [v.get("accuracy_after") for v in variants]), "Technique comparison: MACs, peak RAM, accuracy"))
+    return s
+
+
+def build_run_document(result: dict, emulation: dict | None = None) -> Document:
+    if not isinstance(result, dict) or "fits" not in result:
+        raise ValueError("render_run: result must be a run result dict (simulator/result.py); "
+                         f"got {type(result).__name__} without 'fits'")
+    tl = result.get("timelines") or {}
+    doc = Document(title=f"edgesim report: {result.get('scenario')}",
+                   subtitle=f"{result.get('workload')} on {result.get('device')} ({result.get('runtime')}), "
+                            f"seed {result.get('seed')}: will on-device training fit this device on this schedule?")
+    doc.sections.append(verdict_section(result))
+    doc.sections.append(memory_section(result, tl))
+    doc.sections.append(cpu_section(result, tl))
+    doc.sections.append(battery_section(result, tl))
+    doc.sections.append(learning_section(result, tl))
+    if result.get("comparison"):
+        doc.sections.append(comparison_section(list(result["comparison"])))
+    emu = emulation or result.get("emulation")
+    if emu:
+        doc.sections.append(emulation_section(emu))
+    return doc
+
+
+def render_run(result: dict, out_dir: str | Path, emulation: dict | None = None) -> Path:
+    """Write report.html, report.md and the PNGs for one run into ``out_dir``; returns report.html."""
+    return write_report(build_run_document(result, emulation), out_dir)

@@ -1,0 +1,78 @@
+"""The report of a sweep: the feasibility matrix (device x schedule) as a heat map and a table, the best
+feasible schedule per device, and the scenarios that failed to run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import fmt, plots
+from .document import Document, Image, Section, Table, write_report
+
+
+def _cell_text(c: dict | None) -> str:
+    if not c:
+        return "not run"
+    if c.get("fits") is None:
+        return "error"
+    verdict = "fits" if c["fits"] else "no"
+    margin = fmt.signed_pct(c.get("rel_margin")) if c.get("rel_margin") is not None else "n/a"
+    return f"{verdict}: {c.get('binding') or '-'} {margin}"
+
+
+def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
+    from simulator.sweep import feasibility
+
+    rows = sorted(rows, key=lambda r: r.get("index", 0))
+    fz = feasibility(rows)
+    devices, schedules, cells, best = fz["devices"], fz["schedules"], fz["cells"], fz["best"]
+    n_err = sum(r["status"] != "ok" for r in rows)
+    n_fit = sum(bool(c.get("fits")) for d in devices for c in cells[d].values())
+    n_cells = sum(len(cells[d]) for d in devices)
+    doc = Document(title=f"edgesim sweep report: {title}",
+                   subtitle=f"{len(rows)} scenarios: {len(devices)} devices x {len(schedules)} schedules"
+                            f"{' (seeds merged: a cell fits only if every seed fits)' if len(rows) > n_cells else ''}")
+    v = Section("Verdict")
+    v.blocks.append(f"**{n_fit} of {n_cells}** device x schedule combinations fit; "
+                    f"{sum(b is not None for b in best.values())} of {len(devices)} devices have a feasible "
+                    f"schedule; {n_err} scenario(s) failed to run.")
+    v.blocks.append(Table(["device", "best schedule", "accuracy gain", "energy per day", "binding constraint",
+                           "margin (% of budget)"],
+                          [[d, b["schedule"], _pp(b.get("accuracy_gain")), fmt.quantity(b.get("energy_per_day_j"), "J"),
+                            str(b.get("binding") or "-"), fmt.signed_pct(b.get("rel_margin"))] if b else
+                           [d, "none fits", "n/a", "n/a", "-", "n/a"] for d, b in best.items()],
+                          caption="Best feasible schedule per device"))
+    v.blocks.append(f"Objective: {fz['objective']}.")
+    doc.sections.append(v)
+    m = Section("Feasibility matrix")
+    m.blocks.append("Each cell: the verdict, the binding constraint (the violated one, or the one with the "
+                    "least margin) and its margin as a percentage of its budget.")
+    m.blocks.append(Image("feasibility.png", plots.heatmap_plot(devices, schedules, cells),
+                          "Feasibility heat map: device x schedule"))
+    m.blocks.append(Table(["device"] + schedules, [[d] + [_cell_text(cells[d].get(s)) for s in schedules]
+                                                   for d in devices], caption="Device x schedule"))
+    m.blocks.append(Table(["device", "schedule", "fits", "binding constraint", "margin", "peak RAM / budget",
+                           "accuracy gain", "energy per day"],
+                          [[d, s, {True: "yes", False: "no"}.get(c.get("fits"), "error"), str(c.get("binding") or "-"),
+                            fmt.quantity(c.get("margin"), c.get("unit")),
+                            f"{fmt.nbytes(c.get('peak_ram_bytes'))} / {fmt.nbytes(c.get('ram_budget_bytes'))}"
+                            if c.get("fits") is not None else "n/a",
+                            _pp(c.get("accuracy_gain")), fmt.quantity(c.get("energy_per_day_j"), "J")]
+                           for d in devices for s, c in cells[d].items()], caption="All cells"))
+    doc.sections.append(m)
+    if n_err:
+        e = Section("Errors")
+        e.blocks.append("Scenarios that raised or whose worker died; the sweep went on without them.")
+        e.blocks.append(Table(["scenario", "error"], [[r["key"], str(r.get("error"))[:300]] for r in rows
+                                                      if r["status"] != "ok"]))
+        doc.sections.append(e)
+    return doc
+
+
+def _pp(x) -> str:
+    return f"{100 * x:+.1f} pp" if plots.finite(x) else "n/a"
+
+
+def render_sweep(rows: list[dict], out_dir: str | Path, title: str = "sweep") -> Path:
+    """Write report.html, report.md and the heat map for sweep ``rows`` into ``out_dir``; returns report.html."""
+    if not rows:
+        raise ValueError("render_sweep: no finished scenarios to report")
+    return write_report(build_sweep_document(list(rows), title), out_dir)
