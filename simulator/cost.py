@@ -1,0 +1,78 @@
+"""The op cost model, written once and used everywhere (simulator, predict_step, calibration).
+
+    cycles = op_overhead_cycles
+           + macs * cycles_per_mac_<dtype>                   matmul, conv, update
+           + elems * cycles_per_elem_f32                     eltwise, reduce (elems = max(read, written) / dtype size)
+           + (bytes_read + bytes_written) * cycles_per_byte_copy      copy, flash_read
+    flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
+    seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
+              (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from workloads.trace import Op
+
+DTYPE_BYTES = {"f32": 4, "i8": 1, "i32": 4}
+MAC_KINDS = ("matmul", "conv", "update")
+ELEM_KINDS = ("eltwise", "reduce")
+COPY_KINDS = ("copy", "flash_read")
+
+
+def op_elems(op: Op) -> int:
+    """Elements an eltwise/reduce op touches: the larger of its input and output, in elements."""
+    return max(op.bytes_read, op.bytes_written) // DTYPE_BYTES.get(op.dtype, 4)
+
+
+def op_cycles(op: Op, runtime: Any) -> float:
+    """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
+    kind = op.kind
+    c = runtime.op_overhead_cycles
+    if kind in MAC_KINDS:
+        per_mac = runtime.cycles_per_mac_f32 if op.dtype == "f32" else runtime.cycles_per_mac_i8
+        c += op.macs * per_mac
+    elif kind in ELEM_KINDS:
+        c += op_elems(op) * runtime.cycles_per_elem_f32
+    elif kind in COPY_KINDS:
+        c += (op.bytes_read + op.bytes_written) * runtime.cycles_per_byte_copy
+    elif kind != "flash_write":
+        raise ValueError(f"op {op.name!r}: unknown op kind {kind!r}")
+    return float(c)
+
+
+class CostModel:
+    """Seconds and joules per op for one device and runtime; caches by op signature (ops repeat)."""
+
+    def __init__(self, device: Any, runtime: str) -> None:
+        self.device = device
+        self.runtime = device.runtime_for(runtime)
+        self.clock_hz = float(device.core.clock_hz)
+        self.active_w = device.power.active_current_a * device.power.supply_voltage_v
+        self.flash_j_per_byte = device.power.flash_write_energy_j_per_byte
+        self.flash_bytes_per_s = device.flash.write_bytes_per_s
+        self.cpi = device.core.cycles_per_instruction
+        self._cache: dict[tuple, tuple[float, float, float]] = {}
+
+    def cost(self, op: Op) -> tuple[float, float, float]:
+        """(cycles, seconds, energy_j) of one op."""
+        key = (op.kind, op.macs, op.bytes_read, op.bytes_written, op.dtype)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        cycles = op_cycles(op, self.runtime)
+        seconds = cycles / self.clock_hz
+        energy = seconds * self.active_w
+        if op.kind == "flash_write":
+            flash_s = op.bytes_written / self.flash_bytes_per_s
+            seconds += flash_s
+            energy += flash_s * self.active_w + op.bytes_written * self.flash_j_per_byte
+        out = (cycles, seconds, energy)
+        self._cache[key] = out
+        return out
+
+    def flash_write(self, nbytes: int) -> tuple[float, float]:
+        """(seconds, energy_j) of programming ``nbytes`` of flash (a checkpoint)."""
+        cycles = self.runtime.op_overhead_cycles + nbytes * self.runtime.cycles_per_byte_copy
+        s = cycles / self.clock_hz + nbytes / self.flash_bytes_per_s
+        return s, s * self.active_w + nbytes * self.flash_j_per_byte

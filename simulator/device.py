@@ -1,0 +1,151 @@
+"""The device in the simulation: CPU, power states, battery, harvesting and flash (DESIGN.md §3).
+
+- CPU: a ``simpy.PreemptiveResource`` of capacity 1. Inference requests with priority 0 and preempts
+  training (priority 1). Every stretch of CPU work is a *segment* on the CPU timeline.
+- Power states: ``active`` while a segment runs; after it the CPU idles ``idle_timeout_s`` and then
+  sleeps until the next segment. Idle/sleep energy is charged from the gaps between segments.
+- Battery: a ``simpy.Container`` in joules, drained by each segment's op energy and by idle/sleep time,
+  refilled by a harvesting profile (watts per hour of day). Draining more than is left is fatal.
+- Flash: bytes written by checkpoints, turned into page erase cycles against endurance.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import simpy
+
+PRIO_INFERENCE, PRIO_TRAINING = 0, 1
+
+
+class BatteryEmpty(Exception):
+    """The battery ran out: ``time_s`` when it did, ``op`` what was running."""
+
+    def __init__(self, time_s: float, op: str) -> None:
+        self.time_s, self.op = time_s, op
+        super().__init__(f"battery empty at t={time_s:.1f} s during {op}")
+
+
+class Device:
+    """CPU + power + battery + flash of one board inside one ``simpy.Environment``."""
+
+    def __init__(self, env: simpy.Environment, profile: Any, *, capacity_j: float, initial_fraction: float = 1.0,
+                 idle_timeout_s: float = 0.0, harvest_w_by_hour: list[float] | None = None) -> None:
+        if capacity_j <= 0:
+            raise ValueError(f"battery capacity_j must be > 0 (got {capacity_j})")
+        self.env = env
+        self.profile = profile
+        p = profile.power
+        self.active_w = p.active_current_a * p.supply_voltage_v
+        self.idle_w = p.idle_current_a * p.supply_voltage_v
+        self.sleep_w = p.sleep_current_a * p.supply_voltage_v
+        self.idle_timeout_s = idle_timeout_s
+        self.harvest = list(harvest_w_by_hour or [])
+        self.cpu = simpy.PreemptiveResource(env, capacity=1)
+        self.battery = simpy.Container(env, capacity=capacity_j, init=capacity_j * initial_fraction)
+        # bookkeeping (all in simulated seconds / joules)
+        self._gap_start = 0.0          # when the CPU last became free
+        self._charged_until = 0.0      # gap energy charged up to here
+        self._harvested_until = 0.0
+        self._busy = False
+        self.time_active_s = self.time_idle_s = self.time_sleep_s = 0.0
+        self.energy_active_j = self.energy_idle_j = self.energy_sleep_j = 0.0
+        self.harvested_j = 0.0
+        self.wasted_harvest_j = 0.0
+        self.flash_written_bytes = 0
+        self.flash_erase_cycles = 0
+        self.cpu_log: list[tuple[float, float, str, bool]] = []   # (start, end, task, preempted)
+        self.battery_log: list[tuple[float, float]] = [(0.0, self.battery.level)]
+
+    # --- energy in and out -------------------------------------------------------------------------
+
+    @property
+    def consumed_j(self) -> float:
+        return self.energy_active_j + self.energy_idle_j + self.energy_sleep_j
+
+    def harvest_w(self, t: float) -> float:
+        """Harvested power at sim time ``t`` (the profile repeats daily)."""
+        return self.harvest[int(t // 3600) % 24] if self.harvest else 0.0
+
+    def _harvest_energy(self, a: float, b: float) -> float:
+        if not self.harvest or b <= a:
+            return 0.0
+        e, t = 0.0, a
+        while t < b:
+            nxt = min(b, (math.floor(t / 3600) + 1) * 3600.0)
+            e += self.harvest_w(t) * (nxt - t)
+            t = nxt
+        return e
+
+    def _draw(self, amount: float, at_op: str, t0: float, t1: float) -> None:
+        """Take ``amount`` J out of the battery for work between t0 and t1; empty -> BatteryEmpty."""
+        level = self.battery.level
+        if amount > level:
+            frac = level / amount if amount > 0 else 0.0
+            if level > 0:
+                self.battery.get(level)
+            raise BatteryEmpty(t0 + (t1 - t0) * frac, at_op)
+        if amount > 0:
+            self.battery.get(amount)
+
+    def settle(self, now: float) -> None:
+        """Bring harvesting and idle/sleep drain up to ``now`` (no-op for time already charged)."""
+        h = self._harvest_energy(self._harvested_until, now)
+        self._harvested_until = max(self._harvested_until, now)
+        if h > 0:
+            room = self.battery.capacity - self.battery.level
+            put = min(h, room)
+            self.harvested_j += put
+            self.wasted_harvest_j += h - put
+            if put > 0:
+                self.battery.put(put)
+        if self._busy or now <= self._charged_until:
+            return
+        a, b = self._charged_until, now
+        idle_end = self._gap_start + self.idle_timeout_s
+        idle_s = max(0.0, min(b, idle_end) - a)
+        sleep_s = (b - a) - idle_s
+        self.time_idle_s += idle_s
+        self.time_sleep_s += sleep_s
+        e_idle, e_sleep = idle_s * self.idle_w, sleep_s * self.sleep_w
+        self.energy_idle_j += e_idle
+        self.energy_sleep_j += e_sleep
+        self._charged_until = now
+        self._draw(e_idle + e_sleep, "sleep" if sleep_s else "idle", a, b)
+
+    # --- CPU segments -----------------------------------------------------------------------------
+
+    def begin(self, now: float) -> None:
+        """The CPU leaves idle/sleep for work at ``now``."""
+        self.settle(now)
+        self._busy = True
+
+    def end(self, start: float, now: float, task: str, energy_j: float, op: str = "",
+            preempted: bool = False) -> None:
+        """A segment of ``task`` ran from ``start`` to ``now`` using ``energy_j``; charge it."""
+        self._busy = False
+        self._gap_start = self._charged_until = now
+        dt = now - start
+        self.time_active_s += dt
+        self.energy_active_j += energy_j
+        self.cpu_log.append((start, now, task, preempted))
+        self._draw(energy_j, op or task, start, now)
+
+    def sample(self, now: float) -> None:
+        """Settle and record the battery level (for the battery timeline)."""
+        self.settle(now)
+        self.battery_log.append((now, self.battery.level))
+
+    def monitor(self, period_s: float):
+        """SimPy process: settle the books and sample the battery every ``period_s``."""
+        while True:
+            yield self.env.timeout(period_s)
+            self.sample(self.env.now)
+
+    # --- flash -------------------------------------------------------------------------------------
+
+    def flash_write(self, nbytes: int) -> None:
+        """Count a checkpoint of ``nbytes``: every touched page is erased once."""
+        page = self.profile.flash.erase_page_bytes
+        self.flash_written_bytes += nbytes
+        self.flash_erase_cycles += max(1, -(-nbytes // page))

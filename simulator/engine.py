@@ -1,0 +1,483 @@
+"""One simulation run: the environment, the device, the job, RAM, and the processes (DESIGN.md §3).
+
+Speed: a training step is not one SimPy event per op. Its ops are costed up front and the step runs
+as one ``env.timeout`` for its remaining time; when inference preempts it, the step is interrupted,
+the ops finished so far are charged (energy, RAM at op granularity, CPU timeline), and it resumes
+with what is left. Memory is sampled at every op without creating events.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from typing import Any
+
+import numpy as np
+import simpy
+
+from workloads.trace import Op, Tensor
+
+from . import pipeline, schedule
+from .cost import CostModel
+from .device import PRIO_TRAINING, BatteryEmpty, Device
+from .memory import Heap, OutOfMemory
+from .planner import plan as plan_memory
+from .scenario import Scenario
+
+RESERVED_KIND = "runtime"      # the runtime's reserved RAM, a band at the bottom of the memory plot
+ARENA_FREE_KIND = "arena_unused"
+MAX_MEMORY_POINTS = 4000
+MAX_CPU_SEGMENTS = 20000
+
+
+class Fatal(Exception):
+    """A run-ending event: out of memory, fragmentation, battery empty."""
+
+    def __init__(self, kind: str, time_s: float, op: str, message: str) -> None:
+        self.kind, self.time_s, self.op, self.message = kind, time_s, op, message
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "time_s": self.time_s, "op": self.op, "message": self.message}
+
+
+def drain(gen) -> tuple[list[Op], Any]:
+    """Run an op generator to the end: (ops, return value). The numpy math runs here."""
+    ops: list[Op] = []
+    append = ops.append
+    try:
+        while True:
+            append(next(gen))
+    except StopIteration as stop:
+        return ops, stop.value
+
+
+def _signature(ops: list[Op]) -> tuple:
+    return tuple((op.name, op.kind, tuple(t.nbytes for t in op.alloc), len(op.free)) for op in ops)
+
+
+class MemTimeline:
+    """Bytes by tensor kind over time, kept as (time, kind, delta) records; summed at the end."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+        self.k: list[str] = []
+        self.d: list[int] = []
+
+    def add(self, t: float, kind: str, delta: int) -> None:
+        self.t.append(t)
+        self.k.append(kind)
+        self.d.append(delta)
+
+    def extend(self, times, kinds, deltas) -> None:
+        self.t.extend(times)
+        self.k.extend(kinds)
+        self.d.extend(deltas)
+
+    def series(self, until_s: float, max_points: int = MAX_MEMORY_POINTS) -> dict[str, Any]:
+        """{time_s, by_kind}: the running totals, down-sampled to at most ``max_points`` by keeping the
+        sample with the largest total in each bucket (so peaks survive)."""
+        if not self.t:
+            return {"time_s": [], "by_kind": {}}
+        t = np.asarray(self.t, dtype=float)
+        order = np.argsort(t, kind="stable")
+        t = t[order]
+        kinds = sorted(set(self.k))
+        kidx = {k: i for i, k in enumerate(kinds)}
+        ki = np.fromiter((kidx[k] for k in self.k), dtype=np.int64, count=len(self.k))[order]
+        d = np.asarray(self.d, dtype=np.int64)[order]
+        vals = np.zeros((len(t), len(kinds)), dtype=np.int64)
+        vals[np.arange(len(t)), ki] = d
+        vals = np.cumsum(vals, axis=0)
+        # one sample per distinct time (the last record at that time)
+        last = np.r_[t[1:] != t[:-1], True]
+        t, vals = t[last], vals[last]
+        keep = t <= until_s
+        t, vals = t[keep], vals[keep]
+        if len(t) > max_points:
+            total = vals.sum(axis=1)
+            edges = np.linspace(0, len(t), max_points + 1).astype(int)
+            idx = [a + int(np.argmax(total[a:b])) for a, b in zip(edges[:-1], edges[1:], strict=False) if b > a]
+            t, vals = t[idx], vals[idx]
+        return {"time_s": [round(float(x), 6) for x in t],
+                "by_kind": {k: [int(v) for v in vals[:, i]] for i, k in enumerate(kinds)}}
+
+
+class Ram:
+    """The device RAM under a memory policy.
+
+    ``heap``: every tensor is placed in a ``memory.Heap`` at op time (fragmentation can fail it).
+    ``planned``: persistent tensors and two static arenas (training step, inference) are placed once;
+    each step's trace must fit its arena (checked with the planner), and the timeline shows live
+    bytes by kind inside the arenas.
+    """
+
+    def __init__(self, sim: Simulation, persistent: tuple[Tensor, ...]) -> None:
+        self.sim = sim
+        rt = sim.rt
+        self.policy = sim.sc.schedule["memory_policy"]
+        self.reserved = rt.ram_reserved_bytes
+        self.budget = sim.profile.memory.ram_bytes
+        self.heap = Heap.for_runtime(self.budget - self.reserved, rt, policy=sim.sc.schedule["heap_policy"])
+        self.persistent = persistent
+        self.timeline = MemTimeline()
+        self.timeline.add(0.0, RESERVED_KIND, self.reserved)
+        self._live: dict[int, tuple[str, int]] = {}
+        self._plans: dict[tuple, Any] = {}
+        self.arena = {"train": 0, "infer": 0}
+        self.first_plan = None
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.reserved + self.heap.peak_bytes
+
+    def plan(self, ops: list[Op]):
+        key = _signature(ops)
+        p = self._plans.get(key)
+        if p is None:
+            p = self._plans[key] = plan_memory(ops, ())
+        return p
+
+    def setup(self, train_ops: list[Op], infer_ops: list[Op]) -> None:
+        """Place persistent tensors (and, for ``planned``, the arenas) at t=0."""
+        for t in self.persistent:
+            self.alloc(0.0, t, "persistent")
+        self.first_plan = plan_memory(train_ops, self.persistent)
+        if self.policy != "planned":
+            return
+        for name, ops in (("train", train_ops), ("infer", infer_ops)):
+            p = self.plan(ops)
+            size = p.planned_bytes
+            self.arena[name] = size
+            try:
+                self.heap.alloc(-1 if name == "train" else -2, size, ARENA_FREE_KIND, f"arena:{name}")
+            except OutOfMemory as e:
+                op = self._first_over(p, self.heap.free_bytes)
+                raise Fatal(e.kind, 0.0, op, f"the planned {name} arena ({size:,} B) does not fit: {e} "
+                            f"(live bytes first exceed the free heap at op {op!r})") from None
+            self.timeline.add(0.0, ARENA_FREE_KIND, self.heap.size_for(size))
+
+    @staticmethod
+    def _first_over(p, limit: int) -> str:
+        for i, b in enumerate(p.live_bytes):
+            if b > limit:
+                return p.op_names[i]
+        return p.peak_op_name
+
+    # heap policy: per-op placement
+    def alloc(self, t: float, tensor: Tensor, op_name: str) -> None:
+        try:
+            self.heap.alloc(tensor.id, tensor.nbytes, tensor.kind, op_name)
+        except OutOfMemory as e:
+            raise Fatal(e.kind, t, op_name, str(e)) from None
+        size = self.heap.size_for(tensor.nbytes)
+        self._live[tensor.id] = (tensor.kind, size)
+        self.timeline.add(t, tensor.kind, size)
+
+    def free(self, t: float, tid: int) -> None:
+        kind, size = self._live.pop(tid)
+        self.heap.free(tid)
+        self.timeline.add(t, kind, -size)
+
+    # planned policy: check a trace against its arena and draw its live bytes
+    def check_arena(self, name: str, ops: list[Op], t0: float, starts: list[float]) -> None:
+        p = self.plan(ops)
+        if p.planned_bytes > self.arena[name]:
+            i = next((i for i, b in enumerate(p.live_bytes) if b > self.arena[name]), p.peak_op)
+            op = p.op_names[i] if i >= 0 else name
+            raise Fatal("out_of_memory", t0 + starts[max(i, 0)], op,
+                        f"the {name} step needs a {p.planned_bytes:,} B arena but {self.arena[name]:,} B was "
+                        f"planned (from the first step); live bytes reach {p.live_bytes[max(i, 0)]:,} B at op {op!r}")
+
+    def draw_planned(self, name: str, ops: list[Op], abs_starts: list[float], end: float) -> None:
+        """Add a planned-arena step's live bytes by kind (op granularity) to the timeline."""
+        p = self.plan(ops)
+        n = len(ops)
+        if not n:
+            return
+        times = list(abs_starts) + [end]
+        tl = self.timeline
+        unused = np.zeros(n + 1, dtype=np.int64)
+        for kind, live in p.live_by_kind.items():
+            v = np.zeros(n + 2, dtype=np.int64)
+            v[1:n + 1] = live
+            dv = np.diff(v)
+            unused -= dv
+            nz = np.nonzero(dv)[0]
+            tl.extend([times[i] for i in nz], [kind] * len(nz), dv[nz].tolist())
+        nz = np.nonzero(unused)[0]
+        tl.extend([times[i] for i in nz], [ARENA_FREE_KIND] * len(nz), unused[nz].tolist())
+
+
+class Simulation:
+    """A scenario run on one device with one training job."""
+
+    def __init__(self, sc: Scenario, profile: Any, job: Any) -> None:
+        self.sc, self.profile, self.job = sc, profile, job
+        self.rt = profile.runtime_for(sc.runtime)
+        self.env = env = simpy.Environment()
+        b = sc.battery
+        cap_mah = b["capacity_mah"] or profile.battery.capacity_mah
+        volt = b["voltage_v"] or profile.battery.voltage_v
+        self.capacity_j = cap_mah * 3.6 * volt
+        self.device = Device(env, profile, capacity_j=self.capacity_j, initial_fraction=b["initial_fraction"],
+                             idle_timeout_s=sc.power["idle_timeout_s"], harvest_w_by_hour=b["harvest_w_by_hour"])
+        self.cost = CostModel(profile, sc.runtime)
+        q = sc.pipeline["queue_capacity"]
+        self.q_frames = simpy.Store(env, capacity=q)
+        self.q_windows = simpy.Store(env, capacity=q)
+        self.q_results = simpy.Store(env, capacity=q)
+        self.q_labels = simpy.Store(env, capacity=sc.schedule["every_n"] + q)
+        self.infer_done = env.event()
+        self.stop = env.event()
+        self.stream = iter(job.labelled_stream())
+        # counters
+        self.frames = self.dropped_frames = self.dropped_windows = 0
+        self.labels = self.dropped_labels = 0
+        self.inferences = self.deadline_misses = 0
+        self.first_miss_s: float | None = None
+        self.worst_inference_latency_s = 0.0
+        self.sunk = self.online_correct = 0
+        self.training_steps = 0
+        self.macs_total = 0
+        self.preemptions = 0
+        self.checkpoints = 0
+        self.step_latencies: list[float] = []
+        self.first_slow_step: tuple[float, str] | None = None
+        self.first_checkpoint_s: float | None = None
+        self.losses: list[tuple[int, float, float]] = []
+        self.evals: list[dict[str, Any]] = []
+        self.fatal: Fatal | None = None
+        self._infer_pending: tuple[float, float, str] | None = None
+        self.ram: Ram | None = None
+
+    # --- inference ---------------------------------------------------------------------------------
+
+    def run_inference(self, x) -> tuple[int, float]:
+        """Run the model on ``x`` now (numpy), place its tensors, and return (prediction, seconds)."""
+        ops, pred = drain(self.job.infer(x))
+        now = self.env.now
+        cost = self.cost.cost
+        starts, t = [], 0.0
+        energy = 0.0
+        for op in ops:
+            starts.append(t)
+            _, s, e = cost(op)
+            t += s
+            energy += e
+        self.device.begin(now)
+        ram = self.ram
+        if ram.policy == "heap":
+            for op, st, en in zip(ops, starts, starts[1:] + [t], strict=False):
+                for tensor in op.alloc:
+                    ram.alloc(now + st, tensor, op.name)
+                for tid in op.free:
+                    ram.free(now + en, tid)
+        else:
+            ram.check_arena("infer", ops, now, starts)
+            ram.draw_planned("infer", ops, [now + s for s in starts], now + t)
+        self._infer_pending = (now, energy, ops[-1].name if ops else "inference")
+        return int(pred), t
+
+    def end_inference(self) -> None:
+        start, energy, op = self._infer_pending
+        self.device.end(start, self.env.now, "inference", energy, op)
+
+    # --- training ------------------------------------------------------------------------------------
+
+    def train_step(self, xs, ys):
+        """SimPy sub-process: one training step, preemptible by inference."""
+        ops, loss = drain(self.job.train_step(xs, ys))
+        self.training_steps += 1
+        self.macs_total += sum(op.macs for op in ops)
+        t_req = self.env.now
+        yield from self.execute(ops, "training", check_arena=True)
+        if self.fatal:
+            return
+        latency = self.env.now - t_req
+        self.step_latencies.append(latency)
+        self.losses.append((self.training_steps, self.env.now, float(loss)))
+        budget = self.sc.budgets["step_latency_s"]
+        if latency > budget and self.first_slow_step is None:
+            self.first_slow_step = (self.env.now, f"train_step #{self.training_steps} ({ops[-1].name if ops else ''})")
+
+    def checkpoint(self):
+        """SimPy sub-process: write the trainable weights to flash (preemptible)."""
+        nbytes = int(self.job.trainable_bytes())
+        op = Op("checkpoint.flash_write", "flash_write", 0, nbytes, nbytes)
+        self.checkpoints += 1
+        self.device.flash_write(nbytes)
+        if self.first_checkpoint_s is None:
+            self.first_checkpoint_s = self.env.now
+        yield from self.execute([op], "checkpoint")
+
+    def execute(self, ops: list[Op], task: str, check_arena: bool = False):
+        """Run ``ops`` on the CPU at training priority as few timeouts as preemption allows."""
+        env, dev, ram = self.env, self.device, self.ram
+        cost = self.cost.cost
+        n = len(ops)
+        cum_t = [0.0] * (n + 1)
+        cum_e = [0.0] * (n + 1)
+        t = e = 0.0
+        for i, op in enumerate(ops):
+            _, s, en = cost(op)
+            t += s
+            e += en
+            cum_t[i + 1], cum_e[i + 1] = t, e
+        total = t
+        if check_arena and ram.policy == "planned":
+            ram.check_arena("train", ops, env.now, cum_t)
+        heap = ram.policy == "heap"
+        if not n:
+            return
+        progress = 0.0
+        next_op = 0           # ops before this are fully applied to RAM
+        alloc_done = False    # allocs of ops[next_op] applied
+        segments: list[tuple[float, float, float]] = []   # (abs start, progress from, progress to)
+        while True:
+            with dev.cpu.request(priority=PRIO_TRAINING) as req:
+                yield req
+                start = env.now
+                dev.begin(start)
+                preempted = False
+                try:
+                    yield env.timeout(total - progress)
+                    new = total
+                except simpy.Interrupt:
+                    preempted = True
+                    self.preemptions += 1
+                    new = min(total, progress + (env.now - start))
+                base = start - progress
+                segments.append((start, progress, new))
+                # RAM at op granularity: allocs at op start, frees at op end, in trace order
+                while next_op < n:
+                    op = ops[next_op]
+                    if not alloc_done:
+                        if not (cum_t[next_op] < new or new >= total):
+                            break
+                        if heap:
+                            for tensor in op.alloc:
+                                try:
+                                    ram.alloc(base + cum_t[next_op], tensor, op.name)
+                                except Fatal:
+                                    dev.end(start, env.now, task, 0.0, op.name, preempted)
+                                    raise
+                        alloc_done = True
+                    if cum_t[next_op + 1] > new:
+                        break
+                    if heap:
+                        for tid in op.free:
+                            ram.free(base + cum_t[next_op + 1], tid)
+                    next_op += 1
+                    alloc_done = False
+                energy = self._energy_between(cum_t, cum_e, progress, new)
+                i = min(max(bisect.bisect_right(cum_t, new) - 1, 0), n - 1)
+                dev.end(start, env.now, task, energy, ops[i].name, preempted)
+                progress = new
+            if progress >= total:
+                break
+        if not heap and check_arena and n:
+            abs_starts = []
+            k = 0
+            for i in range(n):
+                p = cum_t[i]
+                while k + 1 < len(segments) and segments[k][2] <= p:
+                    k += 1
+                s0, p0, _ = segments[k]
+                abs_starts.append(s0 + (p - p0))
+            ram.draw_planned("train", ops, abs_starts, env.now)
+
+    @staticmethod
+    def _energy_between(cum_t: list[float], cum_e: list[float], a: float, b: float) -> float:
+        def at(p: float) -> float:
+            i = bisect.bisect_right(cum_t, p) - 1
+            if i >= len(cum_t) - 1:
+                return cum_e[-1]
+            i = max(i, 0)
+            dt = cum_t[i + 1] - cum_t[i]
+            return cum_e[i] + (cum_e[i + 1] - cum_e[i]) * ((p - cum_t[i]) / dt if dt > 0 else 1.0)
+        return max(0.0, at(b) - at(a))
+
+    # --- control ---------------------------------------------------------------------------------------
+
+    def set_fatal(self, f: Fatal) -> None:
+        if self.fatal is None:
+            self.fatal = f
+            if not self.stop.triggered:
+                self.stop.succeed()
+
+    def _guard(self, gen):
+        """Wrap a process: battery-empty and out-of-memory end the run, recorded as fatal."""
+        try:
+            yield from gen
+        except BatteryEmpty as b:
+            self.set_fatal(Fatal("battery_empty", b.time_s, b.op, str(b)))
+        except Fatal as f:
+            self.set_fatal(f)
+
+    def _evaluator(self, points: int):
+        every = self.sc.duration_s / points
+        for _k in range(1, points):
+            yield self.env.timeout(every)
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        ev = self.job.evaluate()
+        self.evals.append({"step": self.training_steps, "time_s": round(self.env.now, 6),
+                           "user_accuracy": float(ev["user_accuracy"]),
+                           "retention_accuracy": float(ev["retention_accuracy"])})
+
+    def setup(self) -> tuple[list[Op], list[Op]]:
+        """Trace one training step (on a copy of the job) and one inference, and lay out RAM."""
+        train_ops, infer_ops = probe_ops(self.job, self.sc.schedule["batch"])
+        self.ram = Ram(self, tuple(self.job.persistent_tensors()))
+        self.ram.setup(train_ops, infer_ops)
+        return train_ops, infer_ops
+
+    def run(self, progress: bool = False) -> None:
+        """Simulate ``duration_s`` (or until a fatal event)."""
+        env, dur = self.env, self.sc.duration_s
+        self._evaluate()
+        try:
+            self.setup()
+        except Fatal as f:
+            self.set_fatal(f)
+            return
+        for proc in (pipeline.sensor, pipeline.window, pipeline.infer, pipeline.sink, schedule.trainer):
+            env.process(self._guard(proc(self)))
+        env.process(self._guard(self.device.monitor(self.sc.battery["sample_s"])))
+        env.process(self._evaluator(self.sc.eval["points"]))
+        chunks = 100
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=chunks, desc=f"simulating {self.sc.name} ({dur / 3600:g} h)", unit="%", leave=False)
+        for k in range(1, chunks + 1):
+            if self.fatal:
+                break
+            env.run(until=env.timeout(dur * k / chunks - env.now) | self.stop)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        if not self.fatal:
+            try:
+                self.device.sample(env.now)
+            except BatteryEmpty as b:
+                self.set_fatal(Fatal("battery_empty", b.time_s, b.op, str(b)))
+        self._evaluate()
+
+    @property
+    def end_s(self) -> float:
+        return self.fatal.time_s if self.fatal else self.sc.duration_s
+
+
+def probe_ops(job: Any, batch: int) -> tuple[list[Op], list[Op]]:
+    """One training step's and one inference's ops, traced on a deep copy (the job stays untouched)."""
+    import copy
+
+    probe = copy.deepcopy(job)
+    stream = iter(probe.labelled_stream())
+    xs, ys = zip(*itertools.islice(stream, batch), strict=False)
+    infer_ops, _ = drain(probe.infer(xs[0]))
+    train_ops, _ = drain(probe.train_step(np.stack(xs), np.array(ys)))
+    return train_ops, infer_ops

@@ -1,0 +1,265 @@
+"""Scenario files: what to simulate, validated at load (DESIGN.md §3).
+
+A scenario is a TOML table (or the same dict). Every field has a default stated in ``DEFAULTS``;
+unknown keys and bad values raise ``ValueError`` naming the file, the dotted field and the value.
+Sweeps change fields with :func:`apply_overrides` (dotted keys such as ``"schedule.batch"``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workloads.techniques import Techniques
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+RUNTIMES = ("native", "micropython")
+TRIGGERS = ("every-n", "periodic", "idle", "charging")
+MEMORY_POLICIES = ("planned", "heap")
+STORIES = ("new-class", "shift")
+OPTIMIZERS = ("sgd", "adam")
+
+# Every field and its default. A value of None means "derived" (explained beside it).
+DEFAULTS: dict[str, Any] = {
+    "name": "scenario",
+    "seed": 0,
+    "duration_s": 86400.0,            # one simulated day
+    "device": "stm32f405-pyboard",    # bundled profile name or a .toml path
+    "runtime": "native",              # native | micropython
+    "workload": {
+        "model": "mlp:64-32-10",      # zoo name or spec string
+        "dataset": "digits",
+        "story": "new-class",         # new-class | shift
+        "optimizer": "sgd",
+        "lr": 0.05,
+    },
+    "pipeline": {
+        "sensor_rate_hz": 8.0,        # frames per second from the sensor
+        "window": 8,                  # frames per inference input
+        "deadline_s": 0.5,            # window ready -> inference result
+        "queue_capacity": 4,          # items per bounded Store between stages
+        "label_every": 4,             # every k-th window comes with the user's label
+    },
+    "schedule": {
+        "trigger": "every-n",         # every-n | periodic | idle | charging
+        "every_n": 32,                # labelled samples per trigger (every-n, idle, charging)
+        "period_s": 3600.0,           # seconds between triggers (periodic)
+        "batch": 8,
+        "steps": 4,                   # training steps per trigger
+        "memory_policy": "planned",   # planned (static arena from the planner) | heap (every tensor placed)
+        "heap_policy": "first-fit",   # first-fit | best-fit (heap placement)
+        "checkpoint_every_steps": 0,  # write the trainable weights to flash every N steps (0: never)
+        "replay": 64,                 # labelled samples kept for batches (most recent)
+        "max_steps": 0,               # stop training after this many steps (0: no limit)
+        "techniques": {},             # workloads.Techniques fields
+    },
+    "power": {
+        "idle_timeout_s": 0.002,      # after work the CPU idles this long before entering sleep
+    },
+    "battery": {
+        "capacity_mah": None,         # None: the device profile's battery
+        "voltage_v": None,
+        "initial_fraction": 1.0,      # state of charge at t=0
+        "harvest_w_by_hour": [],      # [] or 24 values: harvested power (W) for each hour of the day
+        "sample_s": 300.0,            # battery bookkeeping/sampling period
+    },
+    "budgets": {
+        "step_latency_s": 1.0,        # worst training-step latency
+        "deadline_miss_rate": 0.01,   # inference deadline misses / inferences
+        "battery_life_days": 7.0,     # at least this long on one charge
+        "energy_per_day_j": None,     # None: battery capacity / battery_life_days
+        "flash_wear_per_year": 0.2,   # fraction of flash endurance used per year (0.2: 5-year life)
+    },
+    "eval": {
+        "points": 8,                  # host-side evaluations of accuracy/retention over the run
+    },
+    "compare": {
+        "variants": [],               # [{label, techniques}] technique variants for the report
+    },
+}
+
+_NUMBER_FIELDS_POSITIVE = {
+    "duration_s", "pipeline.sensor_rate_hz", "pipeline.deadline_s", "schedule.period_s",
+    "battery.sample_s", "budgets.step_latency_s", "budgets.battery_life_days",
+}
+_INT_FIELDS_POSITIVE = {
+    "pipeline.window", "pipeline.queue_capacity", "pipeline.label_every", "schedule.every_n",
+    "schedule.batch", "schedule.steps", "schedule.replay", "eval.points",
+}
+_INT_FIELDS_NONNEG = {"seed", "schedule.checkpoint_every_steps", "schedule.max_steps"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. ``data`` is the full dict (defaults filled in) for results and sweeps."""
+
+    name: str
+    seed: int
+    duration_s: float
+    device: str
+    runtime: str
+    workload: dict[str, Any]
+    pipeline: dict[str, Any]
+    schedule: dict[str, Any]
+    techniques: Techniques
+    power: dict[str, Any]
+    battery: dict[str, Any]
+    budgets: dict[str, Any]
+    eval: dict[str, Any]
+    compare: list[dict[str, Any]]
+    where: str = "<scenario>"
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
+    """Defaults overlaid with the user's values; unknown keys are an error."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        dotted = f"{prefix}{k}"
+        if k not in base:
+            known = ", ".join(sorted(base))
+            raise ValueError(f"{where}: {dotted} is not a known field (value {v!r}); known: {known}")
+        if isinstance(base[k], dict) and k != "techniques":
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}: {dotted} must be a table (got {v!r})")
+            out[k] = _merge(base[k], v, where, dotted + ".")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check(d: dict, where: str) -> None:
+    def bad(f: str, want: str) -> ValueError:
+        return ValueError(f"{where}: {f} must be {want} (got {_get(d, f)!r})")
+
+    for f in ("name", "device", "workload.model", "workload.dataset"):
+        v = _get(d, f)
+        if not isinstance(v, str) or not v:
+            raise bad(f, "a non-empty string")
+    for f, choices in (("runtime", RUNTIMES), ("schedule.trigger", TRIGGERS),
+                       ("schedule.memory_policy", MEMORY_POLICIES), ("workload.story", STORIES),
+                       ("workload.optimizer", OPTIMIZERS), ("schedule.heap_policy", ("first-fit", "best-fit"))):
+        if _get(d, f) not in choices:
+            raise bad(f, "one of " + ", ".join(choices))
+    for f in _NUMBER_FIELDS_POSITIVE:
+        v = _get(d, f)
+        if not _is_num(v) or v <= 0:
+            raise bad(f, "a number > 0")
+    for f in _INT_FIELDS_POSITIVE:
+        v = _get(d, f)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(f, "an integer >= 1")
+    for f in _INT_FIELDS_NONNEG:
+        v = _get(d, f)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(f, "an integer >= 0")
+    lr = d["workload"]["lr"]
+    if not _is_num(lr) or lr <= 0:
+        raise bad("workload.lr", "a number > 0")
+    for f in ("power.idle_timeout_s", "budgets.flash_wear_per_year", "budgets.deadline_miss_rate"):
+        v = _get(d, f)
+        if not _is_num(v) or v < 0:
+            raise bad(f, "a number >= 0")
+    frac = d["battery"]["initial_fraction"]
+    if not _is_num(frac) or not 0 < frac <= 1:
+        raise bad("battery.initial_fraction", "a number in (0, 1]")
+    for f in ("battery.capacity_mah", "battery.voltage_v", "budgets.energy_per_day_j"):
+        v = _get(d, f)
+        if v is not None and (not _is_num(v) or v <= 0):
+            raise bad(f, "a number > 0 (or absent)")
+    h = d["battery"]["harvest_w_by_hour"]
+    if not isinstance(h, list) or (h and (len(h) != 24 or not all(_is_num(x) and x >= 0 for x in h))):
+        raise bad("battery.harvest_w_by_hour", "[] or a list of 24 numbers >= 0 (watts per hour of day)")
+    if d["schedule"]["trigger"] == "charging" and not any(h):
+        raise ValueError(f"{where}: schedule.trigger = 'charging' needs battery.harvest_w_by_hour "
+                         f"with some hour > 0 W (got {h!r})")
+    if not isinstance(d["compare"]["variants"], list):
+        raise bad("compare.variants", "a list of {label, techniques} tables")
+    for i, v in enumerate(d["compare"]["variants"]):
+        if not isinstance(v, dict) or set(v) - {"label", "techniques"} or not isinstance(v.get("label"), str):
+            raise ValueError(f"{where}: compare.variants[{i}] must be a table with a string label and a "
+                             f"techniques table (got {v!r})")
+        Techniques.from_dict(v.get("techniques", {}), where=f"{where}: compare.variants[{i}].techniques")
+
+
+def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> Scenario:
+    """A validated Scenario from a TOML path, an embedded name (``demo``) or a dict."""
+    if isinstance(path_or_dict, dict):
+        raw, where = path_or_dict, where or "<scenario>"
+    else:
+        path = Path(path_or_dict)
+        if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
+            path = SCENARIO_DIR / f"{path}.toml"
+        where = where or str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{where}: no such scenario file") from None
+        except IsADirectoryError:
+            raise ValueError(f"{where}: is a directory, not a scenario .toml file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{where}: malformed TOML: {e}") from None
+    d = _merge(DEFAULTS, raw, where)
+    tech = d["schedule"]["techniques"]
+    if not isinstance(tech, dict):
+        raise ValueError(f"{where}: schedule.techniques must be a table (got {tech!r})")
+    try:
+        techniques = Techniques.from_dict(tech, where=f"{where}: schedule.techniques")
+    except TypeError as e:
+        raise ValueError(f"{where}: schedule.techniques: {e}") from None
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(where) else f"{where}: schedule.{msg}") from None
+    _check(d, where)
+    return Scenario(name=d["name"], seed=d["seed"], duration_s=float(d["duration_s"]), device=d["device"],
+                    runtime=d["runtime"], workload=d["workload"], pipeline=d["pipeline"], schedule=d["schedule"],
+                    techniques=techniques, power=d["power"], battery=d["battery"], budgets=d["budgets"],
+                    eval=d["eval"], compare=d["compare"]["variants"], where=where, data=d)
+
+
+def scenario_dict(path_or_dict: str | Path | dict) -> dict:
+    """The raw (un-defaulted) dict of a scenario file, for overrides; dicts are copied."""
+    if isinstance(path_or_dict, dict):
+        return copy.deepcopy(path_or_dict)
+    path = Path(path_or_dict)
+    if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
+        path = SCENARIO_DIR / f"{path}.toml"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: malformed TOML: {e}") from None
+
+
+def apply_overrides(d: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of scenario dict ``d`` with dotted keys set (``{"schedule.batch": 16, "device": "x"}``).
+
+    Intermediate tables are created as needed; validation happens in :func:`load_scenario`.
+    """
+    out = copy.deepcopy(d)
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+            raise ValueError(f"override key must be a dotted field name like 'schedule.batch' (got {key!r})")
+        parts = key.split(".")
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"override {key!r}: {'.'.join(parts[:i + 1])} is not a table (got {nxt!r})")
+            node = nxt
+        node[parts[-1]] = copy.deepcopy(value)
+    return out

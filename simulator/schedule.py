@@ -1,0 +1,78 @@
+"""Training schedules: when to train and how much (DESIGN.md §3).
+
+Triggers:
+- ``every-n``   after every N new labelled samples;
+- ``periodic``  every ``period_s`` seconds, on what has arrived since;
+- ``idle``      after N new labelled samples, but only once no inference is queued or running;
+- ``charging``  after N new labelled samples, and only while the harvester delivers power.
+Each trigger runs ``steps`` training steps of ``batch`` samples drawn (seeded) from the most recent
+``replay`` labelled samples; every ``checkpoint_every_steps`` steps the trainable weights go to flash.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:   # pragma: no cover
+    from .engine import Simulation
+
+
+def _collect(sim: Simulation, recent: deque, n: int):
+    """Wait for ``n`` labelled samples from the label queue."""
+    for _ in range(n):
+        recent.append((yield sim.q_labels.get()))
+
+
+def _drain(sim: Simulation, recent: deque):
+    """Take whatever labelled samples are queued now, without waiting."""
+    for _ in range(len(sim.q_labels.items)):
+        recent.append((yield sim.q_labels.get()))
+
+
+def _until_charging(sim: Simulation):
+    """Wait until the harvester delivers power (the profile changes on the hour)."""
+    dev, env = sim.device, sim.env
+    for _ in range(25):
+        if dev.harvest_w(env.now) > 0:
+            return
+        yield env.timeout((math.floor(env.now / 3600) + 1) * 3600.0 - env.now)
+
+
+def trainer(sim: Simulation):
+    """The training process: wait for the trigger, then run ``steps`` steps (preemptible)."""
+    env, s = sim.env, sim.sc.schedule
+    trigger, batch, steps = s["trigger"], s["batch"], s["steps"]
+    recent: deque = deque(maxlen=max(s["replay"], batch))
+    rng = np.random.default_rng(sim.sc.seed + 7919)
+    ckpt_every, max_steps = s["checkpoint_every_steps"], s["max_steps"]
+    while True:
+        if trigger == "periodic":
+            yield env.timeout(s["period_s"])
+            yield from _drain(sim, recent)
+        else:
+            yield from _collect(sim, recent, s["every_n"])
+            if trigger == "idle":
+                while sim.device.cpu.count or sim.q_windows.items:
+                    yield sim.infer_done
+            elif trigger == "charging":
+                yield from _until_charging(sim)
+        if not recent:
+            continue
+        for _ in range(steps):
+            if max_steps and sim.training_steps >= max_steps:
+                return
+            if trigger == "charging" and sim.device.harvest_w(env.now) <= 0:
+                break
+            idx = rng.choice(len(recent), size=batch, replace=len(recent) < batch)
+            xs = np.stack([recent[i][0] for i in idx])
+            ys = np.array([recent[i][1] for i in idx])
+            yield from sim.train_step(xs, ys)
+            if sim.fatal:
+                return
+            if ckpt_every and sim.training_steps % ckpt_every == 0:
+                yield from sim.checkpoint()
+                if sim.fatal:
+                    return

@@ -1,0 +1,101 @@
+"""The verdict: every constraint with budget, observed, unit, margin and ok; the first violation.
+
+Upper-bound constraints have margin = budget - observed; lower-bound ones (battery life) have
+margin = observed - budget. An observed value of None means "does not apply / unbounded" (for
+example an energy-neutral battery) and counts as ok.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# name, unit, kind ("max": observed must be <= budget; "min": observed must be >= budget)
+CONSTRAINTS = (
+    ("peak_ram", "B", "max"),
+    ("flash", "B", "max"),
+    ("step_latency", "s", "max"),
+    ("deadline_miss_rate", "1", "max"),
+    ("energy_per_day", "J/day", "max"),
+    ("battery_life", "days", "min"),
+    ("flash_wear", "endurance/year", "max"),
+)
+
+
+def constraint(name: str, budget: float | None, observed: float | None, unit: str, kind: str = "max",
+               note: str = "") -> dict[str, Any]:
+    """One row of the verdict."""
+    if budget is None or observed is None:
+        margin, ok = None, True
+    else:
+        margin = budget - observed if kind == "max" else observed - budget
+        ok = margin >= 0
+    row = {"name": name, "budget": budget, "observed": observed, "unit": unit, "margin": margin, "ok": ok,
+           "bound": kind}
+    if note:
+        row["note"] = note
+    return row
+
+
+def first_violation(rows: list[dict[str, Any]], when: dict[str, tuple[float, str]],
+                    fatal: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The earliest violated constraint (by sim time) or the fatal event, whichever came first."""
+    cands = []
+    for r in rows:
+        if not r["ok"]:
+            t, op = when.get(r["name"], (float("inf"), ""))
+            cands.append((t, r["name"], op,
+                          f"{r['name']}: observed {_fmt(r['observed'])} {r['unit']} vs budget "
+                          f"{_fmt(r['budget'])} {r['unit']}"))
+    if fatal:
+        cands.append((fatal["time_s"], _fatal_constraint(fatal["kind"]), fatal["op"], fatal["message"]))
+    if not cands:
+        return None
+    t, name, op, msg = min(cands, key=lambda c: c[0])
+    return {"constraint": name, "time_s": None if t == float("inf") else t, "op": op, "message": msg}
+
+
+def _fatal_constraint(kind: str) -> str:
+    return "battery_life" if kind == "battery_empty" else "peak_ram"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def summarise(result: dict[str, Any]) -> str:
+    """What the run found, in plain words (for the demo and plan)."""
+    lines = []
+    dev, wl = result["device"], result["workload"]
+    days = result["duration_s"] / 86400
+    head = (f"Personalising {wl} on {dev} ({result['runtime']} runtime) over {days:g} simulated day(s): ")
+    if result["fits"]:
+        head += "it FITS."
+    else:
+        head += "it does NOT fit."
+    lines.append(head)
+    fv = result["first_violation"]
+    if result["fatal"]:
+        f = result["fatal"]
+        lines.append(f"The run stopped at t={f['time_s']:.1f} s: {f['message']}.")
+    elif fv:
+        at = f" at t={fv['time_s']:.1f} s" if fv["time_s"] is not None else ""
+        lines.append(f"First violation{at}: {fv['message']}" + (f" (op {fv['op']})" if fv["op"] else "") + ".")
+    ram = result["peak_ram_bytes"]
+    lines.append(f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B "
+                 f"(liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, naive "
+                 f"{result['naive_ram_bytes']:,} B).")
+    lines.append(f"{result['training_steps']} training steps ({result['macs_total']:,} MACs), worst step "
+                 f"{_fmt(result['step_latency_s'])} s; {result['inferences']} inferences, deadline miss rate "
+                 f"{result['deadline_miss_rate']:.2%}, {result['dropped_frames']} frames dropped, "
+                 f"{result.get('preemptions', 0)} preemptions.")
+    bl = result["battery_life_days"]
+    lines.append(f"Energy {result['energy_per_day_j']:.1f} J/day; battery life "
+                 + ("unbounded (harvesting covers the load)" if bl is None else f"{bl:.1f} days") + ".")
+    if result["accuracy_before"] is not None:
+        lines.append(f"User accuracy {result['accuracy_before']:.1%} -> {result['accuracy_after']:.1%}; "
+                     f"retention of the old classes {result['retention_before']:.1%} -> "
+                     f"{result['retention_after']:.1%}.")
+    return "\n".join(lines)
