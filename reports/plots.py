@@ -347,8 +347,7 @@ def heatmap_plot(devices: list[str], schedules: list[str], cells: dict) -> bytes
         ax = axes[0][0]
         import matplotlib
 
-        cmap = matplotlib.colormaps["RdYlGn"].copy()
-        cmap.set_bad("#bdbdbd")
+        cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#bdbdbd")
         im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, norm=TwoSlopeNorm(vcenter=0, vmin=-100, vmax=100),
                        aspect="auto")
         for i, d in enumerate(devices):
