@@ -28,7 +28,7 @@ DAY_S = 86400.0
 YEAR_S = 365.0 * DAY_S
 
 
-def make_job(model: str, *, dataset: str = "digits", story: str = "new-class", optimizer: str = "sgd",
+def make_job(model: str, *, dataset: str | None = None, story: str = "new-class", optimizer: str = "sgd",
              lr: float = 0.05, techniques: Techniques | None = None, seed: int = 0) -> Any:
     """A TrainingJob from the workloads package (imported here so the simulator core stays light)."""
     import workloads
@@ -41,7 +41,7 @@ def make_job(model: str, *, dataset: str = "digits", story: str = "new-class", o
 
 def job_for(sc: Scenario) -> Any:
     w = sc.workload
-    return make_job(w["model"], dataset=w["dataset"], story=w["story"], optimizer=w["optimizer"], lr=w["lr"],
+    return make_job(w["model"], dataset=None if w["dataset"] == "auto" else w["dataset"], story=w["story"], optimizer=w["optimizer"], lr=w["lr"],
                     techniques=sc.techniques, seed=sc.seed)
 
 
@@ -242,7 +242,7 @@ def _cpu_timeline(log: list[tuple[float, float, str, bool]], end: float) -> dict
 # --- one step, for the emulator comparison ------------------------------------------------------------
 
 def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: int = 1, runtime: str = "native",
-                 techniques: Techniques | dict | None = None, seed: int = 0, dataset: str = "digits",
+                 techniques: Techniques | dict | None = None, seed: int = 0, dataset: str | None = None,
                  story: str = "new-class", optimizer: str = "sgd", lr: float = 0.05, job: Any = None) -> dict:
     """The simulator's prediction for one training step of ``workload`` on ``device``.
 

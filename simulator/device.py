@@ -77,29 +77,37 @@ class Device:
             t = nxt
         return e
 
-    def _draw(self, amount: float, at_op: str, t0: float, t1: float) -> None:
-        """Take ``amount`` J out of the battery for work between t0 and t1; empty -> BatteryEmpty."""
-        level = self.battery.level
-        if amount > level:
-            frac = level / amount if amount > 0 else 0.0
+    def _flow(self, drain_j: float, at_op: str, t0: float, t1: float) -> None:
+        """Harvest up to ``t1`` and take ``drain_j`` for work between t0 and t1, as one net flow.
+
+        Net loss beyond the charge left raises BatteryEmpty at the (linearly interpolated) time
+        it ran out; a surplus beyond capacity is counted as wasted harvest.
+        """
+        h = self._harvest_energy(self._harvested_until, t1)
+        self._harvested_until = max(self._harvested_until, t1)
+        level, cap = self.battery.level, self.battery.capacity
+        net = h - drain_j
+        if net < 0 and -net > level:
+            frac = level / -net
             if level > 0:
                 self.battery.get(level)
+            self.harvested_j += h * frac
             raise BatteryEmpty(t0 + (t1 - t0) * frac, at_op)
-        if amount > 0:
-            self.battery.get(amount)
+        if net > 0:
+            put = min(net, cap - level)
+            self.wasted_harvest_j += net - put
+            self.harvested_j += h - (net - put)
+            if put > 0:
+                self.battery.put(put)
+        else:
+            self.harvested_j += h
+            if net < 0:
+                self.battery.get(-net)
 
     def settle(self, now: float) -> None:
         """Bring harvesting and idle/sleep drain up to ``now`` (no-op for time already charged)."""
-        h = self._harvest_energy(self._harvested_until, now)
-        self._harvested_until = max(self._harvested_until, now)
-        if h > 0:
-            room = self.battery.capacity - self.battery.level
-            put = min(h, room)
-            self.harvested_j += put
-            self.wasted_harvest_j += h - put
-            if put > 0:
-                self.battery.put(put)
         if self._busy or now <= self._charged_until:
+            self._flow(0.0, "harvest", self._harvested_until, now)
             return
         a, b = self._charged_until, now
         idle_end = self._gap_start + self.idle_timeout_s
@@ -111,7 +119,7 @@ class Device:
         self.energy_idle_j += e_idle
         self.energy_sleep_j += e_sleep
         self._charged_until = now
-        self._draw(e_idle + e_sleep, "sleep" if sleep_s else "idle", a, b)
+        self._flow(e_idle + e_sleep, "sleep" if sleep_s else "idle", a, b)
 
     # --- CPU segments -----------------------------------------------------------------------------
 
@@ -129,7 +137,7 @@ class Device:
         self.time_active_s += dt
         self.energy_active_j += energy_j
         self.cpu_log.append((start, now, task, preempted))
-        self._draw(energy_j, op or task, start, now)
+        self._flow(energy_j, op or task, start, now)
 
     def sample(self, now: float) -> None:
         """Settle and record the battery level (for the battery timeline)."""

@@ -27,6 +27,7 @@ RESERVED_KIND = "runtime"      # the runtime's reserved RAM, a band at the botto
 ARENA_FREE_KIND = "arena_unused"
 MAX_MEMORY_POINTS = 4000
 MAX_CPU_SEGMENTS = 20000
+MAX_DROP_LOG = 1000
 
 
 class Fatal(Exception):
@@ -247,8 +248,13 @@ class Simulation:
         self.losses: list[tuple[int, float, float]] = []
         self.evals: list[dict[str, Any]] = []
         self.fatal: Fatal | None = None
+        self.drop_log: list[tuple[str, float]] = []    # (stage, sim time), the first MAX_DROP_LOG drops
         self._infer_pending: tuple[float, float, str] | None = None
         self.ram: Ram | None = None
+
+    def log_drop(self, stage: str) -> None:
+        if len(self.drop_log) < MAX_DROP_LOG:
+            self.drop_log.append((stage, self.env.now))
 
     # --- inference ---------------------------------------------------------------------------------
 
@@ -371,7 +377,11 @@ class Simulation:
                     alloc_done = False
                 energy = self._energy_between(cum_t, cum_e, progress, new)
                 i = min(max(bisect.bisect_right(cum_t, new) - 1, 0), n - 1)
-                dev.end(start, env.now, task, energy, ops[i].name, preempted)
+                try:
+                    dev.end(start, env.now, task, energy, ops[i].name, preempted)
+                except BatteryEmpty as b:   # name the op that was running when the charge ran out
+                    j = min(max(bisect.bisect_right(cum_t, progress + (b.time_s - start)) - 1, 0), n - 1)
+                    raise BatteryEmpty(b.time_s, ops[j].name) from None
                 progress = new
             if progress >= total:
                 break

@@ -32,6 +32,7 @@ def sensor(sim: Simulation):
         sim.frames += frames
         if not offer(sim.q_frames, env.now):
             sim.dropped_frames += frames
+            sim.log_drop("sensor")
 
 
 def window(sim: Simulation):
@@ -48,10 +49,12 @@ def window(sim: Simulation):
         if not offer(sim.q_windows, (ready, x, y)):
             sim.dropped_frames += frames
             sim.dropped_windows += 1
+            sim.log_drop("window")
         if labelled:
             sim.labels += 1
             if not offer(sim.q_labels, (x, y)):
                 sim.dropped_labels += 1
+                sim.log_drop("label")
 
 
 def infer(sim: Simulation):

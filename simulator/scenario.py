@@ -30,8 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "device": "stm32f405-pyboard",    # bundled profile name or a .toml path
     "runtime": "native",              # native | micropython
     "workload": {
-        "model": "mlp:64-32-10",      # zoo name or spec string
-        "dataset": "digits",
+        "model": "mlp-digits",        # zoo name or spec string (mlp:64-32-10)
+        "dataset": "auto",            # auto: the zoo entry's / the input shape's data set
         "story": "new-class",         # new-class | shift
         "optimizer": "sgd",
         "lr": 0.05,

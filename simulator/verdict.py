@@ -39,8 +39,9 @@ def first_violation(rows: list[dict[str, Any]], when: dict[str, tuple[float, str
                     fatal: dict[str, Any] | None) -> dict[str, Any] | None:
     """The earliest violated constraint (by sim time) or the fatal event, whichever came first."""
     cands = []
+    fatal_name = _fatal_constraint(fatal["kind"]) if fatal else None
     for r in rows:
-        if not r["ok"]:
+        if not r["ok"] and r["name"] != fatal_name:
             t, op = when.get(r["name"], (float("inf"), ""))
             cands.append((t, r["name"], op,
                           f"{r['name']}: observed {_fmt(r['observed'])} {r['unit']} vs budget "

@@ -91,3 +91,24 @@ def test_tiny_job_learns():
         ops = list(gen)
         assert [o.name for o in ops][-1] == "fc.update"
     assert job.evaluate()["user_accuracy"] > max(before, 0.8)
+
+
+def unit_profile(*, ram_bytes: int = 1 << 20, reserved: int = 0, block: int = 1, overhead: int = 0,
+                 clock_hz: float = 1e6, active_w: float = 1.0, idle_w: float = 0.1, sleep_w: float = 0.01,
+                 capacity_j: float = 1e9, flash_j_per_byte: float = 0.0):
+    """A real DeviceProfile (the bundled pyboard's) with round numbers: 1 MAC = 1 cycle, 1 V supply,
+    so 1e6 MACs take 1 s at 1 MHz and currents are watts."""
+    import dataclasses
+
+    from device_profiles.loader import load_profile
+
+    p = load_profile("stm32f405-pyboard")
+    rt = dataclasses.replace(p.runtime["native"], ram_reserved_bytes=reserved, heap_block_bytes=block,
+                             alloc_overhead_bytes=overhead, cycles_per_mac_f32=1.0, cycles_per_mac_i8=1.0,
+                             cycles_per_elem_f32=1.0, cycles_per_byte_copy=0.0, op_overhead_cycles=0.0)
+    return dataclasses.replace(
+        p, name="unit", core=dataclasses.replace(p.core, clock_hz=clock_hz, cycles_per_instruction=1.0),
+        memory=dataclasses.replace(p.memory, ram_bytes=ram_bytes), runtime={"native": rt},
+        power=dataclasses.replace(p.power, supply_voltage_v=1.0, active_current_a=active_w, idle_current_a=idle_w,
+                                  sleep_current_a=sleep_w, flash_write_energy_j_per_byte=flash_j_per_byte),
+        battery=dataclasses.replace(p.battery, capacity_mah=capacity_j / 3.6, voltage_v=1.0))

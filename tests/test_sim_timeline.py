@@ -1,0 +1,188 @@
+"""Timeline tests: tiny processes on the simulator's device model, asserted (name, env.now) logs."""
+from __future__ import annotations
+
+import simpy
+from test_sim_support import TinyJob, unit_profile
+
+from simulator.api import simulate
+from simulator.device import PRIO_INFERENCE, BatteryEmpty, Device
+from simulator.engine import Fatal, Simulation
+from simulator.scenario import load_scenario
+from workloads.trace import Op, Tensor
+
+
+def _sim(profile, policy="heap", **over):
+    d = {"name": "t", "device": "unit", "runtime": "native", "duration_s": 100.0,
+         "schedule": {"memory_policy": policy, "every_n": 10_000}, "power": {"idle_timeout_s": 0.0}}
+    for k, v in over.items():
+        d.setdefault(k, {}).update(v) if isinstance(v, dict) else d.__setitem__(k, v)
+    sim = Simulation(load_scenario(d), profile, TinyJob())
+    sim.setup()
+    return sim
+
+
+def _inference(sim, log, at, seconds, name="infer"):
+    env, dev = sim.env, sim.device
+    yield env.timeout(at)
+    with dev.cpu.request(priority=PRIO_INFERENCE, preempt=True) as req:
+        yield req
+        start = env.now
+        log.append((f"{name}.start", env.now))
+        dev.begin(start)
+        yield env.timeout(seconds)
+        dev.end(start, env.now, "inference", seconds * dev.active_w)
+        log.append((f"{name}.end", env.now))
+
+
+def test_inference_preempts_training_and_memory_follows_the_ops():
+    sim = _sim(unit_profile())
+    env, log = sim.env, []
+    x, y = Tensor(9001, 100, "activation", "x"), Tensor(9002, 40, "grad", "y")
+    ops = [Op("step.a", "matmul", 2_000_000, 0, 0, alloc=(x,), free=(x.id,)),
+           Op("step.b", "matmul", 3_000_000, 0, 0, alloc=(y,), free=(y.id,))]
+
+    def training():
+        log.append(("train.start", env.now))
+        yield from sim.execute(ops, "training")
+        log.append(("train.end", env.now))
+
+    env.process(training())
+    env.process(_inference(sim, log, at=1.0, seconds=0.5))
+    env.run(until=20)
+    assert log == [("train.start", 0.0), ("infer.start", 1.0), ("infer.end", 1.5), ("train.end", 5.5)]
+    assert sim.device.cpu_log == [(0.0, 1.0, "training", True), (1.0, 1.5, "inference", False),
+                                  (1.5, 5.5, "training", False)]
+    assert sim.preemptions == 1
+    assert abs(sim.device.energy_active_j - 5.5) < 1e-9
+    tl = sim.ram.timeline
+    recs = [(k, t, d) for t, k, d in zip(tl.t, tl.k, tl.d, strict=True) if k in ("activation", "grad")]
+    # step.a ran 0..1 and 1.5..2.5 (preempted in between): x is freed at 2.5, not at 2.0
+    assert recs == [("activation", 0.0, 100), ("activation", 2.5, -100), ("grad", 2.5, 40), ("grad", 5.5, -40)]
+
+
+def test_two_preemptions_in_one_op():
+    sim = _sim(unit_profile())
+    env, log = sim.env, []
+    ops = [Op("long", "matmul", 4_000_000, 0, 0)]
+
+    def training():
+        yield from sim.execute(ops, "training")
+        log.append(("train.end", env.now))
+
+    env.process(training())
+    env.process(_inference(sim, log, 1.0, 1.0, "i1"))
+    env.process(_inference(sim, log, 3.0, 0.25, "i2"))
+    env.run(until=20)
+    assert log == [("i1.start", 1.0), ("i1.end", 2.0), ("i2.start", 3.0), ("i2.end", 3.25), ("train.end", 5.25)]
+    assert sim.preemptions == 2
+
+
+def test_full_queue_drops_frames():
+    # inference takes 3 s (24 MACs at 8 Hz), a window arrives every 1 s, the queue holds 2
+    sim = _sim(unit_profile(clock_hz=8.0), policy="planned",
+               pipeline={"sensor_rate_hz": 1.0, "window": 1, "queue_capacity": 2, "label_every": 1000},
+               duration_s=13.0)
+    sim.run()
+    drops = [(stage, t) for stage, t in sim.drop_log]
+    assert drops == [("window", 5.0), ("window", 6.0), ("window", 8.0), ("window", 9.0), ("window", 11.0),
+                     ("window", 12.0)]
+    assert sim.dropped_frames == 6 and sim.dropped_windows == 6
+    assert sim.inferences == 4          # finished at 4, 7, 10, 13
+    assert [s for s, e, task, _ in sim.device.cpu_log] == [1.0, 4.0, 7.0, 10.0]
+
+
+def _battery(capacity_j, harvest=None, init=1.0, sleep_w=1.0):
+    env = simpy.Environment()
+    prof = unit_profile(sleep_w=sleep_w, idle_w=sleep_w)
+    dev = Device(env, prof, capacity_j=capacity_j, initial_fraction=init, harvest_w_by_hour=harvest)
+    log = []
+
+    def watch():
+        try:
+            yield from dev.monitor(1.0)
+        except BatteryEmpty as b:
+            log.append(("empty", b.time_s))
+            log.append(("noticed", env.now))
+
+    env.process(watch())
+    env.run(until=100)
+    return dev, log
+
+
+def test_battery_drains_while_sleeping():
+    dev, log = _battery(10.0)
+    assert log == [("empty", 10.0), ("noticed", 11.0)]
+    assert dev.battery_log[:3] == [(0.0, 10.0), (1.0, 9.0), (2.0, 8.0)]
+
+
+def test_harvesting_slows_the_drain_and_caps_at_capacity():
+    dev, log = _battery(10.0, harvest=[0.5] * 24)
+    assert log == [("empty", 20.0), ("noticed", 21.0)]
+    dev, log = _battery(10.0, harvest=[1.5] * 24, init=0.5)
+    assert log == []
+    assert dev.battery.level == 10.0                  # full after 10 s, then the surplus is wasted
+    assert abs(dev.wasted_harvest_j - (99 * 0.5 - 5.0)) < 1e-9   # sampled up to t=99
+
+
+def test_battery_empties_during_an_op_and_names_it():
+    sim = _sim(unit_profile(capacity_j=3.0, sleep_w=0.0, idle_w=0.0))
+    env, log = sim.env, []
+    ops = [Op("warm", "matmul", 1_000_000, 0, 0), Op("heavy", "matmul", 4_000_000, 0, 0)]
+
+    def training():
+        try:
+            yield from sim.execute(ops, "training")
+        except BatteryEmpty as b:
+            log.append((f"empty:{b.op}", b.time_s))
+            log.append(("noticed", env.now))
+
+    env.process(training())
+    env.run(until=20)
+    assert log == [("empty:heavy", 3.0), ("noticed", 5.0)]
+
+
+def test_fragmentation_fails_an_allocation_that_total_free_would_fit():
+    # heap of 10 000 B: W (persistent, 2304 B for the tiny job's 8x3 f32... see below) then A, B, C, free A
+    sim = _sim(unit_profile(ram_bytes=10_000))
+    env, log = sim.env, []
+    used = sim.ram.heap.used_bytes
+    free = 10_000 - used
+    a, b, c = Tensor(1, 4000, "activation"), Tensor(2, 2000, "activation"), Tensor(3, free - 6500, "activation")
+    d = Tensor(4, 4400, "workspace")
+    ops = [Op("fill", "matmul", 1_000_000, 0, 0, alloc=(a, b, c), free=(a.id,)),
+           Op("big", "matmul", 1_000_000, 0, 0, alloc=(d,))]
+
+    def training():
+        try:
+            yield from sim.execute(ops, "training")
+        except Fatal as f:
+            log.append((f"{f.kind}:{f.op}", f.time_s))
+            log.append(("noticed", env.now))
+
+    env.process(training())
+    env.run(until=20)
+    assert log == [("fragmentation:big", 1.0), ("noticed", 2.0)]
+    assert sim.ram.heap.free_bytes == 4500 and sim.ram.heap.largest_free_block() == 4000
+
+
+def test_out_of_memory_stops_the_run_and_names_the_op():
+    job = TinyJob(extra_bytes=50_000)
+    sc = load_scenario({"name": "oom", "device": "unit", "runtime": "native", "duration_s": 600.0,
+                        "schedule": {"memory_policy": "heap", "every_n": 4, "batch": 4},
+                        "pipeline": {"label_every": 1}})
+    r = simulate(sc, job=job, profile=unit_profile(ram_bytes=40_000))
+    assert r["fits"] is False
+    assert r["fatal"]["kind"] == "out_of_memory" and r["fatal"]["op"] == "loss.softmax_xent"
+    assert r["first_violation"]["constraint"] == "peak_ram"
+    assert r["first_violation"]["op"] == "loss.softmax_xent"
+    assert 0 < r["fatal"]["time_s"] < 600
+
+
+def test_planned_arena_too_big_fails_at_setup_naming_the_op():
+    job = TinyJob(extra_bytes=50_000)
+    sc = load_scenario({"name": "oom", "device": "unit", "runtime": "native", "duration_s": 60.0,
+                        "schedule": {"memory_policy": "planned"}})
+    r = simulate(sc, job=job, profile=unit_profile(ram_bytes=40_000))
+    assert r["fatal"]["kind"] == "out_of_memory"
+    assert r["fatal"]["op"] == "loss.softmax_xent" and r["fatal"]["time_s"] == 0.0
+    assert r["training_steps"] == 0
