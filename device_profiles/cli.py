@@ -9,8 +9,10 @@ from .loader import list_profiles, load_profile
 def register(sub) -> None:
     p = add_command(
         sub, "devices", help="list the device profiles (boards) edgesim knows",
-        description="List the bundled device profiles: core, clock, RAM, flash and active power.\n"
-                    "Give a path to a .toml file to check and show your own profile.",
+        description="List the bundled device profiles: core, clock, RAM, flash, active power and how many\n"
+                    "of their figures are estimates rather than datasheet values.\n"
+                    "Give a path to a .toml file to check and show your own profile: a bad one exits 2 with\n"
+                    "one line naming the file, the field and the value.",
         example="edgesim devices --json | jq '.devices[].name'",
     )
     p.add_argument("profiles", nargs="*", metavar="DEVICE",
@@ -26,6 +28,9 @@ def run(args) -> int:
         return 0
     rows = [[p.name, p.core.cpu + ("" if p.core.fpu == "none" else f" ({p.core.fpu} FPU)"),
              f"{p.core.clock_hz / 1e6:g} MHz", human_bytes(p.memory.ram_bytes), human_bytes(p.memory.flash_bytes),
-             f"{p.active_power_w * 1e3:.1f} mW", "yes" if p.emulator else "-"] for p in profiles]
-    print(format_table(["name", "core", "clock", "RAM", "flash", "active power", "emulator"], rows))
+             f"{p.active_power_w * 1e3:.1f} mW", f"{len(p.sources)} ({len(p.estimates)} est.)",
+             "yes" if p.emulator else "-"] for p in profiles]
+    print(format_table(["name", "core", "clock", "RAM", "flash", "active power", "figures", "emulator"], rows))
+    print(f"\n{len(profiles)} profile(s). Every figure carries a source; 'est.' counts those marked estimate "
+          "(edgesim devices NAME --json shows each source).")
     return 0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,21 @@ class DeviceProfile:
 
 # --- validation -----------------------------------------------------------------------------------
 
+def _unit_stem(key: str) -> str:
+    """``ram_kb`` -> ``ram``, ``active_current_ma`` -> ``active_current``: the key without its unit."""
+    return key.rsplit("_", 1)[0] if "_" in key else key
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    """A hint for an unknown key: the known key with the same stem and another unit, or a close spelling."""
+    stem = _unit_stem(key.removesuffix("_source"))
+    same_stem = sorted(k for k in known if not k.endswith("_source") and _unit_stem(k) == stem)
+    if same_stem:
+        return f"; units live in the key: did you mean {same_stem[0]}?"
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _check_table(path: str, section: str, table: Any, cls: type, sources: dict, estimates: set) -> Any:
     """Validate one TOML table against a dataclass: every field present, typed, positive, sourced."""
     if not isinstance(table, dict):
@@ -123,8 +140,8 @@ def _check_table(path: str, section: str, table: Any, cls: type, sources: dict, 
     for key in table:
         if key not in allowed:
             raise ProfileError(
-                f"{path}: {section}.{key} is not a known field (value {table[key]!r}); "
-                f"known: {', '.join(sorted(hints))}"
+                f"{path}: {section}.{key} is not a known field (value {table[key]!r})"
+                f"{_did_you_mean(key, allowed)}; known: {', '.join(sorted(hints))}"
             )
     values = {}
     for name, f in hints.items():
@@ -146,13 +163,18 @@ def _check_table(path: str, section: str, table: Any, cls: type, sources: dict, 
             want_int = ftype == "int"
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (want_int and not isinstance(v, int)):
                 raise ProfileError(f"{where} must be {'an integer' if want_int else 'a number'} (got {v!r})")
+            if not math.isfinite(v):
+                raise ProfileError(f"{where} must be a finite number (got {v!r})")
             may_be_zero = name.endswith(("reserved_bytes", "overhead_bytes", "overhead_cycles", "_current_a",
                                          "energy_j_per_byte"))
             if v < 0 or (v == 0 and not may_be_zero):
                 raise ProfileError(f"{where} must be {'>= 0' if may_be_zero else '> 0'} (got {v!r})")
             src = table.get(f"{name}_source")
-            if not isinstance(src, str) or not src.strip():
+            if src is None:
                 raise ProfileError(f"{where}_source is missing: every figure needs its source (value {v!r})")
+            if not isinstance(src, str) or not src.strip():
+                raise ProfileError(f"{where}_source must be a non-empty string naming the datasheet, section "
+                                   f"or 'estimate: why' (got {src!r})")
             sources[f"{section}.{name}"] = src
             if src.strip().lower().startswith("estimate"):
                 estimates.add(f"{section}.{name}")
@@ -166,6 +188,12 @@ def _parse(path: Path) -> DeviceProfile:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfileError(f"{p}: no such profile file") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{p}: is a directory, not a profile .toml file") from None
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{p}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot read the profile ({e.strerror})") from None
     except tomllib.TOMLDecodeError as e:
         raise ProfileError(f"{p}: malformed TOML: {e}") from None
     top = {"name", "display_name", "core", "memory", "runtime", "power", "flash", "battery", "emulator"}
@@ -179,8 +207,8 @@ def _parse(path: Path) -> DeviceProfile:
     if not isinstance(name, str) or not name:
         raise ProfileError(f"{p}: name must be a non-empty string (got {name!r})")
     display = raw.get("display_name", name)
-    if not isinstance(display, str):
-        raise ProfileError(f"{p}: display_name must be a string (got {display!r})")
+    if not isinstance(display, str) or not display:
+        raise ProfileError(f"{p}: display_name must be a non-empty string (got {display!r})")
     sources: dict[str, str] = {}
     estimates: set[str] = set()
     core = _check_table(p, "core", raw["core"], Core, sources, estimates)
@@ -200,9 +228,23 @@ def _parse(path: Path) -> DeviceProfile:
                 f"{p}: runtime.{rname}.ram_reserved_bytes must be < memory.ram_bytes "
                 f"({memory.ram_bytes}) (got {rt.ram_reserved_bytes})"
             )
+        if rt.flash_reserved_bytes > memory.flash_bytes:
+            raise ProfileError(
+                f"{p}: runtime.{rname}.flash_reserved_bytes must be <= memory.flash_bytes "
+                f"({memory.flash_bytes}) (got {rt.flash_reserved_bytes})"
+            )
         runtime[rname] = rt
     power = _check_table(p, "power", raw["power"], Power, sources, estimates)
+    if power.sleep_current_a > power.idle_current_a:
+        raise ProfileError(f"{p}: power.sleep_current_a must be <= power.idle_current_a "
+                           f"({power.idle_current_a}) (got {power.sleep_current_a})")
+    if power.idle_current_a > power.active_current_a:
+        raise ProfileError(f"{p}: power.idle_current_a must be <= power.active_current_a "
+                           f"({power.active_current_a}) (got {power.idle_current_a})")
     flash = _check_table(p, "flash", raw["flash"], Flash, sources, estimates)
+    if flash.erase_page_bytes > memory.flash_bytes:
+        raise ProfileError(f"{p}: flash.erase_page_bytes must be <= memory.flash_bytes "
+                           f"({memory.flash_bytes}) (got {flash.erase_page_bytes})")
     battery = _check_table(p, "battery", raw["battery"], Battery, sources, estimates)
     emulator = None
     if "emulator" in raw:
@@ -230,4 +272,5 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
 
 
 def list_profiles() -> list[DeviceProfile]:
+    """Every bundled profile, validated, sorted by file name."""
     return [_parse(p) for p in profile_paths()]
