@@ -6,7 +6,9 @@ A grid file (TOML)::
 
     name = "boards"                       # optional, default: the file's stem
     base = "../scenarios/demo.toml"       # the scenario every point starts from (path relative to
-                                          # this file), or a [base] table holding a scenario inline
+                                          # this file), an embedded name ("demo"), or a [base] table
+    [set]                                 # fixed dotted overrides for every point (not an axis)
+    duration_s = 3600.0
     [axes]                                # each a list, or a range {from, to, step} (to inclusive)
     device = ["bbc-microbit-v1", "..."]   # or "*" for every bundled profile
     workload = ["mlp:16-12-10"]            # short for "workload.model"
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GRID_KEYS = ("name", "base", "axes", "schedules", "keep_timelines")
+GRID_KEYS = ("name", "base", "set", "axes", "schedules", "keep_timelines")
 RANGE_KEYS = {"from", "to", "step"}
 RESULTS_FILE = "results.jsonl"
 MATRIX_FILE = "matrix.json"
@@ -68,6 +70,7 @@ class Grid:
     axes: dict[str, list]
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     keep_timelines: bool = False
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     def points(self) -> list[Point]:
         """Expand the grid in a fixed order: device, named schedule, other axes, seed."""
@@ -80,7 +83,7 @@ class Grid:
             for sname, sover in named:
                 for combo in itertools.product(*[v for _, v in others]):
                     for seed in seeds:
-                        over: dict[str, Any] = {}
+                        over: dict[str, Any] = dict(self.fixed)
                         if dev is not None:
                             over["device"] = dev
                         over.update(sover)
@@ -199,11 +202,15 @@ def parse_grid(raw: dict, where: str = "<grid>") -> Grid:
         if not isinstance(table, dict):
             raise ValueError(f"{where}: schedules.{sname} must be a table of overrides (got {table!r})")
         schedules[sname] = _flatten(table)
+    fixed = raw.get("set", {})
+    if not isinstance(fixed, dict):
+        raise ValueError(f"{where}: [set] must be a table of dotted overrides (got {fixed!r})")
     keep = raw.get("keep_timelines", False)
     if not isinstance(keep, bool):
         raise ValueError(f"{where}: keep_timelines must be true or false (got {keep!r})")
     name = raw.get("name") or (Path(where).stem if where != "<grid>" else "sweep")
-    grid = Grid(name=str(name), path=where, base=base, axes=axes, schedules=schedules, keep_timelines=keep)
+    grid = Grid(name=str(name), path=where, base=base, axes=axes, schedules=schedules, keep_timelines=keep,
+                fixed=_flatten(fixed))
     if not grid.points():
         raise ValueError(f"{where}: the grid expands to no scenarios")
     return grid
