@@ -39,7 +39,7 @@ class Techniques:
                 raise ValueError(f"techniques.{name} must be >= 0 (got {v})")
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "techniques") -> "Techniques":
+    def from_dict(cls, d: dict, where: str = "techniques") -> Techniques:
         """Build from a TOML table; unknown keys are an error naming ``where`` and the key."""
         known = {f.name for f in fields(cls)}
         for k in d:

@@ -1,0 +1,220 @@
+"""Data sets that ship with packages or are generated; nothing is downloaded.
+
+- ``digits(size=8|4)``: scikit-learn's bundled 8x8 handwritten digits (1797 samples), X float32 in [0, 1];
+  size 4 is a 2x2 average-pooled 4x4 view for tiny devices.
+- ``accelerometer(seed)``: a seeded synthetic 3-axis accelerometer stream cut into 64-sample windows
+  (25 Hz, 2.56 s) of 6 activities by 12 subjects, each subject with its own gait and sensor orientation.
+- ``shifted_digits``: rotated and thickened digits, the "shifted distribution" personalisation story.
+- ``personalisation_split``: population (pre-training) and user (adaptation) splits for a story.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+F32 = np.float32
+DATASETS = ("digits8", "digits4", "accel")
+ALIASES = {"digits": "digits8", "digits8x8": "digits8", "digits4x4": "digits4", "accelerometer": "accel"}
+STORIES = ("new-class", "shift", "plain")
+ACTIVITIES = ("still", "walk", "run", "stairs-up", "stairs-down", "shake")
+
+
+@dataclass
+class Dataset:
+    """X (samples first, float32), y (int64), optional subject ids; iterates as ``X, y``."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
+    groups: np.ndarray | None = None
+    sample_shape: tuple[int, ...] = field(default=())
+
+    def __iter__(self):
+        return iter((self.X, self.y))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _pool_4x4(X8: np.ndarray) -> np.ndarray:
+    return X8.reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(-1, 16).astype(F32)
+
+
+def digits(size: int = 8) -> Dataset:
+    """scikit-learn's bundled digits, flattened rows of size*size pixels in [0, 1]."""
+    if size not in (8, 4):
+        raise ValueError(f"datasets.digits: size must be 8 or 4 (got {size})")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = (d.data / 16.0).astype(F32)
+    if size == 4:
+        X = _pool_4x4(X)
+    return Dataset(f"digits{size}", X, d.target.astype(np.int64), tuple(str(i) for i in range(10)),
+                   sample_shape=(size * size,))
+
+
+def _rotate(imgs: np.ndarray, deg: np.ndarray) -> np.ndarray:
+    """Bilinear rotation of (N, 8, 8) images about their centre by per-image angles (vectorised)."""
+    n, h, w = imgs.shape
+    t = np.deg2rad(deg)[:, None, None]
+    yy, xx = np.meshgrid(np.arange(h) - (h - 1) / 2, np.arange(w) - (w - 1) / 2, indexing="ij")
+    sy = np.cos(t) * yy - np.sin(t) * xx + (h - 1) / 2
+    sx = np.sin(t) * yy + np.cos(t) * xx + (w - 1) / 2
+    y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+    fy, fx = sy - y0, sx - x0
+    pad = np.pad(imgs, ((0, 0), (1, 2), (1, 2)))
+    idx = np.arange(n)[:, None, None]
+
+    def at(yi, xi):
+        return pad[idx, np.clip(yi + 1, 0, h + 2), np.clip(xi + 1, 0, w + 2)]
+
+    out = (at(y0, x0) * (1 - fy) * (1 - fx) + at(y0, x0 + 1) * (1 - fy) * fx
+           + at(y0 + 1, x0) * fy * (1 - fx) + at(y0 + 1, x0 + 1) * fy * fx)
+    return out.astype(F32)
+
+
+def _thicken(imgs: np.ndarray) -> np.ndarray:
+    """Grey dilation with a cross, blended half-way: thicker strokes."""
+    p = np.pad(imgs, ((0, 0), (1, 1), (1, 1)))
+    dil = np.maximum.reduce([p[:, 1:-1, 1:-1], p[:, :-2, 1:-1], p[:, 2:, 1:-1], p[:, 1:-1, :-2], p[:, 1:-1, 2:]])
+    return (0.5 * imgs + 0.5 * dil).astype(F32)
+
+
+def shifted_digits(X8: np.ndarray, seed: int = 0, angle_deg: float = 25.0) -> np.ndarray:
+    """The user's handwriting: 8x8 digit rows rotated by ``angle_deg`` (+-5 deg jitter) and thickened."""
+    rng = np.random.default_rng(seed + 1)
+    imgs = X8.reshape(-1, 8, 8)
+    ang = angle_deg + rng.uniform(-5, 5, len(imgs))
+    return np.clip(_thicken(_rotate(imgs, ang)), 0, 1).reshape(-1, 64).astype(F32)
+
+
+def accelerometer(seed: int = 0, subjects: int = 12, windows_per_class: int = 40, length: int = 64,
+                  rate_hz: float = 25.0) -> Dataset:
+    """Seeded synthetic 3-axis accelerometer windows (in g, roughly [-3, 3]) for 6 activities.
+
+    Each activity has a step frequency and a motion pattern per axis; each subject has a gait-speed
+    factor, an amplitude factor and a sensor orientation (gravity direction), so a new user is a real
+    distribution shift. X has shape (N, length, 3), groups holds the subject id.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / rate_hz
+    # per activity: base frequency (Hz), amplitude per axis (g), second-harmonic weight, asymmetry
+    act = {
+        0: (0.0, (0.02, 0.02, 0.02), 0.0, 0.0),
+        1: (1.8, (0.25, 0.15, 0.45), 0.3, 0.0),
+        2: (2.7, (0.5, 0.3, 1.2), 0.5, 0.0),
+        3: (1.5, (0.2, 0.2, 0.55), 0.2, 0.6),
+        4: (2.0, (0.25, 0.2, 0.7), 0.6, -0.6),
+        5: (5.0, (1.2, 0.9, 0.3), 0.1, 0.0),
+    }
+    Xs, ys, gs = [], [], []
+    for s in range(subjects):
+        speed = rng.uniform(0.8, 1.25)
+        amp = rng.uniform(0.75, 1.3)
+        tilt = rng.normal(0, 0.5, 3)
+        grav = np.array([0.0, 0.0, 1.0]) + tilt
+        grav /= np.linalg.norm(grav)
+        for c, (f0, a, h2, asym) in act.items():
+            n = windows_per_class
+            f = f0 * speed * rng.uniform(0.92, 1.08, (n, 1, 1))
+            ph = rng.uniform(0, 2 * np.pi, (n, 1, 3))
+            w = 2 * np.pi * f * t[None, :, None]
+            base = np.sin(w + ph) + h2 * np.sin(2 * w + 2 * ph) + asym * np.maximum(np.sin(w + ph), 0) ** 2
+            motion = amp * np.asarray(a)[None, None, :] * base
+            noise = rng.normal(0, 0.05, (n, length, 3))
+            Xs.append((grav[None, None, :] + motion + noise).astype(F32))
+            ys.append(np.full(n, c))
+            gs.append(np.full(n, s))
+    return Dataset("accel", np.concatenate(Xs), np.concatenate(ys).astype(np.int64), ACTIVITIES,
+                   groups=np.concatenate(gs), sample_shape=(length, 3))
+
+
+def load(name: str, seed: int = 0) -> Dataset:
+    """A data set by name: digits8 | digits4 | accel (aliases: digits, accelerometer)."""
+    key = ALIASES.get(name, name)
+    if key == "digits8":
+        return digits(8)
+    if key == "digits4":
+        return digits(4)
+    if key == "accel":
+        return accelerometer(seed)
+    raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+
+
+def default_for_shape(input_shape: tuple[int, ...]) -> str:
+    """The data set a spec without one trains on, chosen by its input shape."""
+    if input_shape in ((64,), (8, 8, 1)):
+        return "digits8"
+    if input_shape in ((16,), (4, 4, 1)):
+        return "digits4"
+    if input_shape == (64, 3):
+        return "accel"
+    raise ValueError(f"no default dataset for input shape {'x'.join(map(str, input_shape))}: "
+                     f"pass dataset= one of {', '.join(DATASETS)} with a matching input "
+                     f"(64 or 8x8x1: digits8, 16 or 4x4x1: digits4, 64x3: accel)")
+
+
+@dataclass
+class Split:
+    """Population (pre-training) and user (personalisation) data for one story, in the dataset's rows."""
+
+    pop_train: tuple[np.ndarray, np.ndarray]
+    pop_test: tuple[np.ndarray, np.ndarray]     # retention: old classes, population distribution
+    user_train: tuple[np.ndarray, np.ndarray]   # the labelled stream on the device
+    user_test: tuple[np.ndarray, np.ndarray]    # user accuracy
+    new_class: int | None = None
+
+
+def _parts(idx: np.ndarray, fracs: tuple[float, ...]) -> list[np.ndarray]:
+    cuts = np.cumsum([int(round(f * len(idx))) for f in fracs[:-1]])
+    return np.split(idx, cuts)
+
+
+def personalisation_split(ds: Dataset, story: str, seed: int = 0) -> Split:
+    """Split a data set for a story.
+
+    new-class: the last class is the user's new class ("my dog"), never seen in pre-training; the user
+      stream mixes it with the user's own samples of the old classes. shift: digits are rotated and
+      thickened for the user; accelerometer users are subjects held out of the population. plain:
+      one ordinary train/test split of all classes (no personalisation), for from-scratch training.
+    """
+    if story not in STORIES:
+        raise ValueError(f"story must be one of {', '.join(STORIES)} (got {story!r})")
+    rng = np.random.default_rng(seed)
+    X, y = ds.X, ds.y
+    n = len(y)
+    if story == "plain":
+        perm = rng.permutation(n)
+        tr, te = _parts(perm, (0.75, 0.25))
+        return Split((X[tr], y[tr]), (X[te], y[te]), (X[tr], y[tr]), (X[te], y[te]))
+    if story == "new-class":
+        new = int(y.max())
+        old_idx = rng.permutation(np.flatnonzero(y != new))
+        new_idx = rng.permutation(np.flatnonzero(y == new))
+        p_tr, p_te, u_old = _parts(old_idx, (0.6, 0.2, 0.2))
+        u_old_tr, u_old_te = _parts(u_old, (0.5, 0.5))
+        n_tr, n_te = _parts(new_idx, (0.5, 0.5))
+        u_tr = rng.permutation(np.concatenate([u_old_tr, n_tr]))
+        u_te = np.concatenate([u_old_te, n_te])
+        return Split((X[p_tr], y[p_tr]), (X[p_te], y[p_te]), (X[u_tr], y[u_tr]), (X[u_te], y[u_te]), new)
+    # shift
+    if ds.groups is not None:
+        users = ds.groups.max() - np.arange(2)              # the last two subjects are "the user"
+        u_mask = np.isin(ds.groups, users)
+        pop = rng.permutation(np.flatnonzero(~u_mask))
+        usr = rng.permutation(np.flatnonzero(u_mask))
+        p_tr, p_te = _parts(pop, (0.8, 0.2))
+        u_tr, u_te = _parts(usr, (0.5, 0.5))
+        return Split((X[p_tr], y[p_tr]), (X[p_te], y[p_te]), (X[u_tr], y[u_tr]), (X[u_te], y[u_te]))
+    perm = rng.permutation(n)
+    p_tr, p_te, u = _parts(perm, (0.6, 0.2, 0.2))
+    u_tr, u_te = _parts(u, (0.5, 0.5))
+    X8 = digits(8).X
+    Xs = shifted_digits(X8[u], seed)
+    if ds.name == "digits4":
+        Xs = _pool_4x4(Xs)
+    k = len(u_tr)
+    return Split((X[p_tr], y[p_tr]), (X[p_te], y[p_te]), (Xs[:k], y[u_tr]), (Xs[k:], y[u_te]))
