@@ -65,6 +65,9 @@ def execute(plan: list[_PlannedOp], values: dict) -> Generator[Op, None, None]:
             last[k] = i
         for k, _, _ in p.allocs:
             last[k] = max(last.get(k, i), i)
+    keys = [k for p in plan for k, _, _ in p.allocs]
+    if len(keys) != len(set(keys)):  # pragma: no cover - a planner bug
+        raise RuntimeError(f"plan allocates a key twice: {sorted(k for k in keys if keys.count(k) > 1)}")
     live: dict[str, Tensor] = {}
     for i, p in enumerate(plan):
         macs, br, bw = p.run()
@@ -104,9 +107,28 @@ def collect(gen: Generator[Op, None, object]) -> tuple[list[Op], object]:
 _PRETRAINED: dict[tuple, list[np.ndarray]] = {}
 
 
+_BLAS = None
+
+
+def single_thread_blas():
+    """A context limiting BLAS to one thread: these matrices are tiny, and on a busy 2-core machine a
+    spinning second BLAS thread makes small matmuls several times slower."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController  # ships with scikit-learn
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 def fit(model: Model, X: np.ndarray, y: np.ndarray, *, steps: int, batch: int = 32, lr: float = 0.01,
         seed: int = 0, frozen: frozenset[int] = frozenset()) -> None:
     """Host-side, untraced Adam training with the same layer math (used for pre-training)."""
+    with single_thread_blas():
+        _fit(model, X, y, steps=steps, batch=batch, lr=lr, seed=seed, frozen=frozen)
+
+
+def _fit(model, X, y, *, steps, batch, lr, seed, frozen) -> None:
     rng = np.random.default_rng(seed + 101)
     opt = Adam(lr)
     params = model.parameters()
@@ -305,8 +327,9 @@ class Job:
         if self.split.new_class is not None:
             keep = yr != self.split.new_class
             Xr, yr = Xr[keep], yr[keep]
-        ua = float(np.mean(self.model.predict(Xu, q) == yu)) if len(yu) else float("nan")
-        ra = float(np.mean(self.model.predict(Xr, q) == yr)) if len(yr) else float("nan")
+        with single_thread_blas():
+            ua = float(np.mean(self.model.predict(Xu, q) == yu)) if len(yu) else float("nan")
+            ra = float(np.mean(self.model.predict(Xr, q) == yr)) if len(yr) else float("nan")
         return {"user_accuracy": ua, "retention_accuracy": ra}
 
     # ---------------------------------------------------------------------------------- the plan
@@ -354,7 +377,7 @@ class Job:
 
         allocs = [(dst, "activation", lambda: rows() * per_out * a)]
         if isinstance(ly, L.Conv2D):
-            allocs.append((f"{ly.name}.cols", "workspace",
+            allocs.append((f"{name}.cols", "workspace",
                            lambda: rows() * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * a))
         return _PlannedOp(name, ly.kind, dt, run, [src], allocs)
 
@@ -430,6 +453,7 @@ class Job:
         oshape = (-1,) + ly.out_shape
         trainable = self.trainable.get(ly.name, [False, False])
         state: dict = {}
+        sparse = t.error_map_prune is not None or t.grad_prune is not None
 
         def xval() -> np.ndarray:
             return env.sub(_vkey(x_key), values[_vkey(x_key)]).reshape((-1,) + ly.in_shape)
@@ -459,7 +483,6 @@ class Job:
             bias_only = not trainable[0]
 
             def wgrad_run():
-                x = xval()
                 rows = None
                 if t.update == "sparse":
                     rows = np.sort(self._rng.choice(cout, ksel, replace=False))
@@ -469,7 +492,8 @@ class Job:
                     axes = tuple(range(dz.ndim - 1))
                     values[f"{ly.name}.db"] = dz.sum(axis=axes)
                     return 0, dz.size * 4, cout * 4
-                grads, macs = ly.weight_grad(x, dz, rows, t.int8)
+                x = xval()
+                grads, macs = ly.weight_grad(x, dz, rows, t.int8, sparse)
                 values[f"{ly.name}.dW"], values[f"{ly.name}.db"] = grads
                 return macs, x.size * a + dz.size * 4, (grads[0].size + grads[1].size) * 4
 
@@ -512,7 +536,7 @@ class Job:
             def dx_run():
                 dz = gval()
                 x = xval() if ly.needs_input else np.empty((len(dz),) + ly.in_shape, F32)  # avg pools: shape only
-                d, macs = ly.input_grad(x, None, dz)
+                d, macs = ly.input_grad(x, None, dz, sparse)
                 values[_vkey(dx)] = d
                 ws = env.nk * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * 4 if is_conv else 0
                 br = values[gv].size * 4 + (x.size * a if ly.needs_input else 0) + self._param_bytes(ly) + ws

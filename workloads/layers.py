@@ -1,9 +1,9 @@
 """Layers in plain numpy with explicit forward and backward passes (batch first, NHWC, float32).
 
 Each layer splits its backward into the pieces the op trace reports separately:
-``act_backward`` (the fused ReLU's mask), ``weight_grad`` (dW, db) and ``input_grad`` (dx). MAC counts
-come from the data the call really processed: ``nnz(dz) * fan_in`` for the backward products, so
-pruned (zeroed) error entries are MACs a sparse kernel skips. Conv2D uses im2col on BLAS; a 1-D
+``act_backward`` (the fused ReLU's mask), ``weight_grad`` (dW, db) and ``input_grad`` (dx). Backward MAC
+counts are ``entries(dz) * fan_in``: every entry for a dense kernel, the non-zeros for a sparse kernel
+(``sparse=True``, used with error-map / gradient pruning), so pruned entries are MACs really skipped. Conv2D uses im2col on BLAS; a 1-D
 convolution is a Conv2D with a 1 x K kernel over a height-1 input.
 """
 from __future__ import annotations
@@ -23,8 +23,9 @@ def fake_quant(x: np.ndarray) -> np.ndarray:
     return (np.clip(np.rint(x / s), -127, 127) * s).astype(x.dtype)
 
 
-def _nnz(a: np.ndarray) -> int:
-    return int(np.count_nonzero(a))
+def _count(a: np.ndarray, sparse: bool) -> int:
+    """Error entries a backward kernel processes: all of them (dense), or the non-zeros (sparse)."""
+    return int(np.count_nonzero(a)) if sparse else int(a.size)
 
 
 class Layer:
@@ -61,11 +62,13 @@ class Layer:
         return dy * (y > 0) if self.relu else dy
 
     def weight_grad(self, x: np.ndarray, dz: np.ndarray, rows: np.ndarray | None = None,
-                    quant: bool = False) -> tuple[list[np.ndarray], int]:
-        """Gradients of the parameters (only output units/channels ``rows`` if given) and the MACs spent."""
+                    quant: bool = False, sparse: bool = False) -> tuple[list[np.ndarray], int]:
+        """Gradients of the parameters (only output units/channels ``rows`` if given) and the MACs spent
+        (``sparse``: a kernel that skips zero error entries)."""
         return [], 0
 
-    def input_grad(self, x: np.ndarray, y: np.ndarray | None, dz: np.ndarray) -> tuple[np.ndarray, int]:
+    def input_grad(self, x: np.ndarray, y: np.ndarray | None, dz: np.ndarray,
+                   sparse: bool = False) -> tuple[np.ndarray, int]:
         """Gradient w.r.t. the input and the MACs spent."""
         raise NotImplementedError
 
@@ -90,13 +93,13 @@ class Dense(Layer):
     def forward_macs(self, n):
         return n * self.in_shape[0] * self.out_shape[0]
 
-    def weight_grad(self, x, dz, rows=None, quant=False):
+    def weight_grad(self, x, dz, rows=None, quant=False, sparse=False):
         xq = fake_quant(x) if quant else x
         d = dz if rows is None else dz[:, rows]
-        return [xq.T @ d, d.sum(axis=0)], _nnz(d) * self.in_shape[0]
+        return [xq.T @ d, d.sum(axis=0)], _count(d, sparse) * self.in_shape[0]
 
-    def input_grad(self, x, y, dz):
-        return dz @ self.params[0].T, _nnz(dz) * self.in_shape[0]
+    def input_grad(self, x, y, dz, sparse=False):
+        return dz @ self.params[0].T, _count(dz, sparse) * self.in_shape[0]
 
 
 def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
@@ -157,19 +160,19 @@ class Conv2D(Layer):
         oh, ow, cout = self.out_shape
         return n * oh * ow * cout * self.fan_in
 
-    def weight_grad(self, x, dz, rows=None, quant=False):
+    def weight_grad(self, x, dz, rows=None, quant=False, sparse=False):
         cout = self.out_shape[2]
         d = dz.reshape(-1, cout)
         if rows is not None:
             d = d[:, rows]
         dW = (self.cols(x, quant).T @ d).reshape(self.kh, self.kw, self.in_shape[2], d.shape[1])
-        return [dW, d.sum(axis=0)], _nnz(d) * self.fan_in
+        return [dW, d.sum(axis=0)], _count(d, sparse) * self.fan_in
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         oh, ow, cout = self.out_shape
         dcols = dz.reshape(-1, cout) @ self.params[0].reshape(self.fan_in, cout).T
         dcols = dcols.reshape(x.shape[0], oh, ow, self.kh, self.kw, self.in_shape[2])
-        return _col2im(dcols, x.shape, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw), _nnz(dz) * self.fan_in
+        return _col2im(dcols, x.shape, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw), _count(dz, sparse) * self.fan_in
 
 
 class DepthwiseConv2D(Layer):
@@ -203,17 +206,17 @@ class DepthwiseConv2D(Layer):
         oh, ow, c = self.out_shape
         return n * oh * ow * c * self.kh * self.kw
 
-    def weight_grad(self, x, dz, rows=None, quant=False):
+    def weight_grad(self, x, dz, rows=None, quant=False, sparse=False):
         win = self._win(x, quant)
         d = dz
         if rows is not None:
             win, d = win[..., rows], dz[..., rows]
         dW = np.einsum("nhwijc,nhwc->ijc", win, d, optimize=True).astype(dz.dtype, copy=False)
-        return [dW, d.sum(axis=(0, 1, 2))], _nnz(d) * self.fan_in
+        return [dW, d.sum(axis=(0, 1, 2))], _count(d, sparse) * self.fan_in
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         dcols = dz[:, :, :, None, None, :] * self.params[0]
-        return _col2im(dcols, x.shape, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw), _nnz(dz) * self.fan_in
+        return _col2im(dcols, x.shape, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw), _count(dz, sparse) * self.fan_in
 
 
 class _Pool(Layer):
@@ -249,7 +252,7 @@ class MaxPool(_Pool):
     def forward(self, x, quant=False):
         return self._blocks(x).max(axis=-1)
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         idx = self._blocks(x).argmax(axis=-1)
         onehot = np.arange(self.kh * self.kw) == idx[..., None]
         return self._unblocks(onehot * dz[..., None], x.shape).astype(dz.dtype, copy=False), 0
@@ -261,7 +264,7 @@ class AvgPool(_Pool):
     def forward(self, x, quant=False):
         return self._blocks(x).mean(axis=-1)
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         k = self.kh * self.kw
         dxr = np.broadcast_to((dz / k)[..., None], dz.shape + (k,))
         return self._unblocks(dxr, (dz.shape[0],) + self.in_shape).astype(dz.dtype, copy=False), 0
@@ -275,7 +278,7 @@ class GlobalAvgPool(Layer):
     def forward(self, x, quant=False):
         return x.mean(axis=(1, 2))
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         h, w, c = self.in_shape
         return np.broadcast_to((dz / (h * w))[:, None, None, :], (dz.shape[0], h, w, c)).copy(), 0
 
@@ -289,7 +292,7 @@ class Flatten(Layer):
     def forward(self, x, quant=False):
         return x.reshape(x.shape[0], -1)
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         return dz.reshape((dz.shape[0],) + self.in_shape), 0
 
 
@@ -301,7 +304,7 @@ class ReLU(Layer):
     def forward(self, x, quant=False):
         return np.maximum(x, 0)
 
-    def input_grad(self, x, y, dz):
+    def input_grad(self, x, y, dz, sparse=False):
         return dz, 0      # the mask was applied by act_backward
 
 
