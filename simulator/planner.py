@@ -11,10 +11,12 @@ elementwise-like kind (``INPLACE_OP_KINDS``) that frees an input (allocated by a
 allocates an output of no more bytes may write the output over the input: the pair may share bytes
 during that op, and the lower bound counts such an output only once it outlives its input.
 
-Offsets come from greedy-by-size placement with best fit into the gaps between tensors that are live
-at the same time (TFLite's ``GreedyMemoryPlanner``; NNTrainer's optimised planner does the same),
-trying a few orderings and keeping the smallest arena. The trace is cut where nothing but persistent
-tensors is live, and each piece is planned alone, so concatenated steps cost linear time.
+Offsets come from greedy placement with best fit into the gaps between tensors live at the same time,
+tried in several orders: by size (TFLite's ``GreedyMemoryPlanner``), by breadth (TFLite's other
+strategy), by size x duration, by duration, by first op (NNTrainer's ``OptimizedV1Planner`` order),
+then seeded noisy size orders; a piece stops at the first order that reaches its lower bound. The
+trace is cut where nothing but persistent tensors is live and each piece is planned alone (identical
+pieces, such as repeated steps, once), so concatenated steps cost linear time.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import numpy as np
 from workloads.trace import Op, Tensor
 
 INPLACE_OP_KINDS = ("eltwise", "copy", "reduce")   # ops that can stream an output over a same-size input
-ORDERINGS = ("size", "size-duration", "first-op")
+RESTART_BUDGET = 20_000   # tensor placements per trace piece spent on noisy restarts
+ORDERINGS = ("size", "breadth", "size-duration", "duration", "first-op")   # then seeded restarts
 
 
 @dataclass
@@ -73,10 +76,12 @@ def _aligned(nbytes: int, align: int) -> int:
 
 
 def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool = True,
-         align_bytes: int = 1) -> MemoryPlan:
+         align_bytes: int = 1, restarts: int = 64, reuse: bool = True) -> MemoryPlan:
     """Plan an arena for ``ops``; ``persistent`` tensors (weights, optimiser state) live throughout.
 
-    Sizes are rounded up to ``align_bytes``. Raises ValueError for a malformed trace (a tensor id
+    Sizes are rounded up to ``align_bytes``. ``restarts``: extra noisy size orderings tried on a piece
+    of the trace that the named orderings leave above its lower bound. ``reuse``: plan identical pieces
+    (repeated steps) once. Raises ValueError for a malformed trace (a tensor id
     allocated twice, or freed before it was allocated), naming the op.
     """
     if isinstance(align_bytes, bool) or not isinstance(align_bytes, int) or align_bytes < 1:
@@ -155,17 +160,16 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
         offsets[tid] = pos
         pos += sizes[tid]
     transient = [tid for tid in sizes if tid not in pers_set]
-    best: tuple[int, dict[int, int], str] | None = None
-    for ordering in ORDERINGS:
-        arena, offs = _place_all(transient, sizes, first, last, pairs, n, ordering)
-        if best is None or arena < best[0]:
-            best = (arena, offs, ordering)
-        if arena + persistent_bytes <= lower:
-            break   # optimal: cannot do better
-    assert best is not None
-    arena, offs, ordering = best
-    for tid, o in offs.items():
-        offsets[tid] = persistent_bytes + o
+    transient_live = live - persistent_bytes if n else live
+    arena, ordering = 0, ORDERINGS[0]
+    cache: dict[tuple, tuple[int, list[int], str]] | None = {} if reuse else None
+    for group in _segments(transient, first, last, n):
+        seg_arena, seg_offsets, seg_ordering = _plan_segment(group, sizes, first, last, pairs, transient_live,
+                                                             restarts, cache)
+        for tid, o in zip(group, seg_offsets, strict=True):
+            offsets[tid] = persistent_bytes + o
+        if seg_arena > arena:
+            arena, ordering = seg_arena, seg_ordering
     used_pairs = {o: i for o, i in pairs.items() if offsets[o] == offsets[i]}
     return MemoryPlan(
         naive_bytes=sum(sizes.values()), lower_bound_bytes=lower, planned_bytes=persistent_bytes + arena,
@@ -192,91 +196,124 @@ def _segments(tids: list[int], first: dict[int, int], last: dict[int, int], n: i
     return [groups[k] for k in sorted(groups)]
 
 
-def _place_all(tids: list[int], sizes: dict[int, int], first: dict[int, int], last: dict[int, int],
-               pairs: dict[int, int], n: int, ordering: str) -> tuple[int, dict[int, int]]:
-    """Place every transient tensor; returns (arena bytes, offsets from 0)."""
-    offsets: dict[int, int] = {}
-    arena = 0
-    partners: dict[int, list[int]] = {}
-    for o, i in pairs.items():
-        partners.setdefault(o, []).append(i)
-        partners.setdefault(i, []).append(o)
-    for group in _segments(tids, first, last, n):
-        arena = max(arena, _place_group(group, sizes, first, last, partners, ordering, offsets))
-    return arena, offsets
+def _plan_segment(group: list[int], sizes: dict[int, int], first: dict[int, int], last: dict[int, int],
+                  pairs: dict[int, int], transient_live: np.ndarray, restarts: int,
+                  cache: dict[tuple, tuple[int, list[int], str]] | None) -> tuple[int, list[int], str]:
+    """Best arena over several greedy orderings for one segment; returns (arena, offsets in group order,
+    ordering). Identical segments (same sizes, relative lifetimes, in-place pairs) are planned once."""
+    f0 = min(first[t] for t in group)
+    local = {t: k for k, t in enumerate(group)}
+    size = [sizes[t] for t in group]
+    fst = [first[t] - f0 for t in group]
+    lst = [last[t] - f0 for t in group]
+    partners: list[tuple[int, ...]] = [()] * len(group)
+    for t in group:
+        q = pairs.get(t)
+        if q is not None and q in local:
+            a, b = local[t], local[q]
+            partners[a] += (b,)
+            partners[b] += (a,)
+    key = (tuple(size), tuple(fst), tuple(lst), tuple(partners))
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return hit
+    span = max(lst) + 1
+    seg_lb = int(transient_live[f0:f0 + span].max()) if len(transient_live) else 0
+    best: tuple[int, list[int], str] | None = None
+    restarts = min(restarts, RESTART_BUDGET // len(group))   # big pieces: fewer restarts, bounded time
+    adj = _overlaps(fst, lst)
+    for name, order in _orderings(size, fst, lst, span, restarts):
+        arena, offs = _place(order, size, adj, partners)
+        if best is None or arena < best[0]:
+            best = (arena, offs, name)
+        if arena <= seg_lb:
+            break   # at the lower bound: nothing can do better
+    assert best is not None
+    if cache is not None:
+        cache[key] = best
+    return best
 
 
-def _order_key(ordering: str, sizes: dict[int, int], first: dict[int, int], last: dict[int, int]):
-    if ordering == "size":
-        return lambda t: (-sizes[t], first[t], t)
-    if ordering == "size-duration":
-        return lambda t: (-sizes[t] * (last[t] - first[t] + 1), -sizes[t], first[t], t)
-    if ordering == "first-op":
-        return lambda t: (first[t], -sizes[t], t)
-    raise ValueError(f"plan: unknown ordering {ordering!r} (known: {', '.join(ORDERINGS)})")
+def _orderings(size: list[int], fst: list[int], lst: list[int], span: int, restarts: int):
+    """Placement orders to try, best-known first: (name, list of local indices)."""
+    idx = range(len(size))
+    dur = [la - f + 1 for f, la in zip(fst, lst, strict=True)]
+    yield "size", sorted(idx, key=lambda k: (-size[k], fst[k], k))
+    yield "breadth", _breadth_order(size, fst, lst, span)
+    yield "size-duration", sorted(idx, key=lambda k: (-size[k] * dur[k], -size[k], fst[k], k))
+    yield "duration", sorted(idx, key=lambda k: (-dur[k], -size[k], fst[k], k))
+    yield "first-op", sorted(idx, key=lambda k: (fst[k], -size[k], k))
+    for r in range(restarts):   # size order with seeded noise: escapes the ties and near-ties greedy gets wrong
+        noise = np.random.default_rng(r).lognormal(0.0, (0.5, 1.0, 2.0)[r % 3], len(size))
+        yield f"size~{r}", sorted(idx, key=lambda k: (-size[k] * noise[k], k))
 
 
-def _place_group(group: list[int], sizes: dict[int, int], first: dict[int, int], last: dict[int, int],
-                 partners: dict[int, list[int]], ordering: str, offsets: dict[int, int]) -> int:
-    """Greedy placement of one segment: best-fit gap among placed time-overlapping tensors."""
-    order = sorted(group, key=_order_key(ordering, sizes, first, last))
-    m = len(order)
-    p_first = np.empty(m, dtype=np.int64)
-    p_last = np.empty(m, dtype=np.int64)
-    p_off = np.empty(m, dtype=np.int64)
-    p_end = np.empty(m, dtype=np.int64)
-    p_id: list[int] = []
-    k = 0
+def _breadth_order(size: list[int], fst: list[int], lst: list[int], span: int) -> list[int]:
+    """TFLite's greedy by breadth: ops by live bytes, widest first; each op's tensors by size."""
+    at: list[list[int]] = [[] for _ in range(span)]
+    width = [0] * span
+    for k in range(len(size)):
+        for i in range(fst[k], lst[k] + 1):
+            at[i].append(k)
+            width[i] += size[k]
+    seen: set[int] = set()
+    order: list[int] = []
+    for i in sorted(range(span), key=lambda i: (-width[i], i)):
+        for k in sorted(at[i], key=lambda k: (-size[k], k)):
+            if k not in seen:
+                seen.add(k)
+                order.append(k)
+    return order
+
+
+def _overlaps(fst: list[int], lst: list[int]) -> list[list[int]]:
+    """For each tensor, the others live during at least one of its ops (a sweep by first op)."""
+    m = len(fst)
+    adj: list[list[int]] = [[] for _ in range(m)]
+    by_first = sorted(range(m), key=lambda k: fst[k])
+    for a, i in enumerate(by_first):
+        li = lst[i]
+        for j in by_first[a + 1:]:
+            if fst[j] > li:
+                break
+            adj[i].append(j)
+            adj[j].append(i)
+    return adj
+
+
+def _place(order: list[int], size: list[int], adj: list[list[int]],
+           partners: list[tuple[int, ...]]) -> tuple[int, list[int]]:
+    """Greedy placement in ``order``: sit on an in-place partner if free, else the best-fitting gap among
+    placed tensors live at the same time, else on top. Returns (arena bytes, offsets by local index)."""
+    offs = [-1] * len(order)
     top = 0
     for t in order:
-        size = sizes[t]
-        if size == 0:
-            offsets[t] = 0
+        sz = size[t]
+        if sz == 0:
+            offs[t] = 0
             continue
-        f, la = first[t], last[t]
-        if k:
-            mask = (p_first[:k] <= la) & (p_last[:k] >= f)
-            idx = np.flatnonzero(mask)
-        else:
-            idx = np.zeros(0, dtype=np.int64)
+        placed = [(offs[q], offs[q] + size[q], q) for q in adj[t] if offs[q] >= 0 and size[q]]
         chosen = -1
-        # in-place: sit exactly on a placed partner if nothing else is in the way
-        for q in partners.get(t, ()):
-            if q in offsets and sizes[q] > 0:
-                o = offsets[q]
-                lo, hi = (o, o + size)
-                clash = False
-                for j in idx:
-                    jo, je = p_off[j], p_end[j]
-                    if jo < hi and je > lo:
-                        pid = p_id[j]
-                        if not (jo == o and pid in partners.get(t, ())):
-                            clash = True
-                            break
-                if not clash:
-                    chosen = o
-                    break
+        for q in partners[t]:   # in-place: exactly on a placed partner, if nothing else is in the way
+            o = offs[q]
+            if o < 0 or size[q] == 0:
+                continue
+            hi = o + sz
+            if all(not (jo < hi and je > o) or (jo == o and j in partners[t]) for jo, je, j in placed):
+                chosen = o
+                break
         if chosen < 0:
-            if len(idx):
-                order_idx = idx[np.argsort(p_off[idx], kind="stable")]
-                offs_sorted = p_off[order_idx].tolist()
-                ends_sorted = p_end[order_idx].tolist()
-            else:
-                offs_sorted, ends_sorted = [], []
-            cur = 0
-            best_gap = -1
-            for jo, je in zip(offs_sorted, ends_sorted, strict=True):
+            placed.sort()
+            cur, best_gap = 0, -1
+            for jo, je, _ in placed:
                 gap = jo - cur
-                if gap >= size and (best_gap < 0 or gap < best_gap):
+                if gap >= sz and (best_gap < 0 or gap < best_gap):
                     best_gap, chosen = gap, cur
                 if je > cur:
                     cur = je
             if chosen < 0:
                 chosen = cur
-        offsets[t] = chosen
-        p_first[k], p_last[k], p_off[k], p_end[k] = f, la, chosen, chosen + size
-        p_id.append(t)
-        k += 1
-        if chosen + size > top:
-            top = chosen + size
-    return top
+        offs[t] = chosen
+        if chosen + sz > top:
+            top = chosen + sz
+    return top, offs

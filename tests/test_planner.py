@@ -220,4 +220,43 @@ def test_plan_properties(trace, inplace):
 @given(traces())
 def test_in_place_never_costs_more_lower_bound(trace):
     ops, persistent = trace
-    assert plan(ops, persistent).lower_bound_bytes <= plan(ops, persistent, inplace=False).lower_bound_bytes
+    with_inplace = plan(ops, persistent, restarts=0).lower_bound_bytes
+    assert with_inplace <= plan(ops, persistent, inplace=False, restarts=0).lower_bound_bytes
+
+
+def test_reuse_of_identical_pieces_changes_nothing():
+    ops = [o for s in range(5) for o in mlp_step(first_id=1000 * (s + 1))]
+    a, b = plan(ops), plan(ops, reuse=False)
+    assert a.offsets == b.offsets and a.planned_bytes == b.planned_bytes
+
+
+# --- real traces from the workloads zoo --------------------------------------------------------
+
+def zoo_step(name, batch, **tech):
+    import numpy as np
+
+    import workloads
+
+    job = workloads.make_job(name, pretrain=False, techniques=workloads.Techniques(**tech))
+    stream = job.labelled_stream()
+    xs, ys = zip(*(next(stream) for _ in range(batch)), strict=True)
+    ops, _ = workloads.collect(job.train_step(np.stack(xs), np.asarray(ys)))
+    return ops, job.persistent_tensors()
+
+
+@pytest.mark.parametrize("name", ["mlp-digits", "lenet-digits", "dscnn-digits", "cnn1d-accel", "mlp-microbit"])
+def test_zoo_step_plans_within_target(name):
+    ops, pers = zoo_step(name, 8)
+    p = plan(ops, pers)
+    check_plan(ops, pers, p)
+    assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
+    assert p.naive_bytes > p.planned_bytes
+
+
+@pytest.mark.parametrize("tech", [dict(), dict(fused_update=True), dict(recompute=True), dict(swap=True),
+                                  dict(etf=True, update="last-k", last_k=2)])
+def test_lenet_batch32_with_techniques(tech):
+    ops, pers = zoo_step("lenet-digits", 32, **tech)
+    p = plan(ops, pers)
+    check_plan(ops, pers, p)
+    assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
