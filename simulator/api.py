@@ -6,6 +6,7 @@ seed give byte-identical ``json.dumps(result, sort_keys=True)``.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -50,44 +51,68 @@ def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = N
     """Run one validated scenario (optionally with a given job/profile, for tests) and build its result."""
     profile = profile or load_profile(sc.device)
     profile.runtime_for(sc.runtime)   # a clear error if the profile lacks the runtime
-    job = job if job is not None else job_for(sc)
-    sim = Simulation(sc, profile, job)
+    probe = None
+    if job is None:
+        # the twin traces a worst-case first step for the memory plan: instance filtering off, so the
+        # static arena holds a full batch however many samples later steps skip
+        job = job_for(sc)
+        probe = job_for(dataclasses.replace(sc, techniques=dataclasses.replace(sc.techniques, instance_filter=None)))
+    sim = Simulation(sc, profile, job, probe_job=probe)
     sim.run(progress=progress)
     return build_result(sim)
 
 
-def run_scenario(scenario: dict | str | Path, *, progress: bool = False) -> dict[str, Any]:
+def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers: int = 1) -> dict[str, Any]:
     """Simulate a scenario (dict, TOML path or embedded name) and return the result dict.
 
     With ``[compare] variants`` the same scenario also runs once per technique variant and the
-    figures land in ``result["comparison"]``.
+    figures land in ``result["comparison"]``; ``workers > 1`` runs them in a process pool (the
+    result does not depend on it).
     """
     sc = load_scenario(scenario)
-    result = simulate(sc, progress=progress)
-    if sc.compare:
-        result["comparison"] = compare(scenario, sc, result, progress=progress)
-    return result
-
-
-def compare(scenario: dict | str | Path, sc: Scenario, base: dict[str, Any], *,
-            progress: bool = False) -> list[dict[str, Any]]:
-    """Rows for the report's technique comparison: the scenario as scheduled, then each variant."""
+    if not sc.compare:
+        return simulate(sc, progress=progress)
     raw = scenario_dict(scenario)
     raw.pop("compare", None)
-    rows = [_comparison_row("as scheduled", sc.techniques, base)]
-    variants = sc.compare
-    it = variants
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(variants, desc="technique variants", unit="run", leave=False)
-    for v in it:
+    runs = [(raw, sc.where, "as scheduled")]
+    for v in sc.compare:
         d = dict(raw)
         sched = dict(d.get("schedule", {}))
         sched["techniques"] = dict(v.get("techniques", {}))
         d["schedule"] = sched
-        vsc = load_scenario(d, where=f"{sc.where} [compare {v['label']!r}]")
-        rows.append(_comparison_row(v["label"], vsc.techniques, simulate(vsc)))
-    return rows
+        runs.append((d, f"{sc.where} [compare {v['label']!r}]", v["label"]))
+    results: list[dict[str, Any] | None] = [None] * len(runs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(runs), desc=f"{sc.name}: scenario + {len(sc.compare)} technique variants", unit="run",
+                   leave=False)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        job_for(sc)   # warm the workloads' pre-training cache once; forked workers inherit it
+        with ProcessPoolExecutor(max_workers=min(workers, len(runs))) as pool:
+            futs = {pool.submit(_simulate_dict, d, where): i for i, (d, where, _) in enumerate(runs)}
+            for f in as_completed(futs):
+                results[futs[f]] = f.result()
+                if bar:
+                    bar.update(1)
+    else:
+        for i, (d, where, _) in enumerate(runs):
+            results[i] = _simulate_dict(d, where)
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    result = results[0]
+    result["comparison"] = [_comparison_row(label, load_scenario(d, where=where).techniques, r)
+                            for (d, where, label), r in zip(runs, results, strict=True)]
+    return result
+
+
+def _simulate_dict(d: dict, where: str) -> dict[str, Any]:
+    """Top-level (picklable) worker: load and simulate one scenario dict."""
+    return simulate(load_scenario(d, where=where))
 
 
 def _comparison_row(label: str, tech: Techniques, r: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +120,8 @@ def _comparison_row(label: str, tech: Techniques, r: dict[str, Any]) -> dict[str
             "peak_ram_bytes": r["peak_ram_bytes"], "lower_bound_ram_bytes": r["lower_bound_ram_bytes"],
             "accuracy_after": r["accuracy_after"], "retention_after": r["retention_after"],
             "energy_per_day_j": r["energy_per_day_j"], "training_steps": r["training_steps"],
-            "step_latency_s": r["step_latency_s"], "fits": r["fits"]}
+            "step_latency_s": r["step_latency_s"], "fits": r["fits"],
+            "fatal": None if not r["fatal"] else f"{r['fatal']['kind']} at op {r['fatal']['op']!r}"}
 
 
 # --- the result ---------------------------------------------------------------------------------------

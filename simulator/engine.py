@@ -124,6 +124,8 @@ class Ram:
         self.timeline.add(0.0, RESERVED_KIND, self.reserved)
         self._live: dict[int, tuple[str, int]] = {}
         self._plans: dict[tuple, Any] = {}
+        self._draw_cache: dict[int, tuple[list[int], list[str], list[int]]] = {}
+        self._last_key: tuple[list[Op], Any] | None = None
         self.arena = {"train": 0, "infer": 0}
         self.first_plan = None
 
@@ -132,10 +134,14 @@ class Ram:
         return self.reserved + self.heap.peak_bytes
 
     def plan(self, ops: list[Op]):
+        last = self._last_key
+        if last is not None and last[0] is ops:
+            return last[1]
         key = _signature(ops)
         p = self._plans.get(key)
         if p is None:
             p = self._plans[key] = plan_memory(ops, ())
+        self._last_key = (ops, p)
         return p
 
     def setup(self, train_ops: list[Op], infer_ops: list[Op]) -> None:
@@ -191,29 +197,44 @@ class Ram:
 
     def draw_planned(self, name: str, ops: list[Op], abs_starts: list[float], end: float) -> None:
         """Add a planned-arena step's live bytes by kind (op granularity) to the timeline."""
-        p = self.plan(ops)
-        n = len(ops)
-        if not n:
+        if not ops:
             return
-        times = list(abs_starts) + [end]
-        tl = self.timeline
+        steps = self._draw_cache.get(id(self.plan(ops)))
+        if steps is None:
+            steps = self._draw_cache[id(self.plan(ops))] = self._deltas(self.plan(ops), len(ops))
+        idx, kinds, deltas = steps
+        times = abs_starts + [end]
+        self.timeline.extend([times[i] for i in idx], kinds, deltas)
+
+    @staticmethod
+    def _deltas(p, n: int) -> tuple[list[int], list[str], list[int]]:
+        """(op index, kind, delta) records of a plan's live bytes: index n is the step's end."""
+        idx: list[int] = []
+        kinds: list[str] = []
+        deltas: list[int] = []
         unused = np.zeros(n + 1, dtype=np.int64)
-        for kind, live in p.live_by_kind.items():
+        for kind, live in sorted(p.live_by_kind.items()):
             v = np.zeros(n + 2, dtype=np.int64)
             v[1:n + 1] = live
             dv = np.diff(v)
             unused -= dv
             nz = np.nonzero(dv)[0]
-            tl.extend([times[i] for i in nz], [kind] * len(nz), dv[nz].tolist())
+            idx += nz.tolist()
+            kinds += [kind] * len(nz)
+            deltas += dv[nz].tolist()
         nz = np.nonzero(unused)[0]
-        tl.extend([times[i] for i in nz], [ARENA_FREE_KIND] * len(nz), unused[nz].tolist())
+        idx += nz.tolist()
+        kinds += [ARENA_FREE_KIND] * len(nz)
+        deltas += unused[nz].tolist()
+        return idx, kinds, deltas
 
 
 class Simulation:
     """A scenario run on one device with one training job."""
 
-    def __init__(self, sc: Scenario, profile: Any, job: Any) -> None:
+    def __init__(self, sc: Scenario, profile: Any, job: Any, probe_job: Any = None) -> None:
         self.sc, self.profile, self.job = sc, profile, job
+        self.probe_job = probe_job    # an identical job to trace one step on (default: a deep copy)
         self.rt = profile.runtime_for(sc.runtime)
         self.env = env = simpy.Environment()
         b = sc.battery
@@ -314,7 +335,7 @@ class Simulation:
         self.device.flash_write(nbytes)
         if self.first_checkpoint_s is None:
             self.first_checkpoint_s = self.env.now
-        yield from self.execute([op], "checkpoint")
+        yield from self.execute([op], "training")   # the CPU timeline shows it as training work
 
     def execute(self, ops: list[Op], task: str, check_arena: bool = False):
         """Run ``ops`` on the CPU at training priority as few timeouts as preemption allows."""
@@ -438,7 +459,8 @@ class Simulation:
 
     def setup(self) -> tuple[list[Op], list[Op]]:
         """Trace one training step (on a copy of the job) and one inference, and lay out RAM."""
-        train_ops, infer_ops = probe_ops(self.job, self.sc.schedule["batch"])
+        train_ops, infer_ops = probe_ops(self.probe_job or self.job, self.sc.schedule["batch"],
+                                         copy_first=self.probe_job is None)
         self.ram = Ram(self, tuple(self.job.persistent_tensors()))
         self.ram.setup(train_ops, infer_ops)
         return train_ops, infer_ops
@@ -481,11 +503,12 @@ class Simulation:
         return self.fatal.time_s if self.fatal else self.sc.duration_s
 
 
-def probe_ops(job: Any, batch: int) -> tuple[list[Op], list[Op]]:
-    """One training step's and one inference's ops, traced on a deep copy (the job stays untouched)."""
+def probe_ops(job: Any, batch: int, copy_first: bool = True) -> tuple[list[Op], list[Op]]:
+    """One training step's and one inference's ops, traced on a deep copy of ``job`` (or on ``job``
+    itself, a spare twin, with ``copy_first=False``) so the simulated job's weights stay untouched."""
     import copy
 
-    probe = copy.deepcopy(job)
+    probe = copy.deepcopy(job) if copy_first else job
     stream = iter(probe.labelled_stream())
     xs, ys = zip(*itertools.islice(stream, batch), strict=False)
     infer_ops, _ = drain(probe.infer(xs[0]))

@@ -105,7 +105,7 @@ def _run(scenario: dict | str, args, progress: bool) -> int:
     from simulator.verdict import summarise
 
     sc = load_scenario(scenario)   # validate first: a bad file fails fast with exit 2
-    result = run_scenario(scenario, progress=progress and not args.json)
+    result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1)
     out_dir = Path(args.out) if args.out else Path("edgesim-out") / sc.name
     path = write_result(result, out_dir)
     report = render(result, out_dir)

@@ -86,7 +86,7 @@ def summarise(result: dict[str, Any]) -> str:
         lines.append(f"First violation{at}: {fv['message']}" + (f" (op {fv['op']})" if fv["op"] else "") + ".")
     ram = result["peak_ram_bytes"]
     lines.append(f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B "
-                 f"(liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, naive "
+                 f"(workload alone: liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, naive "
                  f"{result['naive_ram_bytes']:,} B).")
     lines.append(f"{result['training_steps']} training steps ({result['macs_total']:,} MACs), worst step "
                  f"{_fmt(result['step_latency_s'])} s; {result['inferences']} inferences, deadline miss rate "
@@ -99,4 +99,14 @@ def summarise(result: dict[str, Any]) -> str:
         lines.append(f"User accuracy {result['accuracy_before']:.1%} -> {result['accuracy_after']:.1%}; "
                      f"retention of the old classes {result['retention_before']:.1%} -> "
                      f"{result['retention_after']:.1%}.")
+    for c in result.get("comparison") or []:
+        if c["label"] == "as scheduled":
+            continue
+        if c.get("fatal"):
+            what = f"does NOT fit ({c['fatal'].replace('_', ' ')}; one step needs >= {c['lower_bound_ram_bytes']:,} B live)"
+        else:
+            acc = "-" if c["accuracy_after"] is None else f"{c['accuracy_after']:.1%}"
+            what = (f"{'fits' if c['fits'] else 'does NOT fit'}: {c['macs_total']:,} MACs, peak RAM "
+                    f"{c['peak_ram_bytes']:,} B, user accuracy {acc}, {c['energy_per_day_j']:.1f} J/day")
+        lines.append(f"  variant {c['label']}: {what}.")
     return "\n".join(lines)
