@@ -197,7 +197,7 @@ class Job:
     """A personalisation training job implementing ``workloads.api.TrainingJob``."""
 
     def __init__(self, workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
-                 techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float = 0.05,
+                 techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
                  momentum: float = 0.9, seed: int = 0, pretrain: bool = True):
         spec, zoo_ds = resolve(workload)
         self.spec = spec
@@ -227,6 +227,9 @@ class Job:
             self._frozen_ids = {id(clf.params[0]), id(clf.params[1])}
         if pretrain and story != "plain":
             self.model.load_state(pretrained_state(spec, self.dataset, story, seed, t.etf))
+        if lr is None:
+            lr = default_lr(spec, optimizer)
+        self.lr = lr
         self.opt = make_optimizer(optimizer, lr, momentum)
         self.optimizer_name = optimizer
         self._rng = np.random.default_rng(seed + 202)
@@ -637,14 +640,24 @@ def _stochastic_round(p: np.ndarray, s: float, rng: np.random.Generator) -> None
     p[...] = np.clip(np.floor(v + rng.random(p.shape)), -127, 127) * s
 
 
+def default_lr(spec: ModelSpec, optimizer: str = "sgd") -> float:
+    """The learning rate ``make_job`` uses when none is given: 0.05 for MLPs, 0.005 for CNNs (SGD;
+    fine-tuning the zoo CNNs at 0.05 with momentum 0.9 diverges), 0.001 for Adam."""
+    if optimizer == "adam":
+        return 0.001
+    return 0.05 if spec.family == "mlp" else 0.005
+
+
 def make_job(workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
-             techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
-             seed: int = 0, pretrain: bool = True) -> Job:
+             techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
+             momentum: float = 0.9, seed: int = 0, pretrain: bool = True) -> Job:
     """A traced personalisation job for a zoo name or spec (see ``workloads.api.TrainingJob``).
 
     ``dataset`` defaults to the zoo entry's, else by input shape (64 / 8x8x1: digits8, 16 / 4x4x1:
     digits4, 64x3: accel). ``story``: new-class | shift | plain (plain: no pre-training, one
     train/test split). Pre-training is host-side and untraced, cached per (spec, dataset, story, seed).
+    ``lr=None`` takes ``default_lr`` (0.05 for MLPs, 0.005 for CNNs with SGD). ``pretrain=False`` starts
+    from the seeded initial weights (see ``workloads.model``).
     """
     return Job(workload, dataset=dataset, story=story, techniques=techniques, optimizer=optimizer, lr=lr,
                momentum=momentum, seed=seed, pretrain=pretrain)
