@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable
+from numbers import Integral
 from typing import Any
 
 POLICIES = ("first-fit", "best-fit")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
 
 
 class OutOfMemory(MemoryError):
@@ -60,12 +65,13 @@ class Heap:
 
     def __init__(self, capacity_bytes: int, block_bytes: int = 1, overhead_bytes: int = 0,
                  policy: str = "first-fit") -> None:
-        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes <= 0:
+        if not _is_int(capacity_bytes) or capacity_bytes <= 0:
             raise ValueError(f"heap capacity_bytes must be an integer > 0 (got {capacity_bytes!r})")
-        if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or block_bytes < 1:
+        if not _is_int(block_bytes) or block_bytes < 1:
             raise ValueError(f"heap block_bytes must be an integer >= 1 (got {block_bytes!r})")
-        if isinstance(overhead_bytes, bool) or not isinstance(overhead_bytes, int) or overhead_bytes < 0:
+        if not _is_int(overhead_bytes) or overhead_bytes < 0:
             raise ValueError(f"heap overhead_bytes must be an integer >= 0 (got {overhead_bytes!r})")
+        capacity_bytes, block_bytes, overhead_bytes = int(capacity_bytes), int(block_bytes), int(overhead_bytes)
         if policy not in POLICIES:
             raise ValueError(f"heap policy must be one of {', '.join(POLICIES)} (got {policy!r})")
         if capacity_bytes < block_bytes:
@@ -130,9 +136,10 @@ class Heap:
 
         Raises Fragmentation if the free total would suffice but no hole does, else OutOfMemory.
         """
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        if not _is_int(nbytes) or nbytes < 0:
             raise ValueError(f"heap alloc of tensor {tensor_id} at op {op_name!r}: nbytes must be an "
                              f"integer >= 0 (got {nbytes!r})")
+        nbytes = int(nbytes)
         if tensor_id in self._live:
             raise ValueError(f"heap alloc at op {op_name!r}: tensor {tensor_id} is already allocated")
         need = self.size_for(nbytes)

@@ -72,7 +72,7 @@ class MemoryPlan:
 
 
 def _aligned(nbytes: int, align: int) -> int:
-    return -(-nbytes // align) * align
+    return -(-int(nbytes) // align) * align
 
 
 def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool = True,

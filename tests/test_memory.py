@@ -18,6 +18,7 @@ from simulator.memory import Fragmentation, Heap, OutOfMemory
     (dict(capacity_bytes=100, overhead_bytes=-1), "overhead_bytes"),
     (dict(capacity_bytes=100, policy="worst-fit"), "policy"),
     (dict(capacity_bytes=8, block_bytes=16), "capacity_bytes"),
+    (dict(capacity_bytes=True), "capacity_bytes"),
 ])
 def test_constructor_rejects_bad_input(kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -32,6 +33,14 @@ def test_rounding_to_blocks_with_overhead():
     assert h.alloc(3, 0, "workspace") == 48       # even an empty object takes a block
     assert h.used_bytes == 64
     assert h.used_by_kind() == {"activation": 48, "workspace": 16}
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+
+    h = Heap(np.int64(64), block_bytes=np.int32(8))
+    assert h.alloc(1, np.int64(9), "activation") == 0 and h.used_bytes == 16
+    assert type(h.used_bytes) is int
 
 
 def test_for_runtime_uses_block_and_overhead():

@@ -260,3 +260,10 @@ def test_lenet_batch32_with_techniques(tech):
     p = plan(ops, pers)
     check_plan(ops, pers, p)
     assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
+
+
+def test_numpy_sizes_give_plain_ints():
+    import numpy as np
+
+    p = plan([op("a", "matmul", [T(1, np.int64(12))], free=[1])], [T(2, np.int32(8), "weight")])
+    assert all(type(v) is int for v in [*p.offsets.values(), *p.sizes.values(), p.planned_bytes, p.naive_bytes])
