@@ -1,4 +1,12 @@
-"""Load and validate device profile TOML files into frozen dataclasses."""
+"""Load and validate device profile TOML files into frozen dataclasses.
+
+A profile is one TOML file per board (see ``bbc-microbit-v1.toml``): tables ``[core]``, ``[memory]``,
+``[runtime.native]`` (+ optional ``[runtime.micropython]``), ``[power]``, ``[flash]``, ``[battery]`` and an
+optional ``[emulator]``. Every numeric figure has its unit in its key and a ``<key>_source`` sibling naming
+the datasheet, version and section, or starting with ``estimate:`` and a one-line reason. Unknown keys are
+errors (a ``ram_kb`` gets "did you mean ram_bytes?"), and every error is one line naming the file, the field
+and the value.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -50,28 +58,33 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Power:
-    supply_voltage_v: float
-    active_current_a: float
-    idle_current_a: float
-    sleep_current_a: float
-    flash_write_energy_j_per_byte: float
+    """Currents at ``supply_voltage_v``; the loader checks sleep <= idle <= active."""
+
+    supply_voltage_v: float               # the voltage the currents below are quoted at
+    active_current_a: float               # CPU computing flat out (training, inference)
+    idle_current_a: float                 # awake, CPU waiting (WFI) with its clocks running
+    sleep_current_a: float                # the lowest state that still keeps RAM (Stop, System ON sleep...)
+    flash_write_energy_j_per_byte: float  # programming energy on top of the CPU's active power
 
 
 @dataclass(frozen=True)
 class Flash:
-    endurance_cycles: int
-    erase_page_bytes: int
-    write_bytes_per_s: float
+    """The non-volatile store checkpoints go to (on-chip flash, SPI NOR, or an SD card)."""
+
+    endurance_cycles: int      # erase cycles per page before wear-out
+    erase_page_bytes: int      # smallest erase unit: a checkpoint wears every page it touches once
+    write_bytes_per_s: float   # programming throughput (erase time not included unless the source says so)
 
 
 @dataclass(frozen=True)
 class Battery:
     chemistry: str
     capacity_mah: float
-    voltage_v: float
+    voltage_v: float           # nominal; capacity_j = mAh x 3.6 x V
 
     @property
     def capacity_j(self) -> float:
+        """Nominal stored energy in joules."""
         return self.capacity_mah * 3.6 * self.voltage_v
 
 
