@@ -1,15 +1,109 @@
-"""Subcommands (placeholder until its issue lands)."""
+"""``edgesim workloads``: the model zoo, the spec grammar, and what one training step of a model costs."""
 from __future__ import annotations
 
-import sys
+import numpy as np
 
-from simulator.cliutil import add_command
+from simulator.cliutil import add_command, emit_json, format_table, human_bytes
 
+GRAMMAR = """\
+A workload is a zoo name or a spec string (activations are ReLU, fused into the conv/dense before them):
 
-def _not_yet(args) -> int:
-    print(f"edgesim {args.command}: not implemented yet", file=sys.stderr)
-    return 1
+  mlp:IN-H1-...-OUT          dense layers                          mlp:64-32-10
+  cnn:HxWxC-PART-...-dOUT    2-D CNN on an H x W x C image         cnn:8x8x1-c8k3-p2-c16k3-gap-d10
+  cnn1d:LxC-PART-...-dOUT    1-D CNN on L steps of C channels      cnn1d:64x3-c16k5-p2-c32k3-gap-d6
+
+  PART  cNkK[sS][same]  conv: N filters, K x K kernel (1 x K in cnn1d), stride S, 'same' padding
+        dwK[sS][same]   depthwise conv, K x K
+        pK / aK         max / average pool K x K, stride K
+        gap             global average pool
+        dN              dense, N units (flattens first); the last part gives the classes
+
+Data: 64 inputs or 8x8x1 train on the 8x8 digits, 16 or 4x4x1 on 4x4 digits, 64x3 on the synthetic
+accelerometer. A bad spec exits 2 naming the bad part (e.g. mlp:64--10, cnn:8x8x1-c0k3)."""
 
 
 def register(sub) -> None:
-    add_command(sub, "workloads", help="list the model zoo and the spec grammar", description="list the model zoo and the spec grammar (not implemented yet).", example="edgesim workloads --help").set_defaults(func=_not_yet)
+    p = add_command(
+        sub, "workloads", help="list the model zoo and the spec grammar",
+        description="List the model zoo with what one training step costs (parameters, MACs, peak live bytes\n"
+                    "of the step's own buffers, at batch 1, all from a real traced step), or describe one zoo\n"
+                    "name or spec layer by layer.\n\n" + GRAMMAR,
+        example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10",
+    )
+    p.add_argument("workload", nargs="?", metavar="WORKLOAD",
+                   help="a zoo name or spec to describe layer by layer (default: list the zoo)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the traced step")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def describe(workload: str, batch: int = 1) -> dict:
+    """Layers, parameters, MACs and one traced step's cost for a zoo name or spec (seeded initial weights)."""
+    import workloads as W
+    from workloads.datasets import DATASETS
+
+    model = W.build_model(workload)
+    spec = model.spec
+    entry = W.zoo().get(workload)
+    layers = []
+    for ly in model.layers:
+        layers.append({"name": ly.name, "type": type(ly).__name__, "out_shape": list(ly.out_shape),
+                       "params": int(sum(p.size for p in ly.params)), "macs_forward": int(ly.forward_macs(1))})
+    out = {"name": entry.name if entry else None, "spec": spec.text, "input_shape": list(spec.input_shape),
+           "num_classes": spec.num_classes, "params": int(sum(p.size for p in model.parameters())),
+           "param_bytes_f32": int(sum(p.nbytes for p in model.parameters())),
+           "macs_forward": int(model.macs_forward(1)), "layers": layers,
+           "dataset": entry.dataset if entry else None, "description": entry.description if entry else None}
+    try:
+        job = W.make_job(workload, pretrain=False, story="plain")
+    except ValueError as e:
+        if "no default dataset" not in str(e):
+            raise
+        out["step"] = None
+        out["note"] = f"no bundled data set fits this input shape ({', '.join(DATASETS)}); trace not run"
+        return out
+    out["dataset"] = job.dataset
+    s = job.labelled_stream()
+    xs, ys = zip(*[next(s) for _ in range(batch)], strict=True)
+    ops, _ = W.collect(job.train_step(np.stack(xs), np.array(ys)))
+    summ = W.check_trace(ops, job.persistent_tensors())
+    out["step"] = {"batch": batch, "ops": summ.ops, "macs": summ.macs,
+                   "peak_live_bytes": summ.peak_live_bytes,
+                   "persistent_bytes": int(sum(t.nbytes for t in job.persistent_tensors()))}
+    return out
+
+
+def run(args) -> int:
+    import workloads as W
+
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1 (got {args.batch})")
+    if args.workload:
+        d = describe(args.workload, args.batch)
+        if args.json:
+            emit_json(d)
+            return 0
+        print(f"{d['spec']}" + (f"  ({d['name']}: {d['description']})" if d["name"] else ""))
+        rows = [[ly["name"], ly["type"], "x".join(map(str, ly["out_shape"])), ly["params"], ly["macs_forward"]]
+                for ly in d["layers"]]
+        print(format_table(["layer", "type", "output", "params", "MACs fwd (batch 1)"], rows))
+        print(f"\n{d['params']} parameters ({human_bytes(d['param_bytes_f32'])} float32), "
+              f"{d['macs_forward']} forward MACs per sample")
+        if d["step"]:
+            st = d["step"]
+            print(f"one training step at batch {st['batch']} on {d['dataset']}: {st['macs']} MACs in {st['ops']} ops, "
+                  f"peak live {human_bytes(st['peak_live_bytes'])} on top of {human_bytes(st['persistent_bytes'])} "
+                  "persistent (weights, biases, SGD momentum)")
+        else:
+            print(d["note"])
+        return 0
+    entries = [describe(name, args.batch) for name in W.zoo()]
+    if args.json:
+        emit_json({"workloads": entries, "grammar": GRAMMAR})
+        return 0
+    rows = [[e["name"], e["spec"], e["dataset"], e["params"], human_bytes(e["param_bytes_f32"]), e["macs_forward"],
+             e["step"]["macs"], human_bytes(e["step"]["peak_live_bytes"])] for e in entries]
+    print(format_table(["name", "spec", "data", "params", "f32 size", "MACs/infer", f"MACs/step (b={args.batch})",
+                        "step peak live"], rows))
+    print("\n" + GRAMMAR)
+    return 0

@@ -1,0 +1,51 @@
+"""``edgesim workloads``: the zoo table, one model described, the grammar in --help, bad specs exit 2."""
+import json
+
+import pytest
+
+from simulator.cli import main
+
+
+def test_lists_the_zoo_with_step_costs(capsys):
+    assert main(["workloads"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mlp-digits", "lenet-digits", "cnn1d-accel", "mlp-microbit", "mlp:64-32-10", "KiB"):
+        assert name in out
+    assert "cNkK" in out
+
+
+def test_json_lists_every_zoo_entry_with_exact_forward_macs(capsys):
+    assert main(["workloads", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    by = {e["name"]: e for e in d["workloads"]}
+    assert by["mlp-digits"]["macs_forward"] == 64 * 32 + 32 * 10
+    assert by["mlp-microbit"]["param_bytes_f32"] == (16 * 12 + 12 + 12 * 10 + 10) * 4
+    assert by["mlp-digits"]["step"]["macs"] > 2 * by["mlp-digits"]["macs_forward"]
+    assert "grammar" in d
+
+
+def test_describes_a_spec(capsys):
+    assert main(["workloads", "cnn:8x8x1-c8k3-p2-c16k3-gap-d10", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Conv2D" in out and "6x6x8" in out and "batch 4" in out
+
+
+def test_help_teaches_the_grammar(capsys):
+    with pytest.raises(SystemExit):
+        main(["workloads", "--help"])
+    out = capsys.readouterr().out
+    for token in ("mlp:64-32-10", "cnn:8x8x1-c8k3-p2-c16k3-gap-d10", "cnn1d:", "gap", "dwK"):
+        assert token in out
+
+
+@pytest.mark.parametrize("spec, part", [("mlp:64--10", "empty part"), ("cnn:8x8x1-c0k3", "'c0k3'"),
+                                        ("cnn:8x8x1-z3-d10", "unknown layer 'z'"), ("nonesuch", "not a zoo name")])
+def test_bad_spec_exits_2_with_one_line(spec, part, capsys):
+    assert main(["workloads", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert part in err and len(err.splitlines()) == 1
+
+
+def test_bad_batch_exits_2(capsys):
+    assert main(["workloads", "--batch", "0"]) == 2
+    assert "--batch" in capsys.readouterr().err
