@@ -81,8 +81,8 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
 
     Sizes are rounded up to ``align_bytes``. ``restarts``: extra noisy size orderings tried on a piece
     of the trace that the named orderings leave above its lower bound. ``reuse``: plan identical pieces
-    (repeated steps) once. Raises ValueError for a malformed trace (a tensor id
-    allocated twice, or freed before it was allocated), naming the op.
+    (repeated steps) once. A persistent id freed by the trace stays live to the end. Raises ValueError
+    for a malformed trace (an id allocated twice, freed twice or never allocated), naming the op.
     """
     if isinstance(align_bytes, bool) or not isinstance(align_bytes, int) or align_bytes < 1:
         raise ValueError(f"plan: align_bytes must be an integer >= 1 (got {align_bytes!r})")
