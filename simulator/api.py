@@ -141,10 +141,13 @@ def build_result(sim: Simulation) -> dict[str, Any]:
     if fatal:
         fatal["time_s"] = _r(fatal["time_s"])
     elapsed = max(end, 1e-9)
-    energy_per_day = dev.consumed_j / elapsed * DAY_S
+    ran = end >= 1.0          # a run stopped in its first second says nothing about energy
+    energy_per_day = dev.consumed_j / elapsed * DAY_S if ran else None
     net_w = (dev.consumed_j - dev.harvested_j) / elapsed
     if fatal and fatal["kind"] == "battery_empty":
         battery_days = fatal["time_s"] / DAY_S
+    elif not ran:
+        battery_days = None
     elif net_w > 0:
         battery_days = sim.capacity_j / net_w / DAY_S
     else:
@@ -159,21 +162,25 @@ def build_result(sim: Simulation) -> dict[str, Any]:
     energy_budget = b["energy_per_day_j"] or sim.capacity_j / b["battery_life_days"]
     peak = ram.peak_bytes if ram else rt.ram_reserved_bytes
     rows = [
-        constraint("peak_ram", prof.memory.ram_bytes, peak if not fatal or fatal["kind"] == "battery_empty"
-                   else max(peak, prof.memory.ram_bytes + 1), "B", "max",
-                   "out of memory: the run stopped" if fatal and fatal["kind"] != "battery_empty" else ""),
+        constraint("peak_ram", prof.memory.ram_bytes, peak, "B"),
         constraint("flash", prof.memory.flash_bytes, flash_need, "B"),
         constraint("step_latency", b["step_latency_s"], _r(step_latency), "s", "max",
                    "" if sim.step_latencies else "no training step ran"),
         constraint("deadline_miss_rate", b["deadline_miss_rate"], _r(miss_rate), "1"),
-        constraint("energy_per_day", _r(energy_budget, 6), _r(energy_per_day, 6), "J/day"),
+        constraint("energy_per_day", _r(energy_budget, 6), _r(energy_per_day, 6), "J/day", "max",
+                   "" if ran else "the run stopped before it used energy"),
         constraint("battery_life", b["battery_life_days"], _r(battery_days, 6), "days", "min",
-                   "energy-neutral: harvesting covers the load" if battery_days is None else ""),
+                   "" if battery_days is not None else "energy-neutral: harvesting covers the load" if ran
+                   else "the run stopped before it used energy"),
         constraint("flash_wear", b["flash_wear_per_year"], _r(wear), "endurance/year"),
     ]
     if fatal and fatal["kind"] != "battery_empty":
-        rows[0]["observed"] = None if peak <= prof.memory.ram_bytes else peak
-        rows[0]["ok"], rows[0]["margin"] = False, None
+        need = fatal.get("ram_needed_bytes")
+        rows[0]["observed"] = need
+        rows[0]["margin"] = None if need is None else prof.memory.ram_bytes - need
+        rows[0]["ok"] = False
+        rows[0]["note"] = f"{fatal['kind'].replace('_', ' ')} at op {fatal['op']!r}: the run stopped (observed = RAM " \
+                          "in use + the allocation that failed)"
     when = {"step_latency": sim.first_slow_step or (end, ""),
             "deadline_miss_rate": (sim.first_miss_s, "inference") if sim.first_miss_s is not None else (end, ""),
             "energy_per_day": (end, ""), "battery_life": (end, ""),

@@ -33,12 +33,14 @@ MAX_DROP_LOG = 1000
 class Fatal(Exception):
     """A run-ending event: out of memory, fragmentation, battery empty."""
 
-    def __init__(self, kind: str, time_s: float, op: str, message: str) -> None:
+    def __init__(self, kind: str, time_s: float, op: str, message: str, ram_needed_bytes: int | None = None) -> None:
         self.kind, self.time_s, self.op, self.message = kind, time_s, op, message
+        self.ram_needed_bytes = ram_needed_bytes   # out of memory: RAM the failing allocation called for
         super().__init__(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "time_s": self.time_s, "op": self.op, "message": self.message}
+        return {"kind": self.kind, "time_s": self.time_s, "op": self.op, "message": self.message,
+                "ram_needed_bytes": self.ram_needed_bytes}
 
 
 def drain(gen) -> tuple[list[Op], Any]:
@@ -54,6 +56,14 @@ def drain(gen) -> tuple[list[Op], Any]:
 
 def _signature(ops: list[Op]) -> tuple:
     return tuple((op.name, op.kind, tuple(t.nbytes for t in op.alloc), len(op.free)) for op in ops)
+
+
+def _oom_message(e: OutOfMemory, op_name: str, tensor: Tensor) -> str:
+    """The heap's error without process-dependent tensor ids (results must not depend on them)."""
+    what = "heap fragmented" if e.kind == "fragmentation" else "out of memory"
+    label = f"{tensor.kind} {tensor.name!r}" if tensor.name else tensor.kind
+    return (f"{what} at op {op_name!r}: need {e.need:,} B for {label}, free {e.total_free:,} B in total, "
+            f"largest free block {e.largest_free:,} B (heap {e.capacity:,} B)")
 
 
 class MemTimeline:
@@ -146,9 +156,9 @@ class Ram:
 
     def setup(self, train_ops: list[Op], infer_ops: list[Op]) -> None:
         """Place persistent tensors (and, for ``planned``, the arenas) at t=0."""
-        for t in self.persistent:
-            self.alloc(0.0, t, "persistent")
         self.first_plan = plan_memory(train_ops, self.persistent)
+        for t in self.persistent:
+            self.alloc(0.0, t, f"persistent:{t.name or t.kind}")
         if self.policy != "planned":
             return
         for name, ops in (("train", train_ops), ("infer", infer_ops)):
@@ -159,8 +169,10 @@ class Ram:
                 self.heap.alloc(-1 if name == "train" else -2, size, ARENA_FREE_KIND, f"arena:{name}")
             except OutOfMemory as e:
                 op = self._first_over(p, self.heap.free_bytes)
-                raise Fatal(e.kind, 0.0, op, f"the planned {name} arena ({size:,} B) does not fit: {e} "
-                            f"(live bytes first exceed the free heap at op {op!r})") from None
+                raise Fatal(e.kind, 0.0, op, f"the planned {name} arena ({size:,} B) does not fit: "
+                            f"{_oom_message(e, 'arena:' + name, Tensor(0, size, 'arena'))} "
+                            f"(live bytes first exceed the free heap at op {op!r})",
+                            self.reserved + self.heap.used_bytes + e.need) from None
             self.timeline.add(0.0, ARENA_FREE_KIND, self.heap.size_for(size))
 
     @staticmethod
@@ -175,7 +187,8 @@ class Ram:
         try:
             self.heap.alloc(tensor.id, tensor.nbytes, tensor.kind, op_name)
         except OutOfMemory as e:
-            raise Fatal(e.kind, t, op_name, str(e)) from None
+            raise Fatal(e.kind, t, op_name, _oom_message(e, op_name, tensor),
+                        self.reserved + self.heap.used_bytes + e.need) from None
         size = self.heap.size_for(tensor.nbytes)
         self._live[tensor.id] = (tensor.kind, size)
         self.timeline.add(t, tensor.kind, size)
@@ -193,7 +206,8 @@ class Ram:
             op = p.op_names[i] if i >= 0 else name
             raise Fatal("out_of_memory", t0 + starts[max(i, 0)], op,
                         f"the {name} step needs a {p.planned_bytes:,} B arena but {self.arena[name]:,} B was "
-                        f"planned (from the first step); live bytes reach {p.live_bytes[max(i, 0)]:,} B at op {op!r}")
+                        f"planned (from the first step); live bytes reach {p.live_bytes[max(i, 0)]:,} B at op {op!r}",
+                        self.reserved + self.heap.used_bytes - self.arena[name] + p.planned_bytes)
 
     def draw_planned(self, name: str, ops: list[Op], abs_starts: list[float], end: float) -> None:
         """Add a planned-arena step's live bytes by kind (op granularity) to the timeline."""

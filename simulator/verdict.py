@@ -85,16 +85,19 @@ def summarise(result: dict[str, Any]) -> str:
         at = f" at t={fv['time_s']:.1f} s" if fv["time_s"] is not None else ""
         lines.append(f"First violation{at}: {fv['message']}" + (f" (op {fv['op']})" if fv["op"] else "") + ".")
     ram = result["peak_ram_bytes"]
-    lines.append(f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B "
-                 f"(workload alone: liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, naive "
-                 f"{result['naive_ram_bytes']:,} B).")
+    line = f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B"
+    if result["lower_bound_ram_bytes"] is not None:
+        line += (f" (workload alone: liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, "
+                 f"naive {result['naive_ram_bytes']:,} B)")
+    lines.append(line + ".")
     lines.append(f"{result['training_steps']} training steps ({result['macs_total']:,} MACs), worst step "
                  f"{_fmt(result['step_latency_s'])} s; {result['inferences']} inferences, deadline miss rate "
                  f"{result['deadline_miss_rate']:.2%}, {result['dropped_frames']} frames dropped, "
                  f"{result.get('preemptions', 0)} preemptions.")
-    bl = result["battery_life_days"]
-    lines.append(f"Energy {result['energy_per_day_j']:.1f} J/day; battery life "
-                 + ("unbounded (harvesting covers the load)" if bl is None else f"{bl:.1f} days") + ".")
+    bl, e = result["battery_life_days"], result["energy_per_day_j"]
+    if e is not None:
+        lines.append(f"Energy {e:.1f} J/day; battery life "
+                     + ("unbounded (harvesting covers the load)" if bl is None else f"{bl:.1f} days") + ".")
     if result["accuracy_before"] is not None:
         lines.append(f"User accuracy {result['accuracy_before']:.1%} -> {result['accuracy_after']:.1%}; "
                      f"retention of the old classes {result['retention_before']:.1%} -> "
@@ -106,7 +109,8 @@ def summarise(result: dict[str, Any]) -> str:
             what = f"does NOT fit ({c['fatal'].replace('_', ' ')}; one step needs >= {c['lower_bound_ram_bytes']:,} B live)"
         else:
             acc = "-" if c["accuracy_after"] is None else f"{c['accuracy_after']:.1%}"
+            en = "-" if c["energy_per_day_j"] is None else f"{c['energy_per_day_j']:.1f}"
             what = (f"{'fits' if c['fits'] else 'does NOT fit'}: {c['macs_total']:,} MACs, peak RAM "
-                    f"{c['peak_ram_bytes']:,} B, user accuracy {acc}, {c['energy_per_day_j']:.1f} J/day")
+                    f"{c['peak_ram_bytes']:,} B, user accuracy {acc}, {en} J/day")
         lines.append(f"  variant {c['label']}: {what}.")
     return "\n".join(lines)
