@@ -59,8 +59,10 @@ def quantity(v: Any, unit: str | None) -> str:
         return nbytes(v)
     if u in ("s", "seconds"):
         return seconds(v)
-    if u in ("fraction", "ratio", "1", ""):
-        return pct(v, 2) if u in ("fraction", "ratio") else f"{v:.4g}"
+    if u in ("fraction", "ratio", "1"):
+        return pct(v, 2)
+    if u == "":
+        return f"{v:.4g}"
     if u in ("%", "percent"):
         return f"{v:.2f} %"
     if not math.isfinite(v):

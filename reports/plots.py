@@ -11,10 +11,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-KIND_ORDER = ("weight", "bias", "optim", "input", "activation", "grad", "wgrad", "workspace")
+KIND_ORDER = ("runtime", "weight", "bias", "optim", "input", "activation", "grad", "wgrad", "workspace",
+              "arena_unused")
 KIND_COLORS = {"weight": "#4c72b0", "bias": "#64b5cd", "optim": "#8172b2", "input": "#937860",
                "activation": "#55a868", "grad": "#dd8452", "wgrad": "#c44e52", "workspace": "#8c8c8c",
-               "runtime": "#cccccc"}
+               "runtime": "#cccccc", "arena_unused": "#eeeeee"}
 MAX_POINTS = 2000
 
 
@@ -34,9 +35,10 @@ def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, **kw):
             plt.close(fig)
 
 
-def _png(fig) -> bytes:
+def _png(fig, layout: bool = True) -> bytes:
     buf = io.BytesIO()
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()
 
@@ -91,7 +93,7 @@ def memory_plot(memory: dict, ram_budget_bytes: float | None, runtime_reserved_b
     by_kind = memory.get("by_kind") or {}
     kinds = [k for k in KIND_ORDER if k in by_kind] + sorted(k for k in by_kind if k not in KIND_ORDER)
     stacks = np.array([np.asarray(by_kind[k], dtype=float) for k in kinds]) if kinds else np.zeros((0, len(t)))
-    if runtime_reserved_bytes:
+    if runtime_reserved_bytes and "runtime" not in by_kind:
         kinds = ["runtime"] + kinds
         stacks = np.vstack([np.full((1, len(t)), float(runtime_reserved_bytes)), stacks])
     with _figure(1, 2, height=4.0, gridspec_kw={"width_ratios": [3, 2]}) as (fig, axes):
@@ -107,47 +109,71 @@ def memory_plot(memory: dict, ram_budget_bytes: float | None, runtime_reserved_b
             ax_all.legend(loc="upper right")
             return _png(fig)
         total = stacks.sum(axis=0)
-        peak_i = int(np.argmax(total))
-        refs = [v for v in (ram_budget_bytes, naive, planned, lower, float(total.max())) if v]
+        used = total - (stacks[kinds.index("arena_unused")] if "arena_unused" in kinds else 0.0)
+        peak_i = int(np.argmax(used))
+        refs = [v for v in (ram_budget_bytes, float(total.max())) if v]
         bdiv, bunit = _bytes_axis(max(refs))
         colors = [KIND_COLORS.get(k, None) for k in kinds]
-        for ax, (tt, ss), zoom in ((ax_all, _bin_envelope(t, stacks, duration_s), False),
-                                   (ax_zoom, _zoom(t, stacks, peak_i), True)):
-            span = float(tt[-1] - tt[0]) if len(tt) > 1 else 1.0
-            tdiv, tunit = _time_axis(span if zoom else max(span, float(t[-1]), duration_s))
-            x = (tt - (tt[0] if zoom else 0.0)) / tdiv
-            ax.stackplot(x, ss / bdiv, labels=kinds, colors=colors, step="post", alpha=0.85)
-            if ram_budget_bytes:
-                ax.axhline(ram_budget_bytes / bdiv, color="black", lw=1.5, ls="-",
-                           label=f"RAM budget {ram_budget_bytes / bdiv:.1f} {bunit}")
-            if zoom:
-                base = float(runtime_reserved_bytes or 0)
-                for val, name, ls in ((naive, "naive", ":"), (planned, "planned arena", "--"),
-                                      (lower, "liveness lower bound", "-.")):
-                    if val:
-                        ax.axhline((val + base) / bdiv, color="#444", lw=1, ls=ls,
-                                   label=f"{name} (+ runtime) {(val + base) / bdiv:.1f} {bunit}")
-                ax.set_title(f"Peak step (t = {t[peak_i]:.3f} s)")
-                ax.set_xlabel(f"time since window start ({tunit})")
-            else:
-                ax.set_title("Memory over time, stacked by tensor kind (peak per time bin)")
-                ax.set_xlabel(f"simulated time ({tunit})")
-            ax.set_ylabel(f"RAM in use ({bunit})")
-            ax.set_ylim(0, max(refs) / bdiv * 1.12)
-        ax_all.legend(loc="upper left", fontsize=7, ncol=3)
-        ax_zoom.legend(loc="upper left", fontsize=7)
-        return _png(fig)
+        base = float(runtime_reserved_bytes or 0)
+        handles: dict = {}
+        # left: the whole run
+        tt, ss = _bin_envelope(t, stacks, duration_s)
+        tdiv, tunit = _time_axis(max(float(tt[-1]) if len(tt) else 0.0, float(t[-1]), duration_s))
+        ax_all.stackplot(tt / tdiv, ss / bdiv, labels=kinds, colors=colors, step="post", alpha=0.85)
+        if ram_budget_bytes:
+            ax_all.axhline(ram_budget_bytes / bdiv, color="black", lw=1.5, label="RAM budget")
+        ax_all.set_ylim(0, max(refs) / bdiv * 1.12)
+        ax_all.set_title("Memory over time, stacked by tensor kind (fullest moment per time bin)")
+        ax_all.set_xlabel(f"simulated time ({tunit})")
+        ax_all.set_ylabel(f"RAM in use ({bunit})")
+        # right: the peak's composition beside the planner's figures for one step (each + runtime reserve)
+        bars = [("observed\npeak", stacks[:, peak_i])]
+        for v, name in ((naive, "naive"), (planned, "planned\narena"), (lower, "liveness\nlower bound")):
+            if v:
+                col = np.zeros(len(kinds))
+                if "runtime" in kinds:
+                    col[kinds.index("runtime")] = base
+                bars.append((name, col))
+        x = np.arange(len(bars))
+        bottoms = np.zeros(len(bars))
+        for k in range(len(kinds)):
+            h = np.array([b[1][k] for b in bars]) / bdiv
+            ax_zoom.bar(x, h, bottom=bottoms, color=colors[k], width=0.6)
+            bottoms += h
+        planner = np.array([0.0] + [v for v in (naive, planned, lower) if v]) / bdiv
+        ax_zoom.bar(x[1:], planner[1:], bottom=bottoms[1:], color="#2f4b7c", width=0.6,
+                    label="planner figure (one step)")
+        tops = bottoms + planner
+        for xi, tp in zip(x, tops, strict=True):
+            ax_zoom.text(xi, tp, f"{tp:.1f}", ha="center", va="bottom", fontsize=7)
+        if ram_budget_bytes:
+            ax_zoom.axhline(ram_budget_bytes / bdiv, color="black", lw=1.5)
+        ax_zoom.set_xticks(x, [b[0] for b in bars], fontsize=7)
+        ax_zoom.set_ylim(0, max(refs + [float(tops.max()) * bdiv]) / bdiv * 1.12)
+        ax_zoom.set_title(f"Peak (t = {t[peak_i]:.3f} s) vs the memory planner", fontsize=9)
+        ax_zoom.set_xlabel("(planner bars: runtime reserve + planner figure)")
+        ax_zoom.set_ylabel(f"RAM ({bunit})")
+        ax_zoom.grid(axis="x", visible=False)
+        handles: dict = {}
+        for ax in (ax_all, ax_zoom):
+            hs, ls_ = ax.get_legend_handles_labels()
+            handles.update(dict(zip(ls_, hs, strict=True)))
+        handles[f"RAM budget ({ram_budget_bytes / bdiv:.1f} {bunit})" if ram_budget_bytes else "no budget"] = \
+            handles.pop("RAM budget", None) or ax_all.plot([], [], color="black")[0]
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=6, fontsize=7, frameon=False)
+        return _png(fig, layout=False)
 
 
-def _zoom(t: np.ndarray, stacks: np.ndarray, i: int, width: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """The burst of activity around sample ``i``: from the last sample at the baseline before it to the
-    first one after it (at most ``width`` samples each side)."""
-    total = stacks.sum(axis=0)
-    base = total.min()
+def _zoom(t: np.ndarray, stacks: np.ndarray, used: np.ndarray, i: int,
+          width: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """The burst of activity around sample ``i``: from the last sample at the baseline of ``used``
+    before it to the first one after it (at most ``width`` samples each side)."""
+    base = used.min()
     lo = hi = i
-    while lo > 0 and total[lo - 1] > base and i - lo < width:
+    while lo > 0 and used[lo - 1] > base and i - lo < width:
         lo -= 1
-    while hi < len(t) - 1 and total[hi + 1] > base and hi - i < width:
+    while hi < len(t) - 1 and used[hi + 1] > base and hi - i < width:
         hi += 1
     lo, hi = max(lo - 1, 0), min(hi + 1, len(t) - 1)
     return t[lo:hi + 1], stacks[:, lo:hi + 1]
@@ -181,7 +207,7 @@ def _busy_per_bin(iv: list[tuple[float, float]], edges: np.ndarray) -> np.ndarra
     return busy
 
 
-def cpu_plot(cpu: Sequence[dict], duration_s: float) -> bytes:
+def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict] | None = None) -> bytes:
     """Who holds the CPU. Left: the share of each time bin spent on inference and on training over the
     whole run, with preemptions marked. Right: the actual slices around the first preemption (or the
     first training burst); preempted training slices are hatched red."""
@@ -190,12 +216,22 @@ def cpu_plot(cpu: Sequence[dict], duration_s: float) -> bytes:
     with _figure(1, 2, height=3.0, gridspec_kw={"width_ratios": [3, 2]}) as (fig, axes):
         ax_all, ax_zoom = axes[0]
         end = max(duration_s, max((c["end_s"] for c in cpu), default=0.0), 1e-9)
-        nb = 288 if end >= 3 * 3600 else 200
-        edges = np.linspace(0.0, end, nb + 1)
         tdiv, tunit = _time_axis(end)
-        shares = [100 * _busy_per_bin([(c["start_s"], c["end_s"]) for c in cpu if c.get("task") == task], edges)
-                  / (edges[1] - edges[0]) for task in rows]
-        ax_all.stackplot(edges[:-1] / tdiv, shares, step="post", colors=[colors[k] for k in rows],
+        if busy_by_hour and end >= 3 * 3600:
+            # the run's own per-hour totals: exact even where the slice list was capped
+            nb = int(math.ceil(end / 3600))
+            edges = np.arange(nb + 1) * 3600.0
+            shares = [np.zeros(nb) for _ in rows]
+            for h in busy_by_hour:
+                if 0 <= h["hour"] < nb:
+                    for k, task in enumerate(rows):
+                        shares[k][h["hour"]] = 100 * (h.get(task) or 0.0) / 3600
+        else:
+            nb = 200
+            edges = np.linspace(0.0, end, nb + 1)
+            shares = [100 * _busy_per_bin([(c["start_s"], c["end_s"]) for c in cpu if c.get("task") == task], edges)
+                      / (edges[1] - edges[0]) for task in rows]
+        ax_all.stackplot(edges / tdiv, [np.r_[sh, sh[-1:]] for sh in shares], step="post", colors=[colors[k] for k in rows],
                          labels=[f"{k} (busy share)" for k in rows], alpha=0.85)
         pre = [c for c in cpu if c.get("preempted")]
         top = max(float(np.max(np.sum(shares, axis=0))) if nb else 0.0, 1e-3)
@@ -213,8 +249,13 @@ def cpu_plot(cpu: Sequence[dict], duration_s: float) -> bytes:
         if focus is None:
             lo, hi = 0.0, 1.0
         else:
-            w = max(5 * (focus["end_s"] - focus["start_s"]), 1e-3)
-            lo, hi = max(0.0, focus["start_s"] - w / 2), focus["end_s"] + w / 2
+            # the whole burst: training slices that follow on within one slice length or 0.5 s
+            start, stop = focus["start_s"], focus["end_s"]
+            for c in sorted(cpu, key=lambda c: c["start_s"]):
+                if c["start_s"] >= stop and c["start_s"] - stop <= max(0.5, stop - start):
+                    stop = max(stop, c["end_s"]) if c.get("task") == "training" else stop
+            w = max(stop - start, 1e-3)
+            lo, hi = max(0.0, start - 0.15 * w), stop + 0.15 * w
         zdiv, zunit = _time_axis(hi - lo)
         for task, y in rows.items():
             for preempted, color, hatch in ((False, colors[task], None), (True, "#c44e52", "//")):

@@ -11,7 +11,9 @@ from .emulation import emulation_section
 
 
 def _runtime_reserved(result: dict) -> int | None:
-    """RAM the runtime takes before the workload (from the device profile), for the memory plot."""
+    """RAM the runtime takes before the workload (from the result, else the device profile)."""
+    if plots.finite(result.get("ram_reserved_bytes")):
+        return result["ram_reserved_bytes"]
     try:
         from device_profiles import load_profile
 
@@ -90,15 +92,25 @@ def cpu_section(r: dict, tl: dict) -> Section:
     cpu = tl.get("cpu") or []
     dur = float(r.get("duration_s") or (max((c["end_s"] for c in cpu), default=1.0)))
     s.blocks.append("Who held the CPU: inference preempts training; preempted training slices are hatched.")
-    s.blocks.append(Image("cpu.png", plots.cpu_plot(cpu, dur), "CPU timeline: inference vs training"))
+    s.blocks.append(Image("cpu.png", plots.cpu_plot(cpu, dur, tl.get("cpu_busy_by_hour")),
+                          "CPU timeline: inference vs training"))
     rows = []
+    hours = tl.get("cpu_busy_by_hour")
     for task in ("inference", "training"):
         iv = [c for c in cpu if c.get("task") == task]
-        busy = sum(c["end_s"] - c["start_s"] for c in iv)
-        rows.append([task, fmt.count(len(iv)), fmt.seconds(busy), fmt.pct(busy / dur if dur else None, 3),
+        busy = (sum(h.get(task) or 0.0 for h in hours) if hours
+                else sum(c["end_s"] - c["start_s"] for c in iv))
+        rows.append([task, fmt.seconds(busy), fmt.pct(busy / dur if dur else None, 3),
                      fmt.count(sum(bool(c.get("preempted")) for c in iv))])
-    s.blocks.append(Table(["task", "CPU slices", "busy time", "share of run", "preempted slices"], rows,
-                          caption="CPU use"))
+    s.blocks.append(Table(["task", "busy time", "share of run", "preempted slices"], rows, caption="CPU use"))
+    extra = [["preemptions (training interrupted by inference)", fmt.count(r.get("preemptions"))],
+             ["worst inference latency", fmt.seconds(r.get("worst_inference_latency_s"))],
+             ["inference deadline misses", fmt.count(r.get("deadline_misses"))],
+             ["dropped frames / windows", f"{fmt.count(r.get('dropped_frames'))} / {fmt.count(r.get('dropped_windows'))}"]]
+    s.blocks.append(Table(["figure", "value"], extra, caption="Scheduling"))
+    if tl.get("cpu_truncated"):
+        s.blocks.append("The slice list in the result is capped (every training slice and its preemptors are "
+                        "kept); the left panel uses the run's exact per-hour totals.")
     return s
 
 
