@@ -159,20 +159,27 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
     for tid in pers_ids:   # live throughout: stacked at the bottom, which no placement can beat
         offsets[tid] = pos
         pos += sizes[tid]
-    transient = [tid for tid in sizes if tid not in pers_set]
-    transient_live = live - persistent_bytes if n else live
+    # transient tensors live for the whole trace overlap everything too: stack them next
+    in_pairs = set(pairs) | set(pairs.values())
+    for tid in sizes:
+        if tid not in pers_set and first[tid] == 0 and last[tid] == last_op and tid not in in_pairs:
+            offsets[tid] = pos
+            pos += sizes[tid]
+    base = pos
+    transient = [tid for tid in sizes if tid not in offsets]
+    transient_live = live - base if n else live
     arena, ordering = 0, ORDERINGS[0]
     cache: dict[tuple, tuple[int, list[int], str]] | None = {} if reuse else None
     for group in _segments(transient, first, last, n):
         seg_arena, seg_offsets, seg_ordering = _plan_segment(group, sizes, first, last, pairs, transient_live,
                                                              restarts, cache)
         for tid, o in zip(group, seg_offsets, strict=True):
-            offsets[tid] = persistent_bytes + o
+            offsets[tid] = base + o
         if seg_arena > arena:
             arena, ordering = seg_arena, seg_ordering
     used_pairs = {o: i for o, i in pairs.items() if offsets[o] == offsets[i]}
     return MemoryPlan(
-        naive_bytes=sum(sizes.values()), lower_bound_bytes=lower, planned_bytes=persistent_bytes + arena,
+        naive_bytes=sum(sizes.values()), lower_bound_bytes=lower, planned_bytes=base + arena,
         persistent_bytes=persistent_bytes, offsets=offsets, sizes=sizes,
         lifetimes={t: (first[t], last[t]) for t in sizes}, kinds=kinds, op_names=[op.name for op in ops],
         live_bytes=live.tolist(), live_by_kind={k: v.tolist() for k, v in live_by_kind.items()},

@@ -267,3 +267,13 @@ def test_numpy_sizes_give_plain_ints():
 
     p = plan([op("a", "matmul", [T(1, np.int64(12))], free=[1])], [T(2, np.int32(8), "weight")])
     assert all(type(v) is int for v in [*p.offsets.values(), *p.sizes.values(), p.planned_bytes, p.naive_bytes])
+
+
+def test_tensor_held_over_the_whole_trace_is_stacked_once():
+    steps = [o for s in range(10) for o in mlp_step(first_id=1000 * (s + 1))]
+    held = [op("hold", "copy", [T(1, 40, "input")])] + steps + [op("release", "copy", free=[1])]
+    one = plan(mlp_step(first_id=1))
+    p = plan(held)
+    check_plan(held, (), p)
+    assert p.offsets[1] == 0
+    assert p.planned_bytes == one.planned_bytes + 40 == p.lower_bound_bytes
