@@ -16,7 +16,8 @@ tried in several orders: by size (TFLite's ``GreedyMemoryPlanner``), by breadth 
 strategy), by size x duration, by duration, by first op (NNTrainer's ``OptimizedV1Planner`` order),
 then seeded noisy size orders; a piece stops at the first order that reaches its lower bound. The
 trace is cut where nothing but persistent tensors is live and each piece is planned alone (identical
-pieces, such as repeated steps, once), so concatenated steps cost linear time.
+pieces, such as repeated steps, once), so concatenated steps cost linear time. Persistent tensors, and
+trace tensors live from the first op to the last, overlap everything: they are stacked at the bottom.
 """
 from __future__ import annotations
 
