@@ -67,9 +67,11 @@ def quantity(v: Any, unit: str | None) -> str:
         return f"{v:.2f} %"
     if not math.isfinite(v):
         return f"{'inf' if v > 0 else '-inf'} {u}"
-    if abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3):
+    if abs(v) >= 1e7 or (v != 0 and abs(v) < 1e-3):
         return f"{v:.3e} {u}"
-    return f"{v:,.4g} {u}"
+    if abs(v) >= 1000:
+        return f"{v:,.1f} {u}"
+    return f"{v:.4g} {u}"
 
 
 def signed_pct(x: Any) -> str:

@@ -368,53 +368,52 @@ def comparison_plot(labels: list[str], macs: list[float | None], ram: list[float
 
 
 def heatmap_plot(devices: list[str], schedules: list[str], cells: dict) -> bytes:
-    """Device x schedule: colour = margin of the binding constraint (% of its budget), red where the
-    schedule does not fit, grey where the scenario failed to run; each cell names the binding constraint."""
+    """Device x schedule. Green where the schedule fits, darker with more margin on the binding
+    constraint; red where it does not, darker with a larger violation; grey where the scenario failed.
+    Each cell names the binding constraint and its margin (% of its budget)."""
+    import matplotlib
     import matplotlib.patches as mpatches
-    from matplotlib.colors import TwoSlopeNorm
 
-    m = np.full((len(devices), len(schedules)), np.nan)
-    for i, d in enumerate(devices):
-        for j, s in enumerate(schedules):
-            c = cells.get(d, {}).get(s)
-            if c and c.get("fits") is not None:
-                r = c.get("rel_margin")
-                r = 1.0 if r is None else r
-                if not c["fits"]:
-                    r = min(r, -0.01)
-                m[i, j] = 100 * max(-1.0, min(1.0, r))
-    h = max(2.6, 0.45 * len(devices) + 1.8)
+    greens, reds = matplotlib.colormaps["Greens"], matplotlib.colormaps["Reds"]
+    grey = (0.74, 0.74, 0.74, 1.0)
+    img = np.ones((len(devices), len(schedules), 4))
+    h = max(2.6, 0.5 * len(devices) + 2.0)
     with _figure(height=h) as (fig, axes):
         ax = axes[0][0]
-        import matplotlib
-
-        cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#bdbdbd")
-        im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, norm=TwoSlopeNorm(vcenter=0, vmin=-100, vmax=100),
-                       aspect="auto")
+        texts = []
         for i, d in enumerate(devices):
             for j, s in enumerate(schedules):
                 c = cells.get(d, {}).get(s)
                 if not c:
-                    txt = "not run"
-                elif c.get("fits") is None:
-                    txt = "error"
-                else:
-                    bind = str(c.get("binding") or "-")
-                    txt = ("fits\n" if c["fits"] else "NO\n") + bind
-                ax.text(j, i, txt, ha="center", va="center", fontsize=6.5)
-        ax.set_xticks(range(len(schedules)), schedules, rotation=25, ha="right")
+                    img[i, j] = (1, 1, 1, 1)
+                    texts.append((i, j, "not run", "black"))
+                    continue
+                if c.get("fits") is None:
+                    img[i, j] = grey
+                    texts.append((i, j, "error", "black"))
+                    continue
+                r = c.get("rel_margin")
+                mag = 1.0 if r is None else min(abs(r), 1.0)
+                img[i, j] = greens(0.25 + 0.6 * mag) if c["fits"] else reds(0.35 + 0.6 * mag)
+                bind = str(c.get("binding") or "-")
+                if c.get("fatal"):
+                    bind = f"{c['fatal']}"
+                margin = f"{100 * r:+.0f} %" if r is not None else ""
+                txt = f"{'fits' if c['fits'] else 'NO'}\n{bind} {margin}".strip()
+                texts.append((i, j, txt, "white" if mag > 0.6 else "black"))
+        ax.imshow(img, aspect="auto", interpolation="nearest")
+        for i, j, txt, color in texts:
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6.5, color=color)
+        ax.set_xticks(range(len(schedules)), schedules, rotation=20, ha="right")
         ax.set_yticks(range(len(devices)), devices)
         ax.set_xlabel("schedule")
         ax.set_ylabel("device")
         ax.grid(False)
-        ax.set_title("Feasibility: device x schedule (cell text: verdict and binding constraint)")
-        cb = fig.colorbar(im, ax=ax)
-        cb.set_label("margin of binding constraint (% of budget)")
-        ax.legend(handles=[mpatches.Patch(color=cmap(0.9), label="fits (margin > 0)"),
-                           mpatches.Patch(color=cmap(0.1), label="does not fit"),
-                           mpatches.Patch(color="#bdbdbd", label="error: scenario failed")],
-                  loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(schedules) > 3 else -0.2),
-                  ncol=3, fontsize=7)
+        ax.set_title("Feasibility: device x schedule (binding constraint, its margin as % of budget)")
+        ax.legend(handles=[mpatches.Patch(color=greens(0.55), label="fits (darker: more margin)"),
+                           mpatches.Patch(color=reds(0.65), label="does not fit (darker: larger violation)"),
+                           mpatches.Patch(color=grey, label="error: scenario failed to run")],
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
         return _png(fig)
 
 

@@ -169,10 +169,10 @@ def comparison_section(variants: list[dict]) -> Section:
         macs, b_macs = v.get("macs_total"), base.get("macs_total")
         rows.append([lab, fmt.count(macs), (f"{100 * (macs - b_macs) / b_macs:+.1f} %"
                                             if plots.finite(macs) and plots.finite(b_macs) and b_macs else "n/a"),
-                     fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("planned_ram_bytes")),
+                     fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("lower_bound_ram_bytes")),
                      fmt.pct(v.get("accuracy_after")), fmt.pct(v.get("retention_after")),
                      {True: "fits", False: "does not fit"}.get(v.get("fits"), "n/a")])
-    s.blocks.append(Table(["variant", "training MACs", "MACs vs first", "peak RAM", "planned arena",
+    s.blocks.append(Table(["variant", "training MACs", "MACs vs first", "peak RAM", "liveness lower bound",
                            "user accuracy after", "retention after", "verdict"], rows,
                           caption="Technique variants"))
     if variants:

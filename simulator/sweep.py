@@ -42,6 +42,7 @@ GRID_KEYS = ("name", "base", "set", "axes", "schedules", "keep_timelines")
 RANGE_KEYS = {"from", "to", "step"}
 RESULTS_FILE = "results.jsonl"
 MATRIX_FILE = "matrix.json"
+FATAL_CONSTRAINT = {"out_of_memory": "peak_ram", "fragmentation": "peak_ram", "battery_empty": "battery_life"}
 OBJECTIVE = ("best feasible schedule per device: highest mean accuracy gain (accuracy after - before "
              "personalisation, rounded to 0.1 percentage points), then lowest energy per day (J)")
 
@@ -519,8 +520,13 @@ def binding_constraint(result: dict) -> dict | None:
     cons = [c for c in result.get("constraints") or [] if isinstance(c, dict)]
     fatal = result.get("fatal")
     if fatal:
-        return {"name": fatal.get("kind", "fatal"), "margin": None, "unit": "", "rel_margin": -math.inf,
-                "ok": False, "message": fatal.get("message")}
+        kind = fatal.get("kind", "fatal")
+        name = FATAL_CONSTRAINT.get(kind)
+        for c in cons:
+            if c.get("name") == name:
+                return {**c, "rel_margin": min(_rel_margin(c), -1e-9), "fatal": kind}
+        return {"name": kind, "margin": None, "unit": "", "rel_margin": -math.inf, "ok": False,
+                "fatal": kind, "message": fatal.get("message")}
     fv = result.get("first_violation")
     if fv:
         for c in cons:
@@ -563,7 +569,7 @@ def feasibility(rows: Iterable[dict]) -> dict:
             rel = worst.get("rel_margin")
             cell.update(
                 fits=all(bool(res.get("fits")) for res in oks),
-                binding=worst.get("name"), margin=worst.get("margin"), unit=worst.get("unit") or "",
+                binding=worst.get("name"), fatal=worst.get("fatal"), margin=worst.get("margin"), unit=worst.get("unit") or "",
                 rel_margin=rel if rel is not None and math.isfinite(rel) else None,
                 accuracy_gain=sum(gains) / len(gains) if gains else None,
                 energy_per_day_j=sum(energies) / len(energies) if energies else None,

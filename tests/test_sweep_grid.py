@@ -126,7 +126,10 @@ def test_binding_constraint_is_first_violation_else_least_relative_margin():
     r["first_violation"] = {"constraint": "step_latency", "time_s": 3.0, "op": "x", "message": "slow"}
     assert binding_constraint(r)["name"] == "step_latency"
     r["fatal"] = {"kind": "out_of_memory", "time_s": 1.0, "op": "y", "message": "oom"}
-    assert binding_constraint(r)["name"] == "out_of_memory"
+    assert binding_constraint(r)["name"] == "out_of_memory"     # no peak_ram row: the event itself
+    r["constraints"].append(_c("peak_ram", 16384, 16640))
+    b = binding_constraint(r)
+    assert b["name"] == "peak_ram" and b["fatal"] == "out_of_memory" and b["margin"] == -256
 
 
 def _res(fits, ram_obs, gain, energy):
