@@ -37,7 +37,7 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     numeric = [all(_is_num(r[i]) for r in rows) if rows else False for i in range(len(headers))]
     out = []
     for j, r in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        out.append("  ".join(c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
