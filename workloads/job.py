@@ -60,36 +60,35 @@ def _vkey(key: str) -> str:
 def execute(plan: list[_PlannedOp], values: dict) -> Generator[Op, None, None]:
     """Run a plan, yielding one ``Op`` per planned op with allocs and frees from a liveness pass."""
     last: dict[str, int] = {}
+    n_alloc = 0
     for i, p in enumerate(plan):
         for k in p.reads:
             last[k] = i
-        for k, _, _ in p.allocs:
-            last[k] = max(last.get(k, i), i)
-    keys = [k for p in plan for k, _, _ in p.allocs]
-    if len(keys) != len(set(keys)):  # pragma: no cover - a planner bug
-        raise RuntimeError(f"plan allocates a key twice: {sorted(k for k in keys if keys.count(k) > 1)}")
+        for a in p.allocs:
+            n_alloc += 1
+            if last.get(a[0], -1) < i:
+                last[a[0]] = i
+    if n_alloc != len({a[0] for p in plan for a in p.allocs}):  # pragma: no cover - a planner bug
+        raise RuntimeError("plan allocates a key twice")
+    frees_at: list[list[str]] = [[] for _ in plan]
+    for k, i in last.items():
+        frees_at[i].append(k)
     live: dict[str, Tensor] = {}
     for i, p in enumerate(plan):
         macs, br, bw = p.run()
-        allocs = []
-        for key, kind, nbytes in p.allocs:
-            t = Tensor(new_tensor_id(), int(nbytes()), kind, key)
-            live[key] = t
-            allocs.append(t)
+        allocs = ()
+        if p.allocs:
+            allocs = tuple(Tensor(new_tensor_id(), int(nb()), kind, key) for key, kind, nb in p.allocs)
+            for t in allocs:
+                live[t.name] = t
         end = p.ends_step is not None and p.ends_step()
-        freed = list(live) if end else [k for k in live if last.get(k, -1) <= i]
+        freed = list(live) if end else [k for k in frees_at[i] if k in live]
         free_ids = tuple(live.pop(k).id for k in freed)
-        for k in freed:
-            if not _still_needed(k, live):
-                values.pop(_vkey(k), None)
-        yield Op(p.name, p.kind, int(macs), int(br), int(bw), p.dtype, tuple(allocs), free_ids)
+        for k in freed:   # the host copy goes too (a recomputed / swapped-in copy is a new key, same value)
+            values.pop(_vkey(k), None)
+        yield Op(p.name, p.kind, int(macs), int(br), int(bw), p.dtype, allocs, free_ids)
         if end:
             return
-
-
-def _still_needed(key: str, live: dict[str, Tensor]) -> bool:
-    v = _vkey(key)
-    return any(_vkey(k) == v for k in live)
 
 
 def collect(gen: Generator[Op, None, object]) -> tuple[list[Op], object]:
@@ -395,12 +394,16 @@ class Job:
             logits = values[logits_key]
             losses, p = L.softmax_cross_entropy(logits, ys)
             env.loss = float(losses.mean())
-            keep = np.ones(len(ys), bool) if t.instance_filter is None else losses >= t.instance_filter
-            env.nk = int(keep.sum())
-            env.keep = None if env.nk == len(ys) else np.flatnonzero(keep)
+            if t.instance_filter is None:
+                env.nk = len(ys)
+                values["loss.grad"] = L.softmax_ce_grad(p, ys, env.nk)
+            else:
+                keep = losses >= t.instance_filter
+                env.nk = int(keep.sum())
+                env.keep = None if env.nk == len(ys) else np.flatnonzero(keep)
+                if env.nk:
+                    values["loss.grad"] = L.softmax_ce_grad(p[keep], ys[keep], env.nk)
             env.stats["kept"] = env.nk
-            if env.nk:
-                values["loss.grad"] = L.softmax_ce_grad(p[keep], ys[keep], env.nk)
             return 0, logits.size * 4, logits.size * 4
 
         plan.append(_PlannedOp("loss", "reduce", "f32", loss_run, [logits_key],

@@ -9,7 +9,7 @@ convolution is a Conv2D with a 1 x K kernel over a height-1 input.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 F32 = np.float32
 
@@ -59,7 +59,7 @@ class Layer:
 
     def act_backward(self, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         """Gradient through the fused ReLU: zero where the output was clipped."""
-        return dy * (y > 0) if self.relu else dy
+        return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False) if self.relu else dy
 
     def weight_grad(self, x: np.ndarray, dz: np.ndarray, rows: np.ndarray | None = None,
                     quant: bool = False, sparse: bool = False) -> tuple[list[np.ndarray], int]:
@@ -103,15 +103,20 @@ class Dense(Layer):
 
 
 def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """Zero padding of H and W by ph, pw in total (the odd one at the bottom/right, like TF 'same')."""
     if ph == 0 and pw == 0:
         return x
-    return np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    n, h, w, c = x.shape
+    out = np.zeros((n, h + ph, w + pw, c), x.dtype)
+    out[:, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w] = x
+    return out
 
 
 def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int) -> np.ndarray:
-    """(N, OH, OW, kh, kw, C) strided view of the padded input."""
-    win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :oh, :ow]
-    return win.transpose(0, 1, 2, 4, 5, 3)
+    """(N, OH, OW, kh, kw, C) strided view of the padded input (no copy)."""
+    s0, s1, s2, s3 = x.strides
+    return as_strided(x, (x.shape[0], oh, ow, kh, kw, x.shape[3]), (s0, s1 * sh, s2 * sw, s1, s2, s3),
+                      writeable=False)
 
 
 def _col2im(dcols: np.ndarray, xshape: tuple[int, ...], kh: int, kw: int, sh: int, sw: int,
@@ -176,7 +181,8 @@ class Conv2D(Layer):
 
 
 class DepthwiseConv2D(Layer):
-    """Depthwise convolution: one kh x kw filter per channel; W of shape (kh, kw, C)."""
+    """Depthwise convolution: one kh x kw filter per channel; W of shape (kh, kw, C). Computed as a sum
+    over kernel positions of shifted (strided) input slices: vectorised, loops over kh*kw only."""
 
     kind = "conv"
     needs_input = True
@@ -191,15 +197,20 @@ class DepthwiseConv2D(Layer):
     def fan_in(self) -> int:
         return self.kh * self.kw
 
-    def _win(self, x, quant=False):
-        xq = fake_quant(x) if quant else x
+    def _slices(self):
         oh, ow = self.out_shape[:2]
-        return _windows(_pad(xq, self.ph, self.pw), self.kh, self.kw, self.sh, self.sw, oh, ow)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                yield i, j, (slice(None), slice(i, i + self.sh * (oh - 1) + 1, self.sh),
+                             slice(j, j + self.sw * (ow - 1) + 1, self.sw))
 
     def forward(self, x, quant=False):
         W, b = self.params
-        z = np.einsum("nhwijc,ijc->nhwc", self._win(x, quant), W, optimize=True) + b
-        z = z.astype(x.dtype, copy=False)
+        xp = _pad(fake_quant(x) if quant else x, self.ph, self.pw)
+        z = np.empty((x.shape[0],) + self.out_shape, x.dtype)
+        z[...] = b
+        for i, j, sl in self._slices():
+            z += xp[sl] * W[i, j]
         return np.maximum(z, 0, out=z) if self.relu else z
 
     def forward_macs(self, n):
@@ -207,16 +218,23 @@ class DepthwiseConv2D(Layer):
         return n * oh * ow * c * self.kh * self.kw
 
     def weight_grad(self, x, dz, rows=None, quant=False, sparse=False):
-        win = self._win(x, quant)
+        xp = _pad(fake_quant(x) if quant else x, self.ph, self.pw)
         d = dz
         if rows is not None:
-            win, d = win[..., rows], dz[..., rows]
-        dW = np.einsum("nhwijc,nhwc->ijc", win, d, optimize=True).astype(dz.dtype, copy=False)
+            xp, d = xp[..., rows], dz[..., rows]
+        dW = np.empty((self.kh, self.kw, d.shape[-1]), dz.dtype)
+        for i, j, sl in self._slices():
+            dW[i, j] = np.einsum("nhwc,nhwc->c", xp[sl], d)
         return [dW, d.sum(axis=(0, 1, 2))], _count(d, sparse) * self.fan_in
 
     def input_grad(self, x, y, dz, sparse=False):
-        dcols = dz[:, :, :, None, None, :] * self.params[0]
-        return _col2im(dcols, x.shape, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw), _count(dz, sparse) * self.fan_in
+        n, h, w, c = x.shape
+        dx = np.zeros((n, h + self.ph, w + self.pw, c), dz.dtype)
+        W = self.params[0]
+        for i, j, sl in self._slices():
+            dx[sl] += dz * W[i, j]
+        ph, pw = self.ph // 2, self.pw // 2
+        return dx[:, ph:ph + h, pw:pw + w, :], _count(dz, sparse) * self.fan_in
 
 
 class _Pool(Layer):
@@ -226,48 +244,58 @@ class _Pool(Layer):
         super().__init__(name, in_shape, out_shape)
         self.kh, self.kw = kh, kw
 
-    def _blocks(self, x):
-        n, c = x.shape[0], x.shape[3]
+    def _slices(self):
         oh, ow = self.out_shape[:2]
-        xr = x[:, :oh * self.kh, :ow * self.kw].reshape(n, oh, self.kh, ow, self.kw, c)
-        return xr.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, self.kh * self.kw)
-
-    def _unblocks(self, dxr, xshape):
-        n, h, w, c = xshape
-        oh, ow = self.out_shape[:2]
-        d = dxr.reshape(n, oh, ow, c, self.kh, self.kw).transpose(0, 1, 4, 2, 5, 3)
-        d = d.reshape(n, oh * self.kh, ow * self.kw, c)
-        if d.shape[1:3] == (h, w):
-            return np.ascontiguousarray(d)
-        dx = np.zeros(xshape, dxr.dtype)
-        dx[:, :oh * self.kh, :ow * self.kw] = d
-        return dx
+        for i in range(self.kh):
+            for j in range(self.kw):
+                yield i * self.kw + j, (slice(None), slice(i, oh * self.kh, self.kh), slice(j, ow * self.kw, self.kw))
 
 
 class MaxPool(_Pool):
-    """Max pooling, kh x kw window, stride = window (floor: a ragged edge is dropped)."""
+    """Max pooling, kh x kw window, stride = window (floor: a ragged edge is dropped). Loops over the
+    kh*kw window positions only; ties go to the first position, like an argmax."""
 
     needs_input = True
 
+    def _argmax(self, x):
+        best = idx = None
+        for k, sl in self._slices():
+            v = x[sl]
+            if best is None:
+                best, idx = v.copy(), np.zeros(v.shape, np.int16)
+            else:
+                gt = v > best
+                np.copyto(best, v, where=gt)
+                idx[gt] = k
+        return best, idx
+
     def forward(self, x, quant=False):
-        return self._blocks(x).max(axis=-1)
+        return self._argmax(x)[0]
 
     def input_grad(self, x, y, dz, sparse=False):
-        idx = self._blocks(x).argmax(axis=-1)
-        onehot = np.arange(self.kh * self.kw) == idx[..., None]
-        return self._unblocks(onehot * dz[..., None], x.shape).astype(dz.dtype, copy=False), 0
+        _, idx = self._argmax(x)
+        dx = np.zeros(x.shape, dz.dtype)
+        for k, sl in self._slices():
+            dx[sl] = np.where(idx == k, dz, 0)
+        return dx, 0
 
 
 class AvgPool(_Pool):
     """Average pooling, kh x kw window, stride = window."""
 
     def forward(self, x, quant=False):
-        return self._blocks(x).mean(axis=-1)
+        acc = None
+        for _, sl in self._slices():
+            acc = x[sl].copy() if acc is None else acc + x[sl]
+        acc *= 1.0 / (self.kh * self.kw)
+        return acc
 
     def input_grad(self, x, y, dz, sparse=False):
-        k = self.kh * self.kw
-        dxr = np.broadcast_to((dz / k)[..., None], dz.shape + (k,))
-        return self._unblocks(dxr, (dz.shape[0],) + self.in_shape).astype(dz.dtype, copy=False), 0
+        dx = np.zeros((dz.shape[0],) + self.in_shape, dz.dtype)
+        g = dz * (1.0 / (self.kh * self.kw))
+        for _, sl in self._slices():
+            dx[sl] = g
+        return dx, 0
 
 
 class GlobalAvgPool(Layer):
@@ -313,13 +341,14 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     logits is ``(p - onehot(y)) / N``."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    p = e / e.sum(axis=1, keepdims=True)
-    losses = -np.log(np.maximum(p[np.arange(len(y)), y], 1e-30))
-    return losses.astype(logits.dtype), p.astype(logits.dtype)
+    s = e.sum(axis=1, keepdims=True)
+    losses = np.log(s[:, 0]) - z[np.arange(len(y)), y]
+    return losses, e / s
 
 
 def softmax_ce_grad(p: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
     """Gradient of the summed loss / n w.r.t. the logits."""
     g = p.copy()
     g[np.arange(len(y)), y] -= 1.0
-    return (g / n).astype(p.dtype)
+    g *= 1.0 / n
+    return g
