@@ -1,0 +1,163 @@
+"""Simulator benchmark (issue #4): how much does the simulation add to the training it carries?
+
+Printed side by side, in one run:
+
+1. training alone vs in simulation: the same training steps (same job, same batches) run once by
+   draining ``job.train_step`` directly and once inside a SimPy scenario that is almost all training
+   (a window every 10 minutes, periodic triggers of many steps). Target: in-sim / alone <= 1.5x.
+2. events per second: the demo day's SimPy events over its wall time, beside a bare SimPy loop
+   (one process yielding ``env.timeout``) processing the same number of events. The simulation's
+   figure includes the numpy inference/training it carries, so it is lower by design.
+3. the demo day (embedded ``demo.toml``, technique variants left out): simulated seconds per wall
+   second.
+
+Run: ``.venv/bin/python benchmarks/simulator.py [--repeat 3]``
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import simpy  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from device_profiles.loader import load_profile  # noqa: E402
+from simulator.api import job_for  # noqa: E402
+from simulator.engine import Simulation, drain  # noqa: E402
+from simulator.scenario import SCENARIO_DIR, apply_overrides, load_scenario, scenario_dict  # noqa: E402
+
+
+def training_scenario(model: str, policy: str, runtime: str) -> dict:
+    """A scenario that is almost all training: one window per 600 s, 60 steps every 600 s, 4 hours."""
+    return {"name": f"bench-{model}-{policy}", "device": "stm32f405-pyboard", "runtime": runtime,
+            "duration_s": 14400.0, "seed": 3, "workload": {"model": model, "lr": 0.005},
+            "pipeline": {"sensor_rate_hz": 1 / 600, "window": 1, "label_every": 1},
+            "schedule": {"trigger": "periodic", "period_s": 600.0, "batch": 8, "steps": 60, "replay": 64,
+                         "memory_policy": policy},
+            "eval": {"points": 1}}
+
+
+def simulate_timed(sc, profile) -> tuple[float, Simulation]:
+    job, probe = job_for(sc), job_for(sc)
+    sim = Simulation(sc, profile, job, probe_job=probe)
+    t = time.perf_counter()
+    sim.run()
+    return time.perf_counter() - t, sim
+
+
+def alone_timed(sc, batches: list[tuple[np.ndarray, np.ndarray]], infers: list[np.ndarray]) -> float:
+    """The same work without the simulator: the probe step, the batches, the inferences, 2 evaluations."""
+    job, probe = job_for(sc), job_for(sc)
+    t = time.perf_counter()
+    job.evaluate()
+    stream = iter(probe.labelled_stream())
+    xs, ys = zip(*itertools.islice(stream, sc.schedule["batch"]), strict=True)
+    drain(probe.infer(xs[0]))
+    drain(probe.train_step(np.stack(xs), np.array(ys)))
+    for x in infers:
+        drain(job.infer(x))
+    for xs, ys in batches:
+        drain(job.train_step(xs, ys))
+    job.evaluate()
+    return time.perf_counter() - t
+
+
+class Recorder:
+    """Wraps a job to record the batches and inference inputs the simulation feeds it."""
+
+    def __init__(self, job) -> None:
+        self.job, self.batches, self.infers = job, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.job, name)
+
+    def train_step(self, xs, ys):
+        self.batches.append((xs.copy(), ys.copy()))
+        return self.job.train_step(xs, ys)
+
+    def infer(self, x):
+        self.infers.append(np.array(x, copy=True))
+        return self.job.infer(x)
+
+
+def overhead(model: str, policy: str, runtime: str, repeat: int) -> tuple[float, float, int]:
+    sc = load_scenario(training_scenario(model, policy, runtime))
+    profile = load_profile(sc.device)
+    rec = Recorder(job_for(sc))
+    Simulation(sc, profile, rec, probe_job=job_for(sc)).run()
+    sims, alones = [], []
+    for _ in range(repeat):
+        sims.append(simulate_timed(sc, profile)[0])
+        alones.append(alone_timed(sc, rec.batches, rec.infers))
+    return min(alones), min(sims), len(rec.batches)
+
+
+def bare_simpy(n_events: int) -> float:
+    env = simpy.Environment()
+
+    def proc():
+        for _ in range(n_events):
+            yield env.timeout(1)
+
+    env.process(proc())
+    t = time.perf_counter()
+    env.run()
+    return time.perf_counter() - t
+
+
+def count_events(sim: Simulation) -> list[int]:
+    n = [0]
+    step = sim.env.step
+
+    def counted():
+        n[0] += 1
+        step()
+
+    sim.env.step = counted
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3, help="timings per case; the best is kept")
+    args = ap.parse_args()
+
+    print("1. training alone vs the same training inside the simulation (best of", args.repeat, "runs)")
+    rows = []
+    cases = [("mlp-digits", "planned", "native"), ("mlp-digits", "heap", "native"),
+             ("lenet-digits", "planned", "native"), ("lenet-digits", "heap", "native")]
+    for model, policy, runtime in tqdm(cases, desc="overhead", unit="case", leave=False):
+        alone, sim, steps = overhead(model, policy, runtime, args.repeat)
+        rows.append((model, policy, steps, alone, sim))
+    print(f"   {'workload':<14} {'memory':<8} {'steps':>6} {'alone (s)':>10} {'in sim (s)':>11} {'ratio':>7}  target")
+    for model, policy, steps, alone, sim in rows:
+        print(f"   {model:<14} {policy:<8} {steps:>6} {alone:>10.3f} {sim:>11.3f} {sim / alone:>6.2f}x  <= 1.5x")
+
+    print("\n2./3. the demo day (embedded demo.toml without technique variants)")
+    d = scenario_dict(SCENARIO_DIR / "demo.toml")
+    d.pop("compare", None)
+    sc = load_scenario(apply_overrides(d, {}))
+    profile = load_profile(sc.device)
+    counting = Simulation(sc, profile, job_for(sc), probe_job=job_for(sc))
+    n = count_events(counting)
+    counting.run()
+    events = n[0]
+    walls = [simulate_timed(sc, profile) for _ in range(args.repeat)]
+    wall, sim = min(walls, key=lambda w: w[0])
+    bare = min(bare_simpy(events) for _ in range(args.repeat))
+    print(f"   simulated {sc.duration_s:,.0f} s: {sim.inferences:,} inferences, {sim.training_steps:,} training "
+          f"steps, {sim.preemptions} preemptions, {events:,} SimPy events")
+    print(f"   wall time {wall:.2f} s -> sim-time / wall-time = {sc.duration_s / wall:,.0f}x")
+    print(f"   events/s: simulation {events / wall:,.0f} (numpy training + inference included)   "
+          f"bare SimPy loop, same {events:,} events: {events / bare:,.0f}   ratio {bare / wall:.3f}")
+    print(f"   (python {sys.version.split()[0]}, simpy {simpy.__version__}, numpy {np.__version__})")
+
+
+if __name__ == "__main__":
+    main()
