@@ -403,7 +403,9 @@ def _new_pool(n: int) -> ProcessPoolExecutor:
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["simulator.sweep", "numpy", "simpy"])
+    # workers fork from a server that has already imported the simulator, the workloads and
+    # scikit-learn (1-2 s per process otherwise)
+    ctx.set_forkserver_preload(["simulator.sweep", "simulator.api", "workloads", "sklearn.datasets"])
     return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
 
 
