@@ -226,11 +226,26 @@ def test_pruning_cuts_backward_macs_counted_from_nonzeros(tech):
 def test_grad_prune_is_unbiased():
     from workloads.job import _prune
     rng = np.random.default_rng(0)
-    e = rng.standard_normal(20000).astype(np.float32)
+    e = rng.standard_normal((50, 400)).astype(np.float32)
     pruned, kept = _prune(e, Techniques(grad_prune=0.5), rng)
-    assert kept < e.size * 0.8
-    assert abs(pruned.mean() - e.mean()) < 0.02
-    assert abs(pruned.sum() - e.sum()) / np.abs(e).sum() < 0.02
+    assert kept == np.count_nonzero(pruned) < e.size * 0.8
+    assert abs(pruned.sum() - e.sum()) / np.abs(e).sum() < 0.02       # unbiased: the sum survives
+    big = np.abs(e) >= 0.5 * np.abs(e).max(axis=1, keepdims=True)
+    np.testing.assert_array_equal(pruned[big], e[big])                 # large entries untouched
+
+
+def test_error_map_prune_is_relative_to_each_samples_max():
+    from workloads.job import _prune
+    e = np.array([[1.0, 0.05, -0.5], [0.01, 0.002, -0.0001]], np.float32)
+    pruned, kept = _prune(e, Techniques(error_map_prune=0.1), np.random.default_rng(0))
+    np.testing.assert_array_equal(pruned, e * np.array([[1, 0, 1], [1, 1, 0]], np.float32))
+    assert kept == 4
+
+
+def test_pruning_leaves_the_logit_gradient_alone():
+    job = W.make_job("mlp-digits", techniques=Techniques(error_map_prune=0.5))
+    ops, _, _ = _step(job)
+    assert [o.name for o in ops if o.name.endswith("prune_error")] == ["dense0.prune_error"]
 
 
 def test_bias_only_update():

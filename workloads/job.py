@@ -401,8 +401,8 @@ class Job:
                 keep = losses >= t.instance_filter
                 env.nk = int(keep.sum())
                 env.keep = None if env.nk == len(ys) else np.flatnonzero(keep)
-                if env.nk:
-                    values["loss.grad"] = L.softmax_ce_grad(p[keep], ys[keep], env.nk)
+                if env.nk:   # skipped samples count as zero gradient: the mean stays over the whole batch
+                    values["loss.grad"] = L.softmax_ce_grad(p[keep], ys[keep], len(ys))
             env.stats["kept"] = env.nk
             return 0, logits.size * 4, logits.size * 4
 
@@ -474,7 +474,7 @@ class Job:
                 n = values[gv].size
                 return 0, n * 4 + n * a, n * 4
             ops.append(_PlannedOp(f"{ly.name}.backward_act", "eltwise", "f32", act_run, [g, y_key]))
-        if ly.params and (t.error_map_prune is not None or t.grad_prune is not None):
+        if sparse and ly.params and i < len(self.model.layers) - 1:   # not the logits: keeps softmax zero-sum
             def prune_run():
                 values[gv], kept = _prune(gval(), t, self._rng)
                 env.stats["error_kept"] = env.stats.get("error_kept", 0) + kept
@@ -622,18 +622,19 @@ class _StepEnv:
 
 
 def _prune(e: np.ndarray, t: Techniques, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """Error-map pruning (zero |e| < frac * max|e|) and stochastic gradient pruning (entries under
-    tau = grad_prune * max|e| become +-tau with probability |e|/tau, else 0: unbiased)."""
-    m = float(np.max(np.abs(e))) if e.size else 0.0
-    if m == 0.0:
+    """Error-map pruning (zero entries with |e| < frac * max|e| of their own sample) and stochastic
+    gradient pruning (entries under tau = grad_prune * max|e| of their sample become +-tau with
+    probability |e|/tau, else 0: unbiased). Returns the pruned map and its non-zero count."""
+    if e.size == 0:
         return e, 0
+    m = np.abs(e).reshape(len(e), -1).max(axis=1).reshape((-1,) + (1,) * (e.ndim - 1))
     if t.error_map_prune is not None:
-        e = np.where(np.abs(e) >= t.error_map_prune * m, e, 0).astype(F32)
+        e = np.where(np.abs(e) >= t.error_map_prune * m, e, 0).astype(e.dtype)
     if t.grad_prune is not None:
-        tau = t.grad_prune * m
+        tau = np.maximum(t.grad_prune * m, 1e-30)
         small = np.abs(e) < tau
         keep = rng.random(e.shape) < np.abs(e) / tau
-        e = np.where(small, np.where(keep, np.sign(e) * tau, 0), e).astype(F32)
+        e = np.where(small, np.where(keep, np.sign(e) * tau, 0), e).astype(e.dtype)
     return e, int(np.count_nonzero(e))
 
 
