@@ -70,31 +70,38 @@ class MemTimeline:
     """Bytes by tensor kind over time, kept as (time, kind, delta) records; summed at the end."""
 
     def __init__(self) -> None:
-        self.t: list[float] = []
-        self.k: list[str] = []
-        self.d: list[int] = []
+        self.recs: list[tuple[float, str, int]] = []
 
     def add(self, t: float, kind: str, delta: int) -> None:
-        self.t.append(t)
-        self.k.append(kind)
-        self.d.append(delta)
+        self.recs.append((t, kind, delta))
 
     def extend(self, times, kinds, deltas) -> None:
-        self.t.extend(times)
-        self.k.extend(kinds)
-        self.d.extend(deltas)
+        self.recs.extend(zip(times, kinds, deltas, strict=True))
+
+    @property
+    def t(self) -> list[float]:
+        return [r[0] for r in self.recs]
+
+    @property
+    def k(self) -> list[str]:
+        return [r[1] for r in self.recs]
+
+    @property
+    def d(self) -> list[int]:
+        return [r[2] for r in self.recs]
 
     def series(self, until_s: float, max_points: int = MAX_MEMORY_POINTS) -> dict[str, Any]:
         """{time_s, by_kind}: the running totals, down-sampled to at most ``max_points`` by keeping the
         sample with the largest total in each bucket (so peaks survive)."""
-        if not self.t:
+        if not self.recs:
             return {"time_s": [], "by_kind": {}}
         t = np.asarray(self.t, dtype=float)
         order = np.argsort(t, kind="stable")
         t = t[order]
-        kinds = sorted(set(self.k))
+        ks = self.k
+        kinds = sorted(set(ks))
         kidx = {k: i for i, k in enumerate(kinds)}
-        ki = np.fromiter((kidx[k] for k in self.k), dtype=np.int64, count=len(self.k))[order]
+        ki = np.fromiter((kidx[k] for k in ks), dtype=np.int64, count=len(ks))[order]
         d = np.asarray(self.d, dtype=np.int64)[order]
         vals = np.zeros((len(t), len(kinds)), dtype=np.int64)
         vals[np.arange(len(t)), ki] = d
@@ -131,6 +138,7 @@ class Ram:
         self.heap = Heap.for_runtime(self.budget - self.reserved, rt, policy=sim.sc.schedule["heap_policy"])
         self.persistent = persistent
         self.timeline = MemTimeline()
+        self._recs = self.timeline.recs
         self.timeline.add(0.0, RESERVED_KIND, self.reserved)
         self._live: dict[int, tuple[str, int]] = {}
         self._plans: dict[tuple, Any] = {}
@@ -191,12 +199,12 @@ class Ram:
                         self.reserved + self.heap.used_bytes + e.need) from None
         size = self.heap.size_for(tensor.nbytes)
         self._live[tensor.id] = (tensor.kind, size)
-        self.timeline.add(t, tensor.kind, size)
+        self._recs.append((t, tensor.kind, size))
 
     def free(self, t: float, tid: int) -> None:
         kind, size = self._live.pop(tid)
         self.heap.free(tid)
-        self.timeline.add(t, kind, -size)
+        self._recs.append((t, kind, -size))
 
     # planned policy: check a trace against its arena and draw its live bytes
     def check_arena(self, name: str, ops: list[Op], t0: float, starts: list[float]) -> None:

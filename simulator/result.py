@@ -28,8 +28,34 @@ Keys (units in the names; every key is always present, ``None`` where it does no
       cpu:      [{start_s, end_s, task: "inference" | "training", preempted: bool}]
       battery:  {time_s: [...], charge_j: [...], capacity_j: float}
       learning: {step: [...], loss: [...], eval: [{step, user_accuracy, retention_accuracy}]}
+
+Added by the simulator (always present too):
+
+    constraints[].bound       "max" (observed <= budget) | "min" (observed >= budget); optional note
+    fatal.ram_needed_bytes    out of memory: RAM in use + the allocation that failed (else None)
+    ram_reserved_bytes        what the runtime keeps before the workload starts
+    memory_policy             "planned" | "heap";  arena_bytes {train, infer} (planned policy: static arenas)
+    mean_step_latency_s, deadline_misses, worst_inference_latency_s
+    frames, dropped_windows, labels, dropped_labels, preemptions, checkpoints
+    energy_j {active, idle, sleep, harvested}, time_in_state_s {active, idle, sleep}, battery_capacity_j
+    online_accuracy           share of the stream's windows the device classified right as they came
+    schedule, pipeline, budgets               the scenario's tables, defaults filled in
+    comparison                None | [{label, techniques, macs_total, peak_ram_bytes, lower_bound_ram_bytes,
+                                       accuracy_after, retention_after, energy_per_day_j, training_steps,
+                                       step_latency_s, fits, fatal}]   (scenario + [compare] variants)
+    timelines.memory.by_kind  also "runtime" (the reserve) and "arena_unused" (planned arenas' free part)
+    timelines.cpu_truncated   bool: inference segments beyond a cap were left out of timelines.cpu
+    timelines.cpu_busy_by_hour [{hour, inference, training}] busy seconds per hour of the run
+    timelines.learning.time_s sim time of each step; eval entries also carry time_s
 """
 from __future__ import annotations
+
+RESULT_KEYS_ADDED = (
+    "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
+    "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
+    "checkpoints", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
+    "pipeline", "budgets", "comparison",
+)
 
 RESULT_KEYS = (
     "scenario", "device", "workload", "runtime", "seed", "duration_s", "fits", "constraints",

@@ -49,8 +49,9 @@ def trainer(sim: Simulation):
     rng = np.random.default_rng(sim.sc.seed + 7919)
     ckpt_every, max_steps = s["checkpoint_every_steps"], s["max_steps"]
     while True:
-        if trigger == "periodic":
-            yield env.timeout(s["period_s"])
+        if trigger == "periodic":   # on the period's multiples, however long the last round took
+            period = s["period_s"]
+            yield env.timeout((math.floor(env.now / period + 1e-9) + 1) * period - env.now)
             yield from _drain(sim, recent)
         else:
             yield from _collect(sim, recent, s["every_n"])

@@ -10,7 +10,7 @@ from device_profiles.loader import load_profile
 from simulator.api import predict_step, run_scenario, simulate
 from simulator.cli import main
 from simulator.cost import CostModel, op_cycles
-from simulator.result import RESULT_KEYS
+from simulator.result import RESULT_KEYS, RESULT_KEYS_ADDED
 from simulator.scenario import load_scenario
 from simulator.verdict import constraint, first_violation
 from workloads.trace import Op
@@ -75,7 +75,7 @@ def test_real_workload_run_is_deterministic_and_complete():
     a = run_scenario(PICO_SMALL)
     b = run_scenario(PICO_SMALL)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert set(RESULT_KEYS) <= set(a)
+    assert set(RESULT_KEYS) <= set(a) and set(RESULT_KEYS_ADDED) <= set(a)
     assert a["training_steps"] > 0 and a["inferences"] > 0 and a["checkpoints"] >= 1
     assert a["macs_total"] > 0 and a["accuracy_after"] is not None
     names = [c["name"] for c in a["constraints"]]

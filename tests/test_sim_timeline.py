@@ -186,3 +186,35 @@ def test_planned_arena_too_big_fails_at_setup_naming_the_op():
     assert r["fatal"]["kind"] == "out_of_memory"
     assert r["fatal"]["op"] == "loss.softmax_xent" and r["fatal"]["time_s"] == 0.0
     assert r["training_steps"] == 0
+
+
+def _train_starts(sim):
+    starts, prev_pre = [], False
+    for s, _, task, pre in sim.device.cpu_log:
+        if task == "training" and not prev_pre:
+            starts.append(s)
+        prev_pre = pre if task == "training" else prev_pre
+    return starts
+
+
+def test_periodic_trigger_trains_on_the_period():
+    sim = _sim(unit_profile(clock_hz=1e5), policy="planned", duration_s=350.0,
+               pipeline={"sensor_rate_hz": 0.5, "window": 1, "label_every": 1},
+               schedule={"trigger": "periodic", "period_s": 100.0, "steps": 1})
+    sim.run()
+    log = [("train_step", round(t - lat, 9)) for (_, t, _), lat in zip(sim.losses, sim.step_latencies, strict=True)]
+    assert log == [("train_step", 100.0), ("train_step", 200.0), ("train_step", 300.0)]
+    assert sim.training_steps == 3
+
+
+def test_charging_trigger_trains_only_while_harvesting():
+    harvest = [0.0] * 24
+    harvest[1] = 0.001                      # the panel delivers power from 01:00 to 02:00 only
+    sim = _sim(unit_profile(clock_hz=1e5), policy="planned", duration_s=3 * 3600.0,
+               pipeline={"sensor_rate_hz": 0.1, "window": 1, "label_every": 1},
+               schedule={"trigger": "charging", "every_n": 4, "steps": 2}, battery={"harvest_w_by_hour": harvest})
+    sim.run()
+    starts = [t for _, t, _ in sim.losses]
+    assert sim.training_steps > 10
+    assert all(3600.0 <= t < 7200.0 + 1.0 for t in starts), (min(starts), max(starts))
+    assert sim.device.harvested_j > 0
