@@ -336,6 +336,7 @@ class SweepOutcome:
     ran: int
     skipped: int
     pool_restarts: int = 0
+    worker_deaths: list[list[str]] = field(default_factory=list)   # keys in flight at each pool break
 
     @property
     def errors(self) -> int:
@@ -349,7 +350,7 @@ def _worker_init() -> None:
 
 def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, scheduler: str | None = None,
               resume: bool = False, progress: bool = True,
-              on_row: Callable[[dict], None] | None = None) -> SweepOutcome:
+              on_row: Callable[[dict], None] | None = None, connect_timeout_s: float = 10.0) -> SweepOutcome:
     """Run every point of ``grid`` not yet in ``out_dir/results.jsonl`` and return all finished rows.
 
     ``scheduler`` (``tcp://host:port``) runs on a Dask cluster; otherwise a local process pool of
@@ -379,19 +380,23 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
         if on_row:
             on_row(row)
 
-    restarts = 0
+    deaths: list[list[str]] = []
+
+    def warn(msg: str) -> None:
+        bar.write(f"edgesim sweep: {msg}", file=sys.stderr)
+
     try:
         if not todo:
             pass
         elif scheduler:
-            _run_dask(grid, todo, scheduler, record)
+            _run_dask(grid, todo, scheduler, record, connect_timeout_s)
         else:
-            restarts = _run_pool(grid, todo, workers or os.cpu_count() or 1, out_dir, record, done)
+            _run_pool(grid, todo, workers or os.cpu_count() or 1, out_dir, record, done, deaths, warn)
     finally:
         bar.close()
     rows = [done[p.key] for p in points if p.key in done]
     return SweepOutcome(grid=grid, out_dir=out_dir, rows=rows, ran=len(todo), skipped=skipped,
-                        pool_restarts=restarts)
+                        pool_restarts=len(deaths), worker_deaths=deaths)
 
 
 def _lost_row(p: Point, why: str) -> dict:
@@ -421,21 +426,22 @@ def _stop_pool(ex: ProcessPoolExecutor) -> None:
 
 
 def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record: Callable[[dict], None],
-              done: dict[str, dict]) -> int:
-    """Process-pool loop. A dead worker breaks the pool: the scenarios it held are rerun one by one in a
-    fresh single-worker pool (a scenario that kills its worker alone becomes an error row), then the
-    pool restarts and goes on. Returns the number of restarts."""
+              done: dict[str, dict], deaths: list[list[str]], warn: Callable[[str], None]) -> None:
+    """Process-pool loop. A dead worker breaks the pool: the scenarios in flight are noted in ``deaths``
+    and rerun one by one in a fresh single-worker pool (a scenario that kills its worker alone becomes
+    an error row), then the pool restarts and goes on."""
     inflight = out_dir / ".inflight"
     inflight.mkdir(exist_ok=True)
     for f in inflight.iterdir():
         f.unlink()
     pending = list(todo)
-    restarts = 0
     while pending:
         suspects = _run_batch(grid, pending, workers, inflight, record)
         if suspects is None:
             break
-        restarts += 1
+        deaths.append(suspects)
+        warn(f"a worker process died (BrokenProcessPool) with {len(suspects)} scenario(s) in flight: "
+             f"{'; '.join(suspects) or 'none'}; rerunning them alone, then restarting the pool")
         by_key = {p.key: p for p in pending}
         for key in suspects:                       # isolate: run each suspect alone
             p = by_key.get(key)
@@ -446,7 +452,10 @@ def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record
                 record(_lost_row(p, "worker process died while running this scenario (BrokenProcessPool, "
                                     "also when run alone): out of host memory or a crash in native code?"))
         pending = [p for p in pending if p.key not in done]
-    return restarts
+    try:
+        inflight.rmdir()
+    except OSError:
+        pass
 
 
 def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
@@ -479,7 +488,8 @@ def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
     return None
 
 
-def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None]) -> None:
+def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None],
+              connect_timeout_s: float = 10.0) -> None:
     """Dask loop: ``dask.distributed`` is imported only here. A worker that dies is retried by Dask;
     a scenario Dask gives up on becomes an error row."""
     try:
@@ -487,7 +497,7 @@ def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[d
     except ImportError as e:
         raise ValueError(f"--scheduler needs dask.distributed: pip install 'edgesim[dask]' ({e})") from None
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=f"{connect_timeout_s}s")
     except OSError as e:
         raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
     try:

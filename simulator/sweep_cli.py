@@ -54,6 +54,7 @@ def _run(args) -> int:
     if args.json:
         emit_json({"grid": grid.name, "out_dir": str(out), "scenarios": n, "ran": outcome.ran,
                    "skipped": outcome.skipped, "errors": outcome.errors, "pool_restarts": outcome.pool_restarts,
+                   "worker_deaths": outcome.worker_deaths,
                    "results": str(out / RESULTS_FILE), "report": str(report) if report else None,
                    "best": fz["best"], "objective": fz["objective"], "matrix": fz["cells"]})
     else:
