@@ -18,7 +18,7 @@ from .qemu import Qemu
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "
-CHUNK_BYTES = 64
+CHUNK_BYTES = 32
 CHUNK_PAUSE_S = 0.01
 OK_TIMEOUT_S = 3.0
 RETRIES = 3
@@ -32,6 +32,10 @@ def checksum(data: bytes) -> int:
     for c in data:
         s = (s * 31 + c) & 0xFFFF
     return s
+
+
+class _NoAnswer(Exception):
+    pass
 
 
 class RawRepl:
@@ -205,6 +209,91 @@ class RawRepl:
             want = f"{ofs + len(piece)} {ck}"
             self.call_checked(f"{fn}({prefix}{ofs},'{piece.hex()}',{ck})", lambda out, w=want: out.strip() == w,
                               timeout)
+
+    # --- a running guest program that reads lines with input() -----------------------------------
+    def start_program(self, src: str) -> None:
+        """Start code that talks over the serial line (``input()``/``print``); end it with :meth:`finish`."""
+        data = src.encode()
+        for _ in range(self.retries + 1):
+            self._drain(0.0)
+            self.write_chunked(data)
+            self.qemu.write(b"\x04")
+            deadline = time.monotonic() + OK_TIMEOUT_S
+            while len(self._buf) < 2 and time.monotonic() < deadline:
+                self._buf += self.qemu.read(0.05)
+            if self._buf[:2] == b"OK":
+                self._buf = self._buf[2:]
+                return
+            self.resync()
+        raise ProtocolError(f"the guest did not start {src[:40]!r}", serial_tail=self.qemu.tail(),
+                            log_path=self.qemu.log_path)
+
+    def exchange(self, line: str, check: Callable[[str], bool], timeout: float = 30.0,
+                 reply_timeout: float | None = None) -> str:
+        """Send one line to the running program and return its answer: the next line starting with ``@``
+        (``input()`` echoes what we send; the echo is skipped). A missing, garbled or rejected (``@E``)
+        answer is retried: the program's commands are safe to repeat. A traceback ends the program and
+        becomes a GuestError."""
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.write_chunked(b"\r")          # end any half-received line: the guest answers @E
+                self._skip_answers(0.3)
+            self.write_chunked(line.encode() + b"\r")
+            try:
+                ans = self._read_answer(timeout if reply_timeout is None else reply_timeout)
+            except _NoAnswer as e:
+                last = e.args[0]
+                continue
+            if ans != "E" and check(ans):
+                return ans
+            last = ans
+        raise ProtocolError(f"no valid answer to {line[:40]!r} after {self.retries + 1} attempts "
+                            f"(last {last[:60]!r})", serial_tail=self.qemu.tail(), log_path=self.qemu.log_path)
+
+    def read_answer(self, timeout: float = 30.0) -> str:
+        """The running program's next ``@`` line (without the ``@``); ProtocolError if none comes."""
+        try:
+            return self._read_answer(timeout)
+        except _NoAnswer as e:
+            raise ProtocolError(f"the guest program did not answer: {e.args[0]}", serial_tail=self.qemu.tail(),
+                                log_path=self.qemu.log_path) from None
+
+    def _read_answer(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self._buf.find(b"\n")
+            j = self._buf.find(b"\x04")
+            if j >= 0 and (i < 0 or j < i):               # the program ended (an exception) before answering
+                out, err = self.finish(timeout=5.0, raise_errors=False)
+                if err:
+                    raise self._guest_error(err.decode("utf-8", "replace"), out)
+                raise ProtocolError("the guest program ended before answering", serial_tail=self.qemu.tail(),
+                                    log_path=self.qemu.log_path)
+            if i >= 0:
+                raw, self._buf = self._buf[:i + 1], self._buf[i + 1:]
+                text = raw.decode("utf-8", "replace").strip()
+                if text.startswith("@"):
+                    return text[1:]
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _NoAnswer(f"no answer within {timeout:g} s")
+            self._buf += self.qemu.read(min(left, 0.05))
+
+    def _skip_answers(self, quiet_s: float) -> None:
+        self._buf += self._drain(quiet_s)
+        lines = self._buf.split(b"\n")
+        keep = [ln for ln in lines if b"\x04" in ln or ln.startswith(b"Traceback")]
+        self._buf = b"\n".join(keep)
+
+    def finish(self, timeout: float = 30.0, raise_errors: bool = True) -> tuple[bytes, bytes]:
+        """Wait for the running program to end; return (rest of stdout, traceback)."""
+        out = self.read_until(b"\x04", timeout, what="waiting for the guest program to end")[:-1]
+        err = self.read_until(b"\x04>", timeout, what="waiting for the raw-REPL prompt")[:-2]
+        if err and raise_errors:
+            raise self._guest_error(err.decode("utf-8", "replace"), out)
+        return out, err
 
     def close(self) -> None:
         try:

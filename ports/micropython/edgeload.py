@@ -1,9 +1,7 @@
 # edgesim device-side loader (MicroPython). Sent as is through the raw REPL, first of all.
 # Verified pieces: the host sends hex with a checksum; a piece that does not match is not stored
 # and the answer 'E' makes the host resync and send it again. Stores use offsets, so a repeated
-# piece is harmless.
-import ustruct
-
+# piece is harmless. Once the files are written the host deletes these names to free the heap.
 
 def _b(h):
     return bytes(int(h[i:i + 2], 16) for i in range(0, len(h), 2))
@@ -46,13 +44,3 @@ def fc():
     _f.close()
     print('ok', _n)
 
-
-def aw(a, o, h, k):
-    b = _b(h)
-    if _ck(b) != k:
-        print('E')
-        return
-    j = o // 4
-    for i in range(len(b) // 4):
-        a[j + i] = ustruct.unpack_from('<f', b, 4 * i)[0]
-    print(o + len(b), k)

@@ -1,0 +1,239 @@
+"""Run a workload's training on the emulated board, beside the host reference and the simulator.
+
+The host builds the job (``workloads.make_job``, plain float32 SGD, batch 1, fused updates), sends its
+initial weights to the board and streams the same labelled samples to both. Per step the board
+answers its loss, the guest microseconds of each op (x 1000 = instructions under ``-icount
+shift=0``) and the live heap after each op; the host keeps its own loss and op trace, from which the
+simulator's cost model and heap model give the prediction.
+"""
+from __future__ import annotations
+
+import itertools
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .boards import Board
+from .errors import GuestMemoryError, ProtocolError
+from .predict import PortFootprint, predict_trace
+from .repl import checksum
+from .session import BoardSession
+
+MODULES = ("mlpk.py", "mlp.py", "srv.py")   # import order: each compiles on a clean heap
+WEIGHTS_PER_LINE = 12
+RESERVE_BYTES = 600
+LR = 0.05
+LOSS_RTOL = 1e-3      # float32 on both sides; the board sums in a different order and has its own exp/log
+LOSS_ATOL = 1e-4
+
+
+def mlp_sizes(job: Any) -> list[int]:
+    """Layer sizes of an all-Dense job (``mlp:`` specs); ValueError for anything else."""
+    from workloads.layers import Dense
+
+    layers = job.model.layers
+    if not layers or not all(isinstance(layer, Dense) for layer in layers):
+        raise ValueError(f"workload {job.name!r}: the MicroPython port trains MLPs only (mlp:IN-...-OUT specs)")
+    return [layers[0].in_shape[0]] + [layer.out_shape[0] for layer in layers]
+
+
+def hex_floats(values: np.ndarray) -> str:
+    """8 hex digits per float32 (its uint32 bits, high first): what mlpio.hexf() decodes, exactly."""
+    return "".join(f"{u:08x}" for u in np.asarray(values, dtype="<f4").ravel().view("<u4"))
+
+
+@dataclass
+class BoardStep:
+    loss: float
+    base_alloc_bytes: int
+    op_us: list[int]
+    op_heap_bytes: list[int]
+
+    @property
+    def instructions(self) -> int:
+        return 1000 * sum(self.op_us)
+
+    @property
+    def heap_peak_bytes(self) -> int:
+        return max(self.op_heap_bytes)
+
+
+@dataclass
+class BoardRun:
+    footprint_alloc_bytes: int = 0   # live heap in main() before the model (REPL + edgesim modules)
+    model_alloc_bytes: int = 0       # after allocating the model and the sample buffer
+    free_after_model_bytes: int = 0
+    heap_total_bytes: int = 0
+    steps: list[BoardStep] = field(default_factory=list)
+    wall_per_step_s: list[float] = field(default_factory=list)
+
+
+def make_mlp_job(workload: str, seed: int = 0, lr: float = LR, dataset: str | None = None):
+    """The host reference the board is compared with: float32 SGD without momentum, fused updates."""
+    from workloads import make_job
+    from workloads.techniques import Techniques
+
+    return make_job(workload, dataset=dataset, optimizer="sgd", momentum=0.0, lr=lr,
+                    techniques=Techniques(fused_update=True), seed=seed)
+
+
+def parse_step(answer: str, q: int) -> BoardStep:
+    """``<q> <loss bits hex> <base> <us,...> <heap,...>`` from mlp.step()."""
+    try:
+        sq, bits, base, us, heap = answer.split(" ")
+        if int(sq) != q:
+            raise ValueError(f"answer for step {sq}, expected {q}")
+        loss = struct.unpack("<f", struct.pack("<I", int(bits, 16)))[0]
+        return BoardStep(loss, int(base), [int(v) for v in us.split(",")], [int(v) for v in heap.split(",")])
+    except ValueError as e:
+        raise ValueError(f"step {q}: unreadable answer {answer[:80]!r}: {e}") from None
+
+
+def load_modules(session: BoardSession, reserve_bytes: int = RESERVE_BYTES) -> None:
+    """Write and import the device modules. A block of ``reserve_bytes`` is taken first, at the
+    bottom of the heap, and freed just before the model is allocated: compiling leaves the rest of
+    the heap in small holes, and the model and a step's buffers need contiguous blocks."""
+    for name in MODULES:
+        session.install(name)
+    session.drop_loader()
+    session.exec(f"import gc\ngc.collect()\n_r=bytearray({reserve_bytes})")
+    for name in MODULES:
+        session.exec(f"gc.collect()\nimport {name[:-3]}\ngc.collect()")
+
+
+def start_training(session: BoardSession, sizes: list[int], lr: float, run: BoardRun) -> None:
+    r = session.repl
+    r.start_program(f"del _r\ngc.collect()\nsrv.main({sizes},{lr!r})")
+    ans = r.read_answer(60)
+    if not ans.startswith("ready "):
+        raise ProtocolError(f"expected the ready line, got {ans[:60]!r}", serial_tail=session.qemu.tail(),
+                            log_path=session.log_path)
+    a, b, c = (int(v) for v in ans.split()[1:])
+    run.footprint_alloc_bytes, run.model_alloc_bytes, run.free_after_model_bytes = a, b, c
+
+
+def send_weights(session: BoardSession, params: list[np.ndarray]) -> None:
+    for layer in range(len(params) // 2):
+        send_floats(session, "w", layer, params[2 * layer].ravel())
+        send_floats(session, "b", layer, params[2 * layer + 1].ravel())
+
+
+def send_floats(session: BoardSession, kind: str, index: int, arr: np.ndarray) -> None:
+    """Verified lines of WEIGHTS_PER_LINE floats into W[index] (w), B[index] (b) or the sample (x)."""
+    for o in range(0, len(arr), WEIGHTS_PER_LINE):
+        piece = arr[o:o + WEIGHTS_PER_LINE]
+        h = hex_floats(piece)
+        ck = checksum(h.encode())
+        want = f"{o + len(piece)} {ck}"
+        session.repl.exchange(f"{kind} {index} {o} {ck} {h}", lambda a, w=want: a == w)
+
+
+def board_step(session: BoardSession, q: int, x: np.ndarray, y: int, timeout_s: float) -> BoardStep:
+    send_floats(session, "x", 0, np.ravel(x))
+
+    def ok(a: str) -> bool:
+        body, sep, c = a.rpartition(" #")
+        return bool(sep) and c.isdigit() and checksum(body.encode()) == int(c)
+
+    ans = session.repl.exchange(f"s {q} {y}", ok, timeout=timeout_s)
+    return parse_step(ans.rpartition(" #")[0], q)
+
+
+def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float = LR,
+            log_path: str | Path | None = None, progress: bool = False, step_timeout_s: float = 120.0,
+            qemu_binary: str | None = None) -> dict:
+    """Train ``workload`` for ``steps`` steps on the emulated ``board`` and on the host; return the
+    comparison (the ``emulation.json`` schema; see ports/cli.py)."""
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1 (got {steps})")
+    job = make_mlp_job(workload, seed=seed, lr=lr)
+    sizes = mlp_sizes(job)
+    params = [p.copy() for p in job.model.parameters()]
+    samples = list(itertools.islice(iter(job.labelled_stream()), steps))
+    host = predict_trace(board.profile, job, samples)          # runs the host steps (mutates the job)
+    run = BoardRun()
+    t_total = time.monotonic()
+    oom: GuestMemoryError | None = None
+    with BoardSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+        run.heap_total_bytes = s.heap_total_bytes
+        load_modules(s)
+        try:
+            start_training(s, sizes, lr, run)
+            send_weights(s, params)
+            it = range(steps)
+            if progress:
+                from tqdm import tqdm
+                it = tqdm(it, desc=f"emulating {workload} on {board.name}", unit="step")
+            for q in it:
+                x, y = samples[q]
+                t0 = time.monotonic()
+                run.steps.append(board_step(s, q, x, int(y), step_timeout_s))
+                run.wall_per_step_s.append(time.monotonic() - t0)
+            s.repl.write_chunked(b"e\r")
+            s.repl.finish(timeout=10)
+        except GuestMemoryError as e:
+            oom = e
+        firmware = s.firmware_version
+        log = s.log_path
+    foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, sizes[0])
+    return build_result(board, workload, job, sizes, steps, host, run, foot, firmware, log, oom,
+                        time.monotonic() - t_total)
+
+
+def build_result(board, workload, job, sizes, steps, host, run: BoardRun, foot, firmware, log, oom,
+                 wall_s) -> dict:
+    pred_heap = host["heap_peak_bytes"] + foot.bytes
+    pred_instr = host["instructions_per_step"]
+    res: dict[str, Any] = {
+        "board": board.name, "firmware": firmware, "qemu_machine": board.machine, "workload": workload,
+        "layer_sizes": sizes, "steps": steps, "lr": job.opt.lr if hasattr(job.opt, "lr") else None,
+        "serial_log": log, "wall_s": round(wall_s, 3),
+        "heap_total_bytes": run.heap_total_bytes,
+        "port_footprint_bytes": foot.bytes, "port_footprint": foot.as_dict(),
+        "predicted_heap_peak_bytes": pred_heap,
+        "predicted_workload_heap_peak_bytes": host["heap_peak_bytes"],
+        "predicted_instructions_per_step": pred_instr,
+        "predicted_instructions_by_step": host["instructions_by_step"],
+        "predicted_fits": host["fits"], "predicted_ops": host["op_names"],
+        "host_losses": host["losses"],
+        "clock_hz": board.clock_hz, "cycles_per_instruction": board.cycles_per_instruction,
+    }
+    if oom is not None:
+        res.update({"fits": False, "guest_memory_error": str(oom.message),
+                    "failed_alloc_bytes": oom.failed_alloc_bytes, "heap_peak_bytes": None,
+                    "instructions_per_step": None, "losses": [st.loss for st in run.steps],
+                    "board_footprint_bytes": run.footprint_alloc_bytes})
+        return res
+    instr = [st.instructions for st in run.steps]
+    heap_peak = max(st.heap_peak_bytes for st in run.steps)
+    losses = [st.loss for st in run.steps]
+    hl = np.asarray(host["losses"][:len(losses)])
+    close = bool(np.allclose(losses, hl, rtol=LOSS_RTOL, atol=LOSS_ATOL))
+    ips = float(np.mean(instr))
+    res.update({
+        "fits": True,
+        "heap_peak_bytes": heap_peak,
+        "board_footprint_bytes": run.footprint_alloc_bytes,
+        "workload_heap_peak_bytes": heap_peak - run.footprint_alloc_bytes,
+        "instructions_per_step": ips,
+        "instructions_by_step": instr,
+        "device_seconds_per_step": ips * board.cycles_per_instruction / board.clock_hz,
+        "predicted_device_seconds_per_step": pred_instr * board.cycles_per_instruction / board.clock_hz,
+        "op_instructions_step0": [1000 * v for v in run.steps[0].op_us],
+        "predicted_op_instructions_step0": host["op_instructions_step0"],
+        "op_heap_bytes_step0": run.steps[0].op_heap_bytes,
+        "losses": losses,
+        "losses_match_host": close,
+        "loss_max_abs_diff": float(np.max(np.abs(np.asarray(losses) - hl))),
+        "loss_tolerance": {"rtol": LOSS_RTOL, "atol": LOSS_ATOL},
+        "loss_falls": bool(np.mean(losses[len(losses) // 2:]) < np.mean(losses[:max(1, len(losses) // 2)]))
+        if len(losses) >= 4 else None,
+        "heap_error": (pred_heap - heap_peak) / heap_peak,
+        "instructions_error": (pred_instr - ips) / ips,
+        "wall_per_step_s": float(np.mean(run.wall_per_step_s)),
+    })
+    return res

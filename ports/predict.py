@@ -1,0 +1,96 @@
+"""The simulator's prediction for the board: its cost and heap models over the host's op trace, plus
+what the MicroPython port itself costs (calibrated figures of the profile, not constants here).
+
+Board heap = GC heap in use = the port's footprint (REPL, edgesim's device modules, the serial
+sample buffer) + the workload's tensors as ``simulator.memory.Heap`` places them with the runtime's
+16-byte blocks and per-object header. The footprint comes from the profile's calibrated
+``runtime.micropython.ram_reserved_bytes`` (= RAM outside the GC heap + the footprint, written by
+``edgesim calibrate``) and the GC heap size the firmware reports.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+RUNTIME = "micropython"
+
+
+@dataclass(frozen=True)
+class PortFootprint:
+    """Heap the port takes before the workload's tensors."""
+
+    code_bytes: int       # REPL + device modules, from the calibrated ram_reserved_bytes
+    staging_bytes: int    # the sample buffer the serial protocol fills (one input vector)
+
+    @property
+    def bytes(self) -> int:
+        return self.code_bytes + self.staging_bytes
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"bytes": self.bytes}
+
+    @classmethod
+    def from_profile(cls, profile: Any, heap_total_bytes: int, n_inputs: int) -> PortFootprint:
+        from simulator.memory import Heap
+
+        rt = profile.runtime_for(RUNTIME)
+        static = profile.memory.ram_bytes - heap_total_bytes
+        staging = Heap.for_runtime(1 << 30, rt).size_for(4 * n_inputs)
+        return cls(code_bytes=int(rt.ram_reserved_bytes - static), staging_bytes=int(staging))
+
+
+def predict_trace(profile: Any, job: Any, samples: list) -> dict:
+    """Run the host steps on ``samples`` (batch 1; this trains ``job``) and price each step's trace
+    with the simulator's cost model (``simulator.cost.op_cycles``) and heap model."""
+    from simulator.cost import op_cycles
+    from simulator.memory import Heap, OutOfMemory
+
+    rt = profile.runtime_for(RUNTIME)
+    cpi = profile.core.cycles_per_instruction
+    persistent = tuple(job.persistent_tensors())
+    losses, instr, peaks = [], [], []
+    fits = True
+    op_names: list[str] = []
+    op_instr0: list[float] = []
+    n_in = int(np.prod(job.input_shape))
+    avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
+    for k, (x, y) in enumerate(samples):
+        gen = job.train_step(np.asarray(x)[None], np.array([y]))
+        ops = []
+        while True:
+            try:
+                ops.append(next(gen))
+            except StopIteration as stop:
+                losses.append(float(stop.value))
+                break
+        cyc = [op_cycles(op, rt) for op in ops]
+        instr.append(sum(cyc) / cpi)
+        if k == 0:
+            op_names = [op.name for op in ops]
+            op_instr0 = [c / cpi for c in cyc]
+        heap = Heap.for_runtime(1 << 30, rt)
+        for t in persistent:
+            heap.alloc(t.id, t.nbytes, t.kind, "persistent")
+        for op in ops:
+            for t in op.alloc:
+                heap.alloc(t.id, t.nbytes, t.kind, op.name)
+            for tid in op.free:
+                heap.free(tid)
+        peaks.append(int(heap.peak_bytes))
+        try:                                   # the verdict: the same trace in the RAM the profile leaves
+            h2 = Heap.for_runtime(avail, rt)
+            h2.alloc(-1, 4 * n_in, "input", "staging")
+            for t in persistent:
+                h2.alloc(t.id, t.nbytes, t.kind, "persistent")
+            for op in ops:
+                for t in op.alloc:
+                    h2.alloc(t.id, t.nbytes, t.kind, op.name)
+                for tid in op.free:
+                    h2.free(tid)
+        except OutOfMemory:
+            fits = False
+    return {"losses": losses, "instructions_by_step": instr, "instructions_per_step": float(np.mean(instr)),
+            "heap_peak_bytes": max(peaks), "fits": fits, "op_names": op_names,
+            "op_instructions_step0": op_instr0, "heap_available_bytes": int(avail)}

@@ -1,0 +1,118 @@
+"""A board session: boot QEMU, enter the raw REPL, install the device-side files, run commands.
+
+Device-side code lives in ``ports/micropython/*.py`` and is sent as it is: ``edgeload.py`` through a
+plain raw-REPL exec (it defines the verified-transfer helpers), every other file written into the
+board's flash file system in verified pieces and imported from there (an import compiles from the
+file, so the source never sits whole in the 10 KB heap).
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from .boards import Board
+from .errors import ProtocolError
+from .qemu import Qemu
+from .repl import RawRepl, checksum
+
+DEVICE_DIR = Path(__file__).resolve().parent / "micropython"
+
+
+def device_source(name: str) -> bytes:
+    """The bytes of a device-side file, e.g. ``mlp.py``."""
+    return (DEVICE_DIR / name).read_bytes()
+
+
+class BoardSession:
+    """QEMU + raw REPL + the device-side loader; a context manager that always ends QEMU."""
+
+    def __init__(self, board: Board, log_path: str | Path | None = None, boot_timeout_s: float = 20.0,
+                 qemu_binary: str | None = None, icount_shift: int = 0) -> None:
+        kw = {"qemu": qemu_binary} if qemu_binary else {}
+        self.board = board
+        self.qemu = Qemu(board, log_path=log_path, icount_shift=icount_shift, **kw)
+        self.repl: RawRepl | None = None
+        self.boot_timeout_s = boot_timeout_s
+        self.banner = ""
+        self.heap_total_bytes = 0
+        self.boot_wall_s = 0.0
+
+    @property
+    def log_path(self) -> str:
+        return self.qemu.log_path
+
+    def __enter__(self) -> BoardSession:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.qemu.start()
+        self.repl = RawRepl(self.qemu)
+        self.banner = self.repl.wait_boot(self.boot_timeout_s).decode("utf-8", "replace")
+        self.repl.enter_raw_repl()
+        self.repl.exec(device_source("edgeload.py"))
+        out = self.repl.exec("import gc\ngc.collect()\nprint(gc.mem_free()+gc.mem_alloc())")
+        self.heap_total_bytes = check_answer(out, 1, "GC heap size", self)[0]
+        self.boot_wall_s = time.monotonic() - t0
+
+    def close(self) -> None:
+        self.qemu.stop()
+
+    @property
+    def firmware_version(self) -> str:
+        m = re.search(r"MicroPython \S+ on [^;]+;[^\r\n]*", self.banner)
+        return m.group(0).strip() if m else self.banner.strip()
+
+    def install(self, name: str) -> None:
+        """Write ``ports/micropython/<name>`` into the board's file system, verified piece by piece."""
+        r = self.repl
+        r.call_checked(f"fo('{name}')", lambda out: out.strip() == "ok")
+        data = device_source(name)
+        r.put_hex("fw", data)
+        r.call_checked("fc()", lambda out: out.strip() == f"ok {len(data)}")
+
+    def drop_loader(self) -> None:
+        """Delete the loader's names once the files are written: its code no longer takes heap."""
+        self.repl.exec("del fo,fw,fc,_b,_ck,_f,_n\nimport gc\ngc.collect()")
+        self.fresh_raw_repl()
+
+    def fresh_raw_repl(self) -> None:
+        """Leave and re-enter the raw REPL: its line buffer keeps the capacity of the longest code
+        ever sent (the loader's ~1 KB), and only leaving frees it."""
+        self.repl.qemu.write(b"\x02")
+        self.repl.read_until(b">>> ", 10, what="leaving the raw REPL")
+        self.repl.enter_raw_repl()
+
+    def exec(self, src: str, timeout: float = 60.0) -> str:
+        return self.repl.exec(src, timeout)
+
+    def call_framed(self, cmd: str, timeout: float = 120.0) -> str:
+        """Run a command whose answer ends in `` #<checksum>``; a garbled answer is read again by
+        repeating the command (the device side answers a repeated command from its memory)."""
+        def ok(out: str) -> bool:
+            body, sep, ck = out.strip().rpartition(" #")
+            return bool(sep) and ck.isdigit() and checksum(body.encode()) == int(ck)
+
+        out = self.repl.call_checked(cmd, ok, timeout)
+        return out.strip().rpartition(" #")[0]
+
+
+def check_answer(out: str, n: int, what: str, session: BoardSession) -> list[int]:
+    """Parse ``n`` integers from a guest answer or raise ProtocolError naming the command."""
+    try:
+        vals = [int(v) for v in out.split()]
+    except ValueError:
+        vals = []
+    if len(vals) != n:
+        raise ProtocolError(f"{what}: expected {n} integers from the guest, got {out[:80]!r}",
+                            serial_tail=session.qemu.tail(), log_path=session.log_path)
+    return vals
