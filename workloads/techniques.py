@@ -16,8 +16,9 @@ class Techniques:
 
     etf: bool = False                    # fixed ETF classifier: no classifier wgrad / optimiser state
     instance_filter: float | None = None  # skip backward for samples whose loss is below this (nats)
-    error_map_prune: float | None = None  # drop backward entries with |error| < this fraction of max
-    grad_prune: float | None = None       # stochastic gradient pruning: keep probability base (0..1]
+    error_map_prune: float | None = None  # drop backward entries with |error| < this fraction of the sample's max
+    grad_prune: float | None = None       # stochastic pruning: entries under this fraction tau of the sample's max
+    #                                       become +-tau with probability |e|/tau, else 0 (unbiased); in (0, 1]
     update: str = "all"                  # all | bias | last-k | sparse
     last_k: int = 1                      # with update="last-k": how many trainable layers from the end
     sparse_fraction: float = 0.1         # with update="sparse": fraction of weights updated per step
@@ -37,6 +38,8 @@ class Techniques:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ValueError(f"techniques.{name} must be >= 0 (got {v})")
+        if self.grad_prune is not None and not 0 < self.grad_prune <= 1:
+            raise ValueError(f"techniques.grad_prune must be in (0, 1] (got {self.grad_prune})")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "techniques") -> Techniques:
