@@ -65,9 +65,9 @@ def memory_section(r: dict, tl: dict) -> Section:
     s = Section("Memory")
     naive, lower, planned = r.get("naive_ram_bytes"), r.get("lower_bound_ram_bytes"), r.get("planned_ram_bytes")
     reserved = _runtime_reserved(r)
-    s.blocks.append("Live RAM over the run stacked by tensor kind (runtime reserve at the bottom), with the "
-                    "device's RAM budget; the right panel zooms on the step with the peak and marks the "
-                    "memory planner's figures for one training step.")
+    s.blocks.append("Left: RAM in use over the run, stacked by tensor kind (the runtime's reserve at the "
+                    "bottom), with the device's RAM budget. Right: what was live at the peak, beside the "
+                    "memory planner's figures for one training step (each on top of the runtime reserve).")
     s.blocks.append(Image("memory.png", plots.memory_plot(tl.get("memory") or {}, r.get("ram_budget_bytes"),
                                                           reserved, naive, planned, lower,
                                                           float(r.get("duration_s") or 0.0)),
@@ -170,10 +170,12 @@ def comparison_section(variants: list[dict]) -> Section:
         rows.append([lab, fmt.count(macs), (f"{100 * (macs - b_macs) / b_macs:+.1f} %"
                                             if plots.finite(macs) and plots.finite(b_macs) and b_macs else "n/a"),
                      fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("lower_bound_ram_bytes")),
+                     fmt.count(v.get("training_steps")), fmt.quantity(v.get("energy_per_day_j"), "J"),
                      fmt.pct(v.get("accuracy_after")), fmt.pct(v.get("retention_after")),
                      {True: "fits", False: "does not fit"}.get(v.get("fits"), "n/a")])
     s.blocks.append(Table(["variant", "training MACs", "MACs vs first", "peak RAM", "liveness lower bound",
-                           "user accuracy after", "retention after", "verdict"], rows,
+                           "training steps", "energy per day", "user accuracy after", "retention after",
+                           "verdict"], rows,
                           caption="Technique variants"))
     if variants:
         s.blocks.append(Image("techniques.png", plots.comparison_plot(
