@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "auto",            # auto: the zoo entry's / the input shape's data set
         "story": "new-class",         # new-class | shift
         "optimizer": "sgd",
-        "lr": 0.05,
+        "lr": 0.005,                  # on-device fine-tuning wants a small step
     },
     "pipeline": {
         "sensor_rate_hz": 8.0,        # frames per second from the sensor
