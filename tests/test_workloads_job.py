@@ -141,3 +141,18 @@ def test_splits_keep_the_new_class_out_of_pretraining():
     assert (sp.user_train[1] == 9).sum() > 50 and (sp.user_test[1] == 9).sum() > 50
     acc = datasets.personalisation_split(datasets.accelerometer(0), "shift", 0)
     assert len(acc.user_train[1]) + len(acc.user_test[1]) == 2 * 6 * 40
+
+
+def test_job_implements_the_training_job_protocol():
+    import inspect
+
+    from workloads.api import TrainingJob
+    job = W.make_job("mlp-microbit")
+    for name, member in inspect.getmembers(TrainingJob, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        mine = getattr(job, name)
+        assert list(inspect.signature(mine).parameters) == list(inspect.signature(member).parameters)[1:], name
+    assert isinstance(job.name, str) and job.name == "mlp:16-12-10"
+    assert job.input_shape == (16,) and job.num_classes == 10
+    assert job.trainable_bytes() <= job.flash_bytes()

@@ -243,6 +243,7 @@ class Job:
                 W[...] = np.clip(np.rint(W / s), -127, 127) * s
         self._choose_trainable()
         self._make_persistent()
+        self.last_step: dict = {}     # figures of the last train_step (kept samples, error entries kept)
 
     # ------------------------------------------------------------------------------------ set-up
     def _choose_trainable(self) -> None:
