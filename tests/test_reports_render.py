@@ -224,6 +224,9 @@ def test_sweep_report_from_rows(tmp_path):
     matrix = p.tables[1]
     assert matrix[0] == ["device", "s1", "s2"] and matrix[1][0] == "a"
     assert (tmp_path / "feasibility.png").stat().st_size > 5000
+    again = render_sweep(list(reversed(rows)), tmp_path / "again", title="unit")   # completion order
+    for name in ("report.html", "report.md", "feasibility.png"):
+        assert (again.parent / name).read_bytes() == (tmp_path / name).read_bytes(), name
     with pytest.raises(ValueError, match="no finished scenarios"):
         render_sweep([], tmp_path)
 
