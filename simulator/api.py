@@ -154,8 +154,11 @@ def build_result(sim: Simulation) -> dict[str, Any]:
         battery_days = None   # energy-neutral: the harvester covers the load
     rt = sim.rt
     ckpt_bytes = int(job.trainable_bytes()) if sc.schedule["checkpoint_every_steps"] else 0
-    flash_need = rt.flash_reserved_bytes + int(job.flash_bytes()) + ckpt_bytes
-    wear = sim.checkpoints / elapsed * YEAR_S / prof.flash.endurance_cycles
+    page = prof.flash.erase_page_bytes
+    swap_bytes = -(-sim.swap_region_bytes // page) * page
+    flash_need = rt.flash_reserved_bytes + int(job.flash_bytes()) + ckpt_bytes + swap_bytes
+    # each write of a region erases each of its pages once (no wear levelling): the busier region counts
+    wear = max(sim.checkpoints, sim.swap_steps) / elapsed * YEAR_S / prof.flash.endurance_cycles
     step_latency = max(sim.step_latencies) if sim.step_latencies else None
     miss_rate = sim.deadline_misses / sim.inferences if sim.inferences else 0.0
     b = sc.budgets
@@ -184,8 +187,7 @@ def build_result(sim: Simulation) -> dict[str, Any]:
     when = {"step_latency": sim.first_slow_step or (end, ""),
             "deadline_miss_rate": (sim.first_miss_s, "inference") if sim.first_miss_s is not None else (end, ""),
             "energy_per_day": (end, ""), "battery_life": (end, ""),
-            "flash_wear": (sim.first_checkpoint_s, "checkpoint.flash_write") if sim.first_checkpoint_s is not None
-            else (end, ""),
+            "flash_wear": sim.first_flash_write_s or (end, ""),
             "flash": (0.0, "firmware + model"), "peak_ram": (0.0, "")}
     when = {k: (_r(t), op) for k, (t, op) in when.items()}
     fv = first_violation(rows, when, fatal)
@@ -213,6 +215,7 @@ def build_result(sim: Simulation) -> dict[str, Any]:
         "inferences": sim.inferences, "dropped_frames": sim.dropped_frames, "dropped_windows": sim.dropped_windows,
         "frames": sim.frames, "labels": sim.labels, "dropped_labels": sim.dropped_labels,
         "training_steps": sim.training_steps, "preemptions": sim.preemptions, "checkpoints": sim.checkpoints,
+        "swap_steps": sim.swap_steps, "swap_region_bytes": swap_bytes,
         "energy_per_day_j": _r(energy_per_day, 6), "battery_life_days": _r(battery_days, 6),
         "energy_j": {"active": _r(dev.energy_active_j), "idle": _r(dev.energy_idle_j),
                      "sleep": _r(dev.energy_sleep_j), "harvested": _r(dev.harvested_j)},

@@ -287,7 +287,9 @@ class Simulation:
         self.checkpoints = 0
         self.step_latencies: list[float] = []
         self.first_slow_step: tuple[float, str] | None = None
-        self.first_checkpoint_s: float | None = None
+        self.first_flash_write_s: tuple[float, str] | None = None   # (sim time, op) of the first flash write
+        self.swap_steps = 0
+        self.swap_region_bytes = 0
         self.losses: list[tuple[int, float, float]] = []
         self.evals: list[dict[str, Any]] = []
         self.fatal: Fatal | None = None
@@ -338,6 +340,13 @@ class Simulation:
         ops, loss = drain(self.job.train_step(xs, ys))
         self.training_steps += 1
         self.macs_total += sum(op.macs for op in ops)
+        swapped = sum(op.bytes_written for op in ops if op.kind == "flash_write")
+        if swapped:   # swap to flash: a scratch region rewritten every step wears the flash
+            self.swap_steps += 1
+            self.swap_region_bytes = max(self.swap_region_bytes, swapped)
+            self.device.flash_write(swapped)
+            if self.first_flash_write_s is None:
+                self.first_flash_write_s = (self.env.now, next(op.name for op in ops if op.kind == "flash_write"))
         t_req = self.env.now
         yield from self.execute(ops, "training", check_arena=True)
         if self.fatal:
@@ -355,8 +364,8 @@ class Simulation:
         op = Op("checkpoint.flash_write", "flash_write", 0, nbytes, nbytes)
         self.checkpoints += 1
         self.device.flash_write(nbytes)
-        if self.first_checkpoint_s is None:
-            self.first_checkpoint_s = self.env.now
+        if self.first_flash_write_s is None:
+            self.first_flash_write_s = (self.env.now, op.name)
         yield from self.execute([op], "training")   # the CPU timeline shows it as training work
 
     def execute(self, ops: list[Op], task: str, check_arena: bool = False):

@@ -37,6 +37,7 @@ Added by the simulator (always present too):
     memory_policy             "planned" | "heap";  arena_bytes {train, infer} (planned policy: static arenas)
     mean_step_latency_s, deadline_misses, worst_inference_latency_s
     frames, dropped_windows, labels, dropped_labels, preemptions, checkpoints
+    swap_steps, swap_region_bytes   steps that swapped to flash; the flash region that takes (whole pages)
     energy_j {active, idle, sleep, harvested}, time_in_state_s {active, idle, sleep}, battery_capacity_j
     online_accuracy           share of the stream's windows the device classified right as they came
     schedule, pipeline, budgets               the scenario's tables, defaults filled in
@@ -53,7 +54,7 @@ from __future__ import annotations
 RESULT_KEYS_ADDED = (
     "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
     "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
-    "checkpoints", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
+    "checkpoints", "swap_steps", "swap_region_bytes", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
     "pipeline", "budgets", "comparison",
 )
 

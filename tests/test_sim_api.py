@@ -152,3 +152,18 @@ def test_demo_says_what_it_found(tmp_path, capsys):
     labels = [c["label"] for c in r["comparison"]]
     assert labels[:2] == ["as scheduled", "plain backprop"] and len(labels) == 4
     assert r["comparison"][1]["fits"] is False          # separate gradient buffers do not fit the heap
+
+
+def test_swap_to_flash_wears_the_flash_and_names_the_first_write():
+    d = {"name": "swap", "device": "stm32f405-pyboard", "runtime": "native", "duration_s": 1800.0,
+         "workload": {"model": "lenet-digits"}, "pipeline": {"label_every": 1},
+         "schedule": {"every_n": 8, "techniques": {"swap": True, "fused_update": True}}}
+    r = run_scenario(d)
+    wear = next(c for c in r["constraints"] if c["name"] == "flash_wear")
+    steps_per_year = r["training_steps"] / 1800.0 * 365 * 86400
+    assert r["swap_steps"] == r["training_steps"] > 0 and r["swap_region_bytes"] % 16384 == 0
+    assert wear["observed"] == pytest.approx(steps_per_year / 10_000, rel=1e-6) and not wear["ok"]
+    assert r["first_violation"]["constraint"] == "flash_wear"
+    assert r["first_violation"]["op"].startswith("swap_out.")
+    no_swap = run_scenario({**d, "schedule": {"every_n": 8, "techniques": {"fused_update": True}}})
+    assert no_swap["flash_wear_fraction_per_year"] == 0 and no_swap["fits"]
