@@ -540,13 +540,18 @@ class Job:
             dx = self._dx_key(i)
             is_conv = isinstance(ly, L.Conv2D)
 
+            pool_y = isinstance(ly, L.MaxPool)       # the window maxima locate the gradient's target
+
             def dx_run():
                 dz = gval()
                 x = xval() if ly.needs_input else np.empty((len(dz),) + ly.in_shape, F32)  # avg pools: shape only
-                d, macs = ly.input_grad(x, None, dz, sparse)
+                y = env.sub(_vkey(y_key), values[_vkey(y_key)]).reshape(oshape) if pool_y else None
+                d, macs = ly.input_grad(x, y, dz, sparse)
                 values[_vkey(dx)] = d
                 ws = env.nk * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * 4 if is_conv else 0
-                br = values[gv].size * 4 + (x.size * a if ly.needs_input else 0) + self._param_bytes(ly) + ws
+                br = dz.size * 4 + (x.size * a if ly.needs_input else 0) + self._param_bytes(ly) + ws
+                if pool_y:
+                    br += y.size * a
                 return macs, br, d.size * 4 + ws
 
             allocs = [(dx, "grad", lambda: env.nk * per_in * 4)]
@@ -554,7 +559,7 @@ class Job:
                 allocs.append((f"{ly.name}.dcols", "workspace",
                                lambda: env.nk * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * 4))
             kind = ly.kind if ly.params else ("reduce" if ly.kind == "reduce" else "eltwise")
-            reads = [g] + ([x_key] if ly.needs_input else [])
+            reads = [g] + ([x_key] if ly.needs_input else []) + ([y_key] if pool_y else [])
             ops.append(_PlannedOp(f"{ly.name}.backward_input", kind, "f32", dx_run, reads, allocs))
         if upd is not None:
             if t.fused_update:

@@ -244,58 +244,49 @@ class _Pool(Layer):
         super().__init__(name, in_shape, out_shape)
         self.kh, self.kw = kh, kw
 
-    def _slices(self):
+    def _blocks(self, x):
+        """(N, OH, kh, OW, kw, C) view of the input (a ragged bottom/right edge is dropped)."""
         oh, ow = self.out_shape[:2]
-        for i in range(self.kh):
-            for j in range(self.kw):
-                yield i * self.kw + j, (slice(None), slice(i, oh * self.kh, self.kh), slice(j, ow * self.kw, self.kw))
+        return x[:, :oh * self.kh, :ow * self.kw].reshape(x.shape[0], oh, self.kh, ow, self.kw, x.shape[3])
+
+    def _unblocks(self, g, xshape):
+        oh, ow = self.out_shape[:2]
+        g = g.reshape(xshape[0], oh * self.kh, ow * self.kw, xshape[3])
+        if g.shape == tuple(xshape):
+            return g
+        dx = np.zeros(xshape, g.dtype)
+        dx[:, :oh * self.kh, :ow * self.kw] = g
+        return dx
 
 
 class MaxPool(_Pool):
-    """Max pooling, kh x kw window, stride = window (floor: a ragged edge is dropped). Loops over the
-    kh*kw window positions only; ties go to the first position, like an argmax."""
+    """Max pooling, kh x kw window, stride = window (floor: a ragged edge is dropped). The gradient goes
+    to the window's maximum; tied maxima share it equally (a valid subgradient)."""
 
     needs_input = True
 
-    def _argmax(self, x):
-        best = idx = None
-        for k, sl in self._slices():
-            v = x[sl]
-            if best is None:
-                best, idx = v.copy(), np.zeros(v.shape, np.int16)
-            else:
-                gt = v > best
-                np.copyto(best, v, where=gt)
-                idx[gt] = k
-        return best, idx
-
     def forward(self, x, quant=False):
-        return self._argmax(x)[0]
+        return self._blocks(x).max(axis=(2, 4))
 
     def input_grad(self, x, y, dz, sparse=False):
-        _, idx = self._argmax(x)
-        dx = np.zeros(x.shape, dz.dtype)
-        for k, sl in self._slices():
-            dx[sl] = np.where(idx == k, dz, 0)
-        return dx, 0
+        xb = self._blocks(x)
+        y = xb.max(axis=(2, 4)) if y is None else y
+        mask = xb == y[:, :, None, :, None, :]
+        cnt = mask.sum(axis=(2, 4), dtype=dz.dtype)
+        g = mask * (dz / cnt)[:, :, None, :, None, :]
+        return self._unblocks(g.astype(dz.dtype, copy=False), x.shape), 0
 
 
 class AvgPool(_Pool):
     """Average pooling, kh x kw window, stride = window."""
 
     def forward(self, x, quant=False):
-        acc = None
-        for _, sl in self._slices():
-            acc = x[sl].copy() if acc is None else acc + x[sl]
-        acc *= 1.0 / (self.kh * self.kw)
-        return acc
+        return self._blocks(x).mean(axis=(2, 4), dtype=x.dtype)
 
     def input_grad(self, x, y, dz, sparse=False):
-        dx = np.zeros((dz.shape[0],) + self.in_shape, dz.dtype)
-        g = dz * (1.0 / (self.kh * self.kw))
-        for _, sl in self._slices():
-            dx[sl] = g
-        return dx, 0
+        g = np.broadcast_to((dz * (1.0 / (self.kh * self.kw)))[:, :, None, :, None, :],
+                            (dz.shape[0], self.out_shape[0], self.kh, self.out_shape[1], self.kw, dz.shape[3]))
+        return self._unblocks(np.ascontiguousarray(g), (dz.shape[0],) + self.in_shape), 0
 
 
 class GlobalAvgPool(Layer):
