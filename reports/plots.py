@@ -35,7 +35,28 @@ def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, **kw):
             plt.close(fig)
 
 
+_INSPECT: list[dict] | None = None
+
+
+@contextmanager
+def inspect_figures():
+    """Collect, for every figure rendered inside the block, each panel's title and axis labels and
+    whether the figure has a legend (tests check every plot is labelled)."""
+    global _INSPECT
+    seen: list[dict] = []
+    _INSPECT = seen
+    try:
+        yield seen
+    finally:
+        _INSPECT = None
+
+
 def _png(fig, layout: bool = True) -> bytes:
+    if _INSPECT is not None:
+        _INSPECT.append({
+            "panels": [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()}
+                       for ax in fig.axes],
+            "legend": bool(fig.legends) or any(ax.get_legend() is not None for ax in fig.axes)})
     buf = io.BytesIO()
     if layout:
         fig.tight_layout()
@@ -361,7 +382,7 @@ def comparison_plot(labels: list[str], macs: list[float | None], ram: list[float
             ax.invert_yaxis()
             ax.set_title(title)
             ax.set_xlabel(unit)
-            ax.set_ylabel("technique variant" if ax is axes[0][0] else "")
+            ax.set_ylabel("technique variant")
             ax.legend(loc="lower right", fontsize=7)
             ax.set_xlim(0, max(v + [1e-9]) * 1.25)
         return _png(fig)

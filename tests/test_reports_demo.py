@@ -13,9 +13,9 @@ import pytest
 from reports import render_run
 
 try:
-    from test_reports_render import RUN_SECTIONS, check_report
+    from test_reports_render import RUN_SECTIONS, check_figures, check_report
 except ImportError:  # tests/ imported as a package
-    from tests.test_reports_render import RUN_SECTIONS, check_report
+    from tests.test_reports_render import RUN_SECTIONS, check_figures, check_report
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +62,12 @@ def test_demo_report_is_deterministic(demo_report, tmp_path):
     again = render_run(json.loads(json.dumps(demo_result())), tmp_path)   # as read back from JSON
     for f in sorted(demo_report.parent.iterdir()):
         assert (again.parent / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_every_demo_plot_has_a_title_axis_labels_with_units_and_a_legend(tmp_path):
+    from reports.plots import inspect_figures
+
+    with inspect_figures() as figs:
+        render_run(demo_result(), tmp_path)
+    assert len(figs) == 5
+    check_figures(figs)

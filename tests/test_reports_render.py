@@ -85,6 +85,22 @@ def check_report(page: Path, sections: list[str]) -> Page:
     return p
 
 
+UNITLESS_AXES = {"training step", "technique variant", "task on CPU", "schedule", "device"}
+
+
+def check_figures(figs: list[dict]) -> None:
+    """Every plot: a legend, and on every panel a title and axis labels with their units."""
+    import re
+
+    assert figs
+    for f in figs:
+        assert f["legend"], f
+        for p in f["panels"]:
+            assert p["title"], p
+            for label in (p["xlabel"], p["ylabel"]):
+                assert label in UNITLESS_AXES or re.search(r"\(.+\)", label), f"no unit in axis label {label!r}: {p}"
+
+
 def tiny_result(fits: bool = True) -> dict:
     """A small hand-written result in the schema of simulator/result.py."""
     mem_t, w, a = [], [], []
@@ -238,3 +254,16 @@ def test_document_escapes_text_and_renders_markdown_tables():
     assert '<td class="num">1.0 s</td>' in html
     md = to_markdown(doc)
     assert "| h\\|1 | h2 |" in md and "| a\\|b | 1.0 s |" in md
+
+
+def test_every_plot_is_labelled(tmp_path):
+    from reports.plots import inspect_figures
+
+    with inspect_figures() as figs:
+        render_run(tiny_result(), tmp_path / "run", emulation=EMU)
+        render_emulation(EMU, tmp_path / "emu")
+        res = tiny_result()
+        render_sweep([{"key": "k", "index": 0, "device": "d", "schedule": "s", "seed": 0, "status": "ok",
+                       "result": res}], tmp_path / "sweep")
+    assert len(figs) == 6 + 1 + 1
+    check_figures(figs)
