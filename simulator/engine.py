@@ -464,6 +464,9 @@ class Simulation:
     def set_fatal(self, f: Fatal) -> None:
         if self.fatal is None:
             self.fatal = f
+            log = self.device.battery_log
+            if f.kind == "battery_empty" and (not log or log[-1][0] <= f.time_s):
+                log.append((f.time_s, 0.0))   # the battery timeline ends where the charge did
             if not self.stop.triggered:
                 self.stop.succeed()
 

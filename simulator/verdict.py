@@ -43,14 +43,14 @@ def first_violation(rows: list[dict[str, Any]], when: dict[str, tuple[float, str
     for r in rows:
         if not r["ok"] and r["name"] != fatal_name:
             t, op = when.get(r["name"], (float("inf"), ""))
-            cands.append((t, r["name"], op,
+            cands.append((t, 1, r["name"], op,
                           f"{r['name']}: observed {_fmt(r['observed'])} {r['unit']} vs budget "
                           f"{_fmt(r['budget'])} {r['unit']}"))
     if fatal:
-        cands.append((fatal["time_s"], _fatal_constraint(fatal["kind"]), fatal["op"], fatal["message"]))
+        cands.append((fatal["time_s"], 0, _fatal_constraint(fatal["kind"]), fatal["op"], fatal["message"]))
     if not cands:
         return None
-    t, name, op, msg = min(cands, key=lambda c: c[0])
+    t, _, name, op, msg = min(cands, key=lambda c: (c[0], c[1]))   # a fatal event wins a tie
     return {"constraint": name, "time_s": None if t == float("inf") else t, "op": op, "message": msg}
 
 

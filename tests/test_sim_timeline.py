@@ -1,6 +1,7 @@
 """Timeline tests: tiny processes on the simulator's device model, asserted (name, env.now) logs."""
 from __future__ import annotations
 
+import pytest
 import simpy
 from test_sim_support import TinyJob, unit_profile
 
@@ -218,3 +219,18 @@ def test_charging_trigger_trains_only_while_harvesting():
     assert sim.training_steps > 10
     assert all(3600.0 <= t < 7200.0 + 1.0 for t in starts), (min(starts), max(starts))
     assert sim.device.harvested_j > 0
+
+
+def test_an_empty_battery_stops_the_run_with_its_time():
+    sc = load_scenario({"name": "flat", "device": "unit", "runtime": "native", "duration_s": 86400.0,
+                        "power": {"idle_timeout_s": 0.0}, "schedule": {"every_n": 8}})
+    r = simulate(sc, job=TinyJob(), profile=unit_profile(capacity_j=50.0, sleep_w=0.01))
+    f = r["fatal"]
+    assert f["kind"] == "battery_empty" and f["op"] in ("sleep", "idle", "fc.forward", "fc.update")
+    active = r["energy_j"]["active"]
+    assert f["time_s"] == pytest.approx((50.0 - active) / 0.01, rel=1e-3)    # sleep drain + the work done
+    assert r["battery_life_days"] == pytest.approx(f["time_s"] / 86400)
+    assert r["first_violation"]["constraint"] == "battery_life" and not r["fits"]
+    assert r["timelines"]["battery"]["charge_j"][-1] < 1.0
+    from simulator.verdict import summarise
+    assert f"The run stopped at t={f['time_s']:.1f} s: battery empty" in summarise(r)
