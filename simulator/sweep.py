@@ -350,11 +350,13 @@ def _worker_init() -> None:
 
 def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, scheduler: str | None = None,
               resume: bool = False, progress: bool = True,
-              on_row: Callable[[dict], None] | None = None, connect_timeout_s: float = 10.0) -> SweepOutcome:
+              on_row: Callable[[dict], None] | None = None, connect_timeout_s: float = 10.0,
+              retry_errors: bool = False) -> SweepOutcome:
     """Run every point of ``grid`` not yet in ``out_dir/results.jsonl`` and return all finished rows.
 
     ``scheduler`` (``tcp://host:port``) runs on a Dask cluster; otherwise a local process pool of
-    ``workers`` (default: CPU count). Without ``resume`` an existing results file is an error.
+    ``workers`` (default: CPU count). Without ``resume`` an existing results file is an error; with
+    ``retry_errors`` a resumed sweep runs its error rows again (the newest row of a key wins).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +365,8 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
         raise ValueError(f"{log.path} already holds results: pass --resume to continue that sweep "
                          "or choose another --out")
     points = grid.points()
-    done = {r["key"]: r for r in log.read(repair=True) if r.get("status") in ("ok", "error")}
+    keep = ("ok",) if retry_errors else ("ok", "error")
+    done = {r["key"]: r for r in log.read(repair=True) if r.get("status") in keep}
     todo = [p for p in points if p.key not in done]
     skipped = len(points) - len(todo)
     if workers is not None and workers < 1:

@@ -36,12 +36,13 @@ def _run(args) -> int:
     # a kill (SIGTERM) ends the sweep like Ctrl-C: the pool is stopped, finished rows are on disk
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = run_sweep(grid, out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
-                            progress=not args.quiet)
+        outcome = run_sweep(grid, out, workers=args.workers, scheduler=args.scheduler,
+                            resume=args.resume or args.retry_errors, progress=not args.quiet,
+                            retry_errors=args.retry_errors)
     except KeyboardInterrupt:
         from simulator.sweep import ResultsLog
 
-        done = len(ResultsLog(out / RESULTS_FILE).read())
+        done = len({r["key"] for r in ResultsLog(out / RESULTS_FILE).read()})
         print(f"edgesim sweep: interrupted: {done} of {n} scenarios finished are in {out / RESULTS_FILE}; "
               f"rerun with --resume to continue", file=sys.stderr)
         return 130
@@ -81,6 +82,8 @@ def register(sub) -> None:
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
                    help="run on this Dask scheduler instead of the local pool (needs edgesim[dask])")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out, skipping finished scenarios")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="with --resume: run the scenarios that ended in an error row again")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: edgesim-out/<grid name>)")
     p.add_argument("--json", action="store_true", help="print the summary and matrix as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

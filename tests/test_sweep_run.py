@@ -192,6 +192,9 @@ def test_a_scenario_that_raises_becomes_an_error_row(tmp_path):
         run_sweep(grid, tmp_path / "out", workers=1, progress=False)
     again = run_sweep(grid, tmp_path / "out", workers=1, progress=False, resume=True)
     assert again.ran == 0 and again.skipped == 2
+    retried = run_sweep(grid, tmp_path / "out", workers=1, progress=False, resume=True, retry_errors=True)
+    assert retried.ran == 1 and retried.skipped == 1 and [r["status"] for r in retried.rows] == ["error", "ok"]
+    assert len(ResultsLog(tmp_path / "out" / RESULTS_FILE).read()) == 3   # appended, never rewritten
 
 
 def test_same_grid_on_a_dask_local_cluster_gives_the_same_results(finished, tmp_path):
