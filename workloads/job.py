@@ -210,8 +210,8 @@ class Job:
             raise ValueError(f"story must be one of {', '.join(D.STORIES)} (got {story!r})")
         self.dataset = D.ALIASES.get(dataset, dataset) if dataset else (zoo_ds or D.default_for_shape(spec.input_shape))
         ds = D.load(self.dataset, seed)
-        per_sample = int(np.prod(ds.X.shape[1:]))
-        if per_sample != int(np.prod(self.input_shape)):
+        per_sample = math.prod(ds.X.shape[1:])
+        if per_sample != math.prod(self.input_shape):
             raise ValueError(f"dataset {self.dataset!r} gives {per_sample} values per sample but {spec.text} expects "
                              f"input {'x'.join(map(str, self.input_shape))}")
         if len(ds.classes) > self.num_classes:
@@ -366,7 +366,7 @@ class Job:
     def _fwd_op(self, ly: L.Layer, src: str, dst: str, values: dict, n: int, dt: str, name: str,
                 rows: Callable[[], int], recompute_env: _StepEnv | None = None) -> _PlannedOp:
         a, q = self._act_size, self.techniques.int8
-        per_in, per_out = int(np.prod(ly.in_shape)), int(np.prod(ly.out_shape))
+        per_in, per_out = math.prod(ly.in_shape), math.prod(ly.out_shape)
 
         def run():
             x = values[_vkey(src)].reshape((-1,) + ly.in_shape)
@@ -456,7 +456,7 @@ class Job:
         a = self._act_size
         ops: list[_PlannedOp] = []
         gv = _vkey(g)
-        per_in = int(np.prod(ly.in_shape))
+        per_in = math.prod(ly.in_shape)
         oshape = (-1,) + ly.out_shape
         trainable = self.trainable.get(ly.name, [False, False])
         state: dict = {}
