@@ -121,7 +121,8 @@ def _comparison_row(label: str, tech: Techniques, r: dict[str, Any]) -> dict[str
             "accuracy_after": r["accuracy_after"], "retention_after": r["retention_after"],
             "energy_per_day_j": r["energy_per_day_j"], "training_steps": r["training_steps"],
             "step_latency_s": r["step_latency_s"], "fits": r["fits"],
-            "fatal": None if not r["fatal"] else f"{r['fatal']['kind']} at op {r['fatal']['op']!r}"}
+            "fatal": None if not r["fatal"] else f"{r['fatal']['kind']} at op {r['fatal']['op']!r}",
+            "ram_needed_bytes": (r["fatal"] or {}).get("ram_needed_bytes")}
 
 
 # --- the result ---------------------------------------------------------------------------------------

@@ -58,6 +58,14 @@ def _fatal_constraint(kind: str) -> str:
     return "battery_life" if kind == "battery_empty" else "peak_ram"
 
 
+def _span(seconds: float) -> str:
+    """A duration in the unit people think in: s, min, h or days."""
+    for unit, size in (("day(s)", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -70,8 +78,8 @@ def summarise(result: dict[str, Any]) -> str:
     """What the run found, in plain words (for the demo and plan)."""
     lines = []
     dev, wl = result["device"], result["workload"]
-    days = result["duration_s"] / 86400
-    head = (f"Personalising {wl} on {dev} ({result['runtime']} runtime) over {days:g} simulated day(s): ")
+    head = (f"Personalising {wl} on {dev} ({result['runtime']} runtime) over {_span(result['duration_s'])} "
+            "of simulated time: ")
     if result["fits"]:
         head += "it FITS."
     else:
@@ -106,7 +114,9 @@ def summarise(result: dict[str, Any]) -> str:
         if c["label"] == "as scheduled":
             continue
         if c.get("fatal"):
-            what = f"does NOT fit ({c['fatal'].replace('_', ' ')}; one step needs >= {c['lower_bound_ram_bytes']:,} B live)"
+            need = c.get("ram_needed_bytes")
+            what = f"does NOT fit ({c['fatal'].replace('_', ' ')}" + (
+                f": it needs {need:,} B of {result['ram_budget_bytes']:,} B RAM)" if need else ")")
         else:
             acc = "-" if c["accuracy_after"] is None else f"{c['accuracy_after']:.1%}"
             en = "-" if c["energy_per_day_j"] is None else f"{c['energy_per_day_j']:.1f}"
