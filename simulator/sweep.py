@@ -504,7 +504,9 @@ def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[d
     except OSError as e:
         raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
     try:
-        futs = [client.submit(run_point, p, grid.base, grid.keep_timelines, None, pure=False) for p in todo]
+        # the base scenario travels as data: a remote worker need not have the file
+        base = _load_base(grid.base)
+        futs = [client.submit(run_point, p, base, grid.keep_timelines, None, pure=False) for p in todo]
         by_fut = dict(zip(futs, todo, strict=True))
         for fut in as_completed(futs):
             p = by_fut[fut]

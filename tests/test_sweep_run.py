@@ -197,15 +197,22 @@ def test_a_scenario_that_raises_becomes_an_error_row(tmp_path):
     assert len(ResultsLog(tmp_path / "out" / RESULTS_FILE).read()) == 3   # appended, never rewritten
 
 
-def test_same_grid_on_a_dask_local_cluster_gives_the_same_results(finished, tmp_path):
+def test_same_grid_on_a_dask_local_cluster_gives_the_same_results(finished, tmp_path, capsys):
     distributed = pytest.importorskip("dask.distributed", reason="dask.distributed missing: pip install 'edgesim[dask]'")
-    grid = load_grid(finished["grid"])
+    from simulator.cli import main
+
+    out = tmp_path / "dask"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
-        outcome = run_sweep(grid, tmp_path / "dask", scheduler=cl.scheduler_address, progress=False)
-    assert outcome.ran == N and outcome.errors == 0
+        rc = main(["sweep", str(finished["grid"]), "--scheduler", cl.scheduler_address, "--out", str(out),
+                   "--json", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc in (0, 3) and summary["ran"] == N and summary["errors"] == 0
     pool_rows = {r["key"]: r["result"] for r in ResultsLog(finished["out"] / RESULTS_FILE).read()}
-    for r in outcome.rows:
+    dask_rows = ResultsLog(out / RESULTS_FILE).read()
+    assert len(dask_rows) == N
+    for r in dask_rows:
         assert r["result"] == pool_rows[r["key"]], r["key"]
+    assert (out / "matrix.json").read_bytes() == (finished["out"] / "matrix.json").read_bytes()
 
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
