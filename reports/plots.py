@@ -20,7 +20,7 @@ MAX_POINTS = 2000
 
 
 @contextmanager
-def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, **kw):
+def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, width: float = 10.0, **kw):
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -28,7 +28,7 @@ def _figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, **kw):
 
     with matplotlib.rc_context({"svg.hashsalt": "edgesim", "font.size": 9, "axes.grid": True,
                                 "grid.alpha": 0.3, "figure.dpi": 100, "path.simplify": True}):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(10, height * nrows), squeeze=False, **kw)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height * nrows), squeeze=False, **kw)
         try:
             yield fig, axes
         finally:
@@ -398,8 +398,9 @@ def heatmap_plot(devices: list[str], schedules: list[str], cells: dict) -> bytes
     greens, reds = matplotlib.colormaps["Greens"], matplotlib.colormaps["Reds"]
     grey = (0.74, 0.74, 0.74, 1.0)
     img = np.ones((len(devices), len(schedules), 4))
-    h = max(2.6, 0.5 * len(devices) + 2.0)
-    with _figure(height=h) as (fig, axes):
+    h = max(2.6, 0.5 * len(devices) + 2.0 + 0.04 * max((len(x) for x in schedules), default=0))
+    w = min(max(10.0, 1.3 * len(schedules) + 5.0), 40.0)
+    with _figure(height=h, width=w) as (fig, axes):
         ax = axes[0][0]
         texts = []
         for i, d in enumerate(devices):
