@@ -43,7 +43,8 @@ Added by the simulator (always present too):
     schedule, pipeline, budgets               the scenario's tables, defaults filled in
     comparison                None | [{label, techniques, macs_total, peak_ram_bytes, lower_bound_ram_bytes,
                                        accuracy_after, retention_after, energy_per_day_j, training_steps,
-                                       step_latency_s, fits, fatal, ram_needed_bytes}]   (scenario + [compare] variants)
+                                       step_latency_s, fits, fatal, ram_needed_bytes}]   (scenario + [compare] variants;
+                              a variant that ran out of memory shows the RAM it needed as peak_ram_bytes)
     timelines.memory.by_kind  also "runtime" (the reserve) and "arena_unused" (planned arenas' free part)
     timelines.cpu_truncated   bool: inference segments beyond a cap were left out of timelines.cpu
     timelines.cpu_busy_by_hour [{hour, inference, training}] busy seconds per hour of the run
