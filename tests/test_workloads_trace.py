@@ -310,6 +310,18 @@ def test_recompute_adds_forward_macs_and_lowers_the_forward_peak():
             for i in o.free:
                 live.pop(i)
     assert live_act_at_loss(ops) < live_act_at_loss(ops0)
+    assert s.peak_live_bytes < s0.peak_live_bytes
+
+
+def test_conv_workspace_is_a_few_patches_not_the_whole_matrix():
+    from workloads.job import IM2COL_PATCHES
+    job = W.make_job("lenet-digits")
+    ops, _, _ = _step(job, 8)
+    ws = {t.name: t.nbytes for o in ops for t in o.alloc if t.kind == "workspace"}
+    assert ws["conv2.forward.cols"] == IM2COL_PATCHES * 3 * 3 * 6 * 4
+    assert ws["conv2.dcols"] == 3 * 3 * 6 * 4
+    fwd = next(o for o in ops if o.name == "conv2.forward")
+    assert fwd.bytes_written >= 8 * 4 * 4 * 54 * 4          # every patch is still copied
 
 
 def test_swap_writes_activations_to_flash_and_frees_them_in_between():

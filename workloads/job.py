@@ -37,6 +37,10 @@ from .trace import Op, Tensor, new_tensor_id
 
 F32 = np.float32
 NO_TECHNIQUES = Techniques()   # the default: plain full backprop
+# A device conv kernel builds im2col patches a few at a time (CMSIS-NN's arm_convolve_* uses two), so the
+# workspace a conv op allocates is IM2COL_PATCHES patches of fan_in values; its bytes moved still count
+# every patch. (The host computes with the full patch matrix; the trace describes the device.)
+IM2COL_PATCHES = 2
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -381,7 +385,7 @@ class Job:
         allocs = [(dst, "activation", lambda: rows() * per_out * a)]
         if isinstance(ly, L.Conv2D):
             allocs.append((f"{name}.cols", "workspace",
-                           lambda: rows() * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * a))
+                           lambda: IM2COL_PATCHES * ly.fan_in * a))
         return _PlannedOp(name, ly.kind, dt, run, [src], allocs)
 
     def _loss_and_backward_plan(self, ys: np.ndarray, values: dict, env: _StepEnv) -> list[_PlannedOp]:
@@ -509,7 +513,7 @@ class Job:
                 allocs.insert(0, (f"{ly.name}.dW", "wgrad", lambda: W.size // cout * ksel * 4))
                 if isinstance(ly, L.Conv2D):
                     allocs.append((f"{ly.name}.cols_bw", "workspace",
-                                   lambda: env.nk * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * a))
+                                   lambda: IM2COL_PATCHES * ly.fan_in * a))
             reads = [g] if bias_only else [x_key, g]
             ops.append(_PlannedOp(f"{ly.name}.backward_bias" if bias_only else f"{ly.name}.backward_weight",
                                   "reduce" if bias_only else ly.kind, "f32", wgrad_run, reads, allocs))
@@ -557,7 +561,7 @@ class Job:
             allocs = [(dx, "grad", lambda: env.nk * per_in * 4)]
             if is_conv:
                 allocs.append((f"{ly.name}.dcols", "workspace",
-                               lambda: env.nk * ly.out_shape[0] * ly.out_shape[1] * ly.fan_in * 4))
+                               lambda: ly.fan_in * 4))
             kind = ly.kind if ly.params else ("reduce" if ly.kind == "reduce" else "eltwise")
             reads = [g] + ([x_key] if ly.needs_input else []) + ([y_key] if pool_y else [])
             ops.append(_PlannedOp(f"{ly.name}.backward_input", kind, "f32", dx_run, reads, allocs))
