@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_sim_support import TinyJob, unit_profile
 
 from simulator.api import simulate
@@ -234,3 +236,34 @@ def test_an_empty_battery_stops_the_run_with_its_time():
     assert r["timelines"]["battery"]["charge_j"][-1] < 1.0
     from simulator.verdict import summarise
     assert f"The run stopped at t={f['time_s']:.1f} s: battery empty" in summarise(r)
+
+
+@settings(max_examples=40, deadline=None)
+@given(durs=st.lists(st.integers(1, 50), min_size=1, max_size=6),
+       arrivals=st.lists(st.tuples(st.integers(0, 300), st.integers(1, 30)), max_size=5))
+def test_preemption_keeps_time_energy_and_memory_consistent(durs, arrivals):
+    """Any pattern of inference arrivals: segments never overlap, training gets exactly its op time,
+    energy follows busy time, and every tensor the step allocated is freed at a time inside the run."""
+    sim = _sim(unit_profile())
+    env, log = sim.env, []
+    ops = [Op(f"op{i}", "matmul", d * 10_000, 0, 0, alloc=(Tensor(5000 + i, 10 * (i + 1), "activation"),),
+              free=(5000 + i,)) for i, d in enumerate(durs)]
+
+    def training():
+        yield from sim.execute(ops, "training")
+        log.append(("train.end", env.now))
+
+    env.process(training())
+    for k, (at, d) in enumerate(arrivals):
+        env.process(_inference(sim, [], at / 100, d / 100, f"i{k}"))
+    env.run(until=100)
+    cpu = sorted(sim.device.cpu_log)
+    assert all(a[1] <= b[0] + 1e-12 for a, b in zip(cpu, cpu[1:], strict=False))
+    train_time = sum(e - s for s, e, task, _ in cpu if task == "training")
+    assert train_time == pytest.approx(sum(durs) / 100)
+    busy = sum(e - s for s, e, _, _ in cpu)
+    assert sim.device.energy_active_j == pytest.approx(busy)          # 1 W while busy
+    recs = [(t, d) for t, k, d in sim.ram.timeline.recs if k == "activation"]
+    assert sum(d for _, d in recs) == 0 and len(recs) == 2 * len(durs)
+    assert max(t for t, _ in recs) == pytest.approx(log[0][1])
+    assert sim.preemptions == sum(1 for s, e, task, pre in cpu if task == "training" and pre)
