@@ -41,7 +41,25 @@ def make_job(model: str, *, dataset: str | None = None, story: str = "new-class"
 
 
 def job_for(sc: Scenario) -> Any:
+    """The scenario's TrainingJob; a bad model or data set is an error naming the scenario and field."""
     w = sc.workload
+    try:
+        return _job_for(sc, w)
+    except ValueError as e:
+        raise ValueError(f"{sc.where}: workload (model {w['model']!r}, dataset {w['dataset']!r}): {e}") from None
+
+
+def profile_for(sc: Scenario) -> DeviceProfile:
+    """The scenario's device profile, with the runtime checked; errors name the scenario and field."""
+    try:
+        profile = load_profile(sc.device)
+        profile.runtime_for(sc.runtime)
+    except ValueError as e:
+        raise ValueError(f"{sc.where}: device {sc.device!r} / runtime {sc.runtime!r}: {e}") from None
+    return profile
+
+
+def _job_for(sc: Scenario, w: dict) -> Any:
     return make_job(w["model"], dataset=None if w["dataset"] == "auto" else w["dataset"], story=w["story"], optimizer=w["optimizer"], lr=w["lr"],
                     techniques=sc.techniques, seed=sc.seed)
 
@@ -49,8 +67,7 @@ def job_for(sc: Scenario) -> Any:
 def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Run one validated scenario (optionally with a given job/profile, for tests) and build its result."""
-    profile = profile or load_profile(sc.device)
-    profile.runtime_for(sc.runtime)   # a clear error if the profile lacks the runtime
+    profile = profile or profile_for(sc)
     probe = None
     if job is None:
         # the twin traces a worst-case first step for the memory plan: instance filtering off, so the
@@ -62,14 +79,15 @@ def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = N
     return build_result(sim)
 
 
-def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers: int = 1) -> dict[str, Any]:
+def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers: int = 1,
+                 where: str | None = None) -> dict[str, Any]:
     """Simulate a scenario (dict, TOML path or embedded name) and return the result dict.
 
     With ``[compare] variants`` the same scenario also runs once per technique variant and the
     figures land in ``result["comparison"]``; ``workers > 1`` runs them in a process pool (the
-    result does not depend on it).
+    result does not depend on it). ``where`` names a dict scenario's origin in error messages.
     """
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario, where=where)
     if not sc.compare:
         return simulate(sc, progress=progress)
     raw = scenario_dict(scenario)

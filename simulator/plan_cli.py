@@ -99,13 +99,13 @@ def _fmt(v: Any, unit: str) -> str:
     return f"{v:.4g} {unit}"
 
 
-def _run(scenario: dict | str, args, progress: bool) -> int:
+def _run(scenario: dict | str, args, progress: bool, where: str | None = None) -> int:
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
     from simulator.verdict import summarise
 
-    sc = load_scenario(scenario)   # validate first: a bad file fails fast with exit 2
-    result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1)
+    sc = load_scenario(scenario, where=where)   # validate first: a bad file fails fast with exit 2
+    result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1, where=where)
     out_dir = Path(args.out) if args.out else Path("edgesim-out") / sc.name
     path = write_result(result, out_dir)
     report = render(result, out_dir)
@@ -137,9 +137,7 @@ def run_plan(args) -> int:
         base = {"name": f"plan-{args.device}-{args.workload}".replace(":", "_").replace("/", "_")}
         where = "command line"
     d = apply_overrides(base, over)
-    from simulator.scenario import load_scenario
-    load_scenario(d, where=where)
-    return _run(d, args, progress=True)
+    return _run(d, args, progress=True, where=where)
 
 
 def run_demo(args) -> int:
@@ -149,7 +147,7 @@ def run_demo(args) -> int:
     if not args.json:
         print("edgesim demo: a simulated day of on-device personalisation (the embedded scenario "
               f"{SCENARIO_DIR / (DEMO + '.toml')})", file=sys.stderr)
-    rc = _run(d, args, progress=True)
+    rc = _run(d, args, progress=True, where=str(SCENARIO_DIR / f"{DEMO}.toml"))
     return EXIT_OK if rc in (EXIT_OK, EXIT_NOFIT) else rc
 
 

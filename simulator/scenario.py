@@ -212,6 +212,7 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
             raise ValueError(f"{where}: is a directory, not a scenario .toml file") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{where}: malformed TOML: {e}") from None
+        _resolve_device(raw, path)
     d = _merge(DEFAULTS, raw, where)
     tech = d["schedule"]["techniques"]
     if not isinstance(tech, dict):
@@ -238,11 +239,24 @@ def scenario_dict(path_or_dict: str | Path | dict) -> dict:
     if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
         path = SCENARIO_DIR / f"{path}.toml"
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a scenario .toml file") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: malformed TOML: {e}") from None
+    _resolve_device(raw, path)
+    return raw
+
+
+def _resolve_device(raw: dict, path: Path) -> None:
+    """A relative profile path in a scenario file is relative to that file (when the file exists there)."""
+    dev = raw.get("device")
+    if isinstance(dev, str) and dev.endswith(".toml") and not Path(dev).is_absolute():
+        rel = path.resolve().parent / dev
+        if rel.is_file():
+            raw["device"] = str(rel)
 
 
 def apply_overrides(d: dict, overrides: dict[str, Any]) -> dict:
