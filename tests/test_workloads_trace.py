@@ -385,3 +385,21 @@ def test_bad_inputs_are_clear_errors():
     job = W.make_job("mlp-digits")
     with pytest.raises(ValueError, match="3 samples but 2 labels"):
         collect(job.train_step(np.zeros((3, 64)), np.zeros(2, int)))
+
+
+@pytest.mark.parametrize("name", ["lenet-digits", "mlp-microbit"])
+def test_repeated_inference_replays_the_same_trace_with_fresh_ids(name):
+    job = W.make_job(name, techniques=Techniques(int8=name == "mlp-microbit"))
+    Xu, _ = job.split.user_test
+    first, c0 = collect(job.infer(Xu[0]))
+    ids0 = {t.id for o in first for t in o.alloc}
+    preds = []
+    for x in Xu[:20]:
+        ops, c = collect(job.infer(x))
+        check_trace(ops, job.persistent_tensors())
+        assert [(o.name, o.macs, o.bytes_read, [t.nbytes for t in o.alloc]) for o in ops] == \
+            [(o.name, o.macs, o.bytes_read, [t.nbytes for t in o.alloc]) for o in first]
+        assert not {t.id for o in ops for t in o.alloc} & ids0
+        preds.append(c)
+    assert preds == list(job.model.predict(Xu[:20], job.techniques.int8))
+    assert preds[0] == c0

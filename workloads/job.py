@@ -95,6 +95,13 @@ def execute(plan: list[_PlannedOp], values: dict) -> Generator[Op, None, None]:
             return
 
 
+def _template(ops: list[Op]) -> list[tuple]:
+    """A trace with tensor ids replaced by (op index, alloc index) references, for replay."""
+    where = {t.id: (i, j) for i, op in enumerate(ops) for j, t in enumerate(op.alloc)}
+    return [(op.name, op.kind, op.macs, op.bytes_read, op.bytes_written, op.dtype,
+             tuple((t.nbytes, t.kind, t.name) for t in op.alloc), tuple(where[i] for i in op.free)) for op in ops]
+
+
 def collect(gen: Generator[Op, None, object]) -> tuple[list[Op], object]:
     """Drain an op generator: (the ops, the generator's return value)."""
     ops: list[Op] = []
@@ -247,7 +254,8 @@ class Job:
                 W[...] = np.clip(np.rint(W / s), -127, 127) * s
         self._choose_trainable()
         self._make_persistent()
-        self.last_step: dict = {}     # figures of the last train_step (kept samples, error entries kept)
+        self.last_step: dict = {}
+        self._infer_template: list | None = None     # figures of the last train_step (kept samples, error entries kept)
 
     # ------------------------------------------------------------------------------------ set-up
     def _choose_trainable(self) -> None:
@@ -300,18 +308,38 @@ class Job:
 
     def infer(self, x: np.ndarray) -> Generator[Op, None, int]:
         xs = np.asarray(x, F32).reshape((1,) + self.input_shape)
+        if self._infer_template is not None:
+            return (yield from self._infer_fast(xs))
         values: dict = {}
         plan = self._forward_plan(xs, values, training=False)
         out: dict = {}
+        logits_key = self._out_key[len(self.model.layers) - 1]
 
         def classify():
-            logits = values[self._out_key[len(self.model.layers) - 1]]
+            logits = values[logits_key]
             out["cls"] = int(np.argmax(logits[0]))
             return 0, logits.size * 4, 4
 
-        plan.append(_PlannedOp("classify", "reduce", "f32", classify, [self._out_key[len(self.model.layers) - 1]]))
-        yield from execute(plan, values)
+        plan.append(_PlannedOp("classify", "reduce", "f32", classify, [logits_key]))
+        ops = []
+        for op in execute(plan, values):
+            ops.append(op)
+            yield op
+        self._infer_template = _template(ops)
         return out["cls"]
+
+    def _infer_fast(self, xs: np.ndarray) -> Generator[Op, None, int]:
+        """An inference's trace does not depend on the data: replay the first call's ops with fresh
+        tensor ids while the same layer math runs (``Model.forward``)."""
+        cls = int(np.argmax(self.model.forward(xs, self.techniques.int8)[0]))
+        ids: list[list[int]] = []
+        for name, kind, macs, br, bw, dt, allocs, frees in self._infer_template:
+            mine = [new_tensor_id() for _ in allocs]
+            ids.append(mine)
+            yield Op(name, kind, macs, br, bw, dt,
+                     tuple(Tensor(i, nb, k, n) for i, (nb, k, n) in zip(mine, allocs, strict=True)),
+                     tuple(ids[o][j] for o, j in frees))
+        return cls
 
     def train_step(self, xs: np.ndarray, ys: np.ndarray) -> Generator[Op, None, float]:
         xs = np.asarray(xs, F32).reshape((-1,) + self.input_shape)
