@@ -343,9 +343,36 @@ class SweepOutcome:
         return sum(r["status"] != "ok" for r in self.rows)
 
 
-def _worker_init() -> None:
-    # Ctrl-C goes to the parent, which stops the pool; workers must not die mid-row on their own.
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+
+def _watch_parent(pid: int, period_s: float = 0.5) -> None:
+    while _alive(pid):
+        time.sleep(period_s)
+    os._exit(3)
+
+
+def _worker_init(parent_pid: int) -> None:
+    """In each pool worker: Ctrl-C goes to the sweep, which stops the pool (a worker must not die
+    mid-row on its own); and a worker whose sweep was killed outright (SIGKILL) exits instead of
+    waiting forever on the pool's queue."""
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="edgesim-watch-sweep").start()
 
 
 def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, scheduler: str | None = None,
@@ -414,7 +441,7 @@ def _new_pool(n: int) -> ProcessPoolExecutor:
     # workers fork from a server that has already imported the simulator, the workloads and
     # scikit-learn (1-2 s per process otherwise)
     ctx.set_forkserver_preload(["simulator.sweep", "simulator.api", "workloads", "sklearn.datasets"])
-    return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init)
+    return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
 
 
 def _stop_pool(ex: ProcessPoolExecutor) -> None:

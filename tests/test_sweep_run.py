@@ -180,6 +180,32 @@ def test_a_killed_worker_restarts_the_pool_and_loses_nothing(tmp_path):
     assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
 
 
+def test_a_sweep_killed_outright_leaves_no_workers_and_resumes(tmp_path):
+    """SIGKILL of the sweep itself (no clean-up runs): its workers notice and exit, the rows on disk
+    are whole, and --resume finishes the grid."""
+    grid, out = write_grid(tmp_path), tmp_path / "out"
+    proc = subprocess.Popen(_cli(str(grid), "--workers", "2", "--out", str(out), "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_lines(out / RESULTS_FILE, 2, proc)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _session_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leftovers = _session_pids(proc.pid)
+    finally:
+        _end_session(proc)
+    assert leftovers == [], "pool workers outlived a killed sweep"
+    n_first = len(ResultsLog(out / RESULTS_FILE).read())
+    resumed = subprocess.run(_cli(str(grid), "--workers", "2", "--out", str(out), "--resume", "--json", "--quiet"),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode in (0, 3), resumed.stderr
+    assert json.loads(resumed.stdout)["skipped"] == n_first
+    rows = ResultsLog(out / RESULTS_FILE).read()
+    assert len(rows) == N and len({r["key"] for r in rows}) == N
+
+
 def test_a_scenario_that_raises_becomes_an_error_row(tmp_path):
     g = tmp_path / "g.toml"
     g.write_text(GRID.format(duration=600.0, devices='["rpi-pico"]').split("[schedules.light]")[0]
