@@ -22,6 +22,7 @@ techniques are plan transformations or changes to the math:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -125,10 +126,13 @@ def single_thread_blas():
     spinning second BLAS thread makes small matmuls several times slower."""
     global _BLAS
     if _BLAS is None:
-        from threadpoolctl import ThreadpoolController  # ships with scikit-learn
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
+        try:
+            from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+        except ImportError:  # pragma: no cover - then BLAS keeps its own thread count
+            _BLAS = False
+        else:
+            _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas") if _BLAS else contextlib.nullcontext()
 
 
 def fit(model: Model, X: np.ndarray, y: np.ndarray, *, steps: int, batch: int = 32, lr: float = 0.01,
