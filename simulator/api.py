@@ -136,7 +136,8 @@ def _simulate_dict(d: dict, where: str) -> dict[str, Any]:
 def _comparison_row(label: str, tech: Techniques, r: dict[str, Any]) -> dict[str, Any]:
     need = (r["fatal"] or {}).get("ram_needed_bytes")
     return {"label": label, "techniques": tech.active(), "macs_total": r["macs_total"],
-            "peak_ram_bytes": max(r["peak_ram_bytes"], need or 0),   # out of memory: what it would have needed "lower_bound_ram_bytes": r["lower_bound_ram_bytes"],
+            "peak_ram_bytes": max(r["peak_ram_bytes"], need or 0),   # out of memory: what it would have needed
+            "lower_bound_ram_bytes": r["lower_bound_ram_bytes"],
             "accuracy_after": r["accuracy_after"], "retention_after": r["retention_after"],
             "energy_per_day_j": r["energy_per_day_j"], "training_steps": r["training_steps"],
             "step_latency_s": r["step_latency_s"], "fits": r["fits"],

@@ -115,7 +115,8 @@ def summarise(result: dict[str, Any]) -> str:
             continue
         if c.get("fatal"):
             need = c.get("ram_needed_bytes")
-            what = f"does NOT fit ({c['fatal'].replace('_', ' ')}" + (
+            kind, _, rest = c["fatal"].partition(" ")
+            what = f"does NOT fit ({kind.replace('_', ' ')} {rest}" + (
                 f": it needs {need:,} B of {result['ram_budget_bytes']:,} B RAM)" if need else ")")
         else:
             acc = "-" if c["accuracy_after"] is None else f"{c['accuracy_after']:.1%}"

@@ -66,7 +66,7 @@ def test_apply_overrides_is_a_copy_with_dotted_keys():
                                "battery.harvest_w_by_hour": [0.0] * 24})
     assert d["schedule"]["batch"] == 16 and d["schedule"]["techniques"] == {"fused_update": True, "etf": True}
     assert d["device"] == "rpi-pico"
-    assert base["schedule"]["batch"] == 8 and "etf" not in base["schedule"]["techniques"]   # untouched
+    assert base["schedule"]["batch"] == 14 and "etf" not in base["schedule"]["techniques"]   # untouched
     sc = load_scenario(d)
     assert sc.schedule["batch"] == 16 and sc.techniques.etf
     with pytest.raises(ValueError, match="'device.x': device is not a table"):
