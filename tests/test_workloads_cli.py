@@ -49,3 +49,32 @@ def test_bad_spec_exits_2_with_one_line(spec, part, capsys):
 def test_bad_batch_exits_2(capsys):
     assert main(["workloads", "--batch", "0"]) == 2
     assert "--batch" in capsys.readouterr().err
+
+
+def test_train_reports_accuracy_before_and_after(capsys):
+    assert main(["workloads", "mlp-microbit", "--train", "60", "--batch", "8", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["spec"] == "mlp:16-12-10" and r["steps"] == 60 and r["macs"] > 0
+    assert r["after"]["user_accuracy"] > r["before"]["user_accuracy"]
+    assert r["last_loss"] < r["first_loss"]
+
+
+def test_train_with_techniques(capsys):
+    assert main(["workloads", "lenet-digits", "--train", "3", "--batch", "4",
+                 "--techniques", "instance_filter=0.2, update=last-k,last_k=2,fused_update=true"]) == 0
+    out = capsys.readouterr().out
+    assert "instance_filter, update, last_k, fused_update" in out and "MACs in total" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["workloads", "mlp-digits", "--train", "2", "--techniques", "bogus=1"], ["unknown technique 'bogus'"]),
+    (["workloads", "mlp-digits", "--train", "2", "--techniques", "etf"], ["'etf' is not KEY=VALUE"]),
+    (["workloads", "mlp-digits", "--train", "2", "--techniques", "update=all-of-it"], ["techniques.update"]),
+    (["workloads", "--train", "2"], ["needs a WORKLOAD"]),
+    (["workloads", "mlp-digits", "--train", "-1"], ["--train must be >= 0"]),
+])
+def test_train_bad_input_exits_2(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err

@@ -28,11 +28,18 @@ def register(sub) -> None:
         description="List the model zoo with what one training step costs (parameters, MACs, peak live bytes\n"
                     "of the step's own buffers, at batch 1, all from a real traced step), or describe one zoo\n"
                     "name or spec layer by layer.\n\n" + GRAMMAR,
-        example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10",
+        example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10\n"
+                "  edgesim workloads lenet-digits --train 80 --batch 8 --techniques instance_filter=0.2",
     )
     p.add_argument("workload", nargs="?", metavar="WORKLOAD",
                    help="a zoo name or spec to describe layer by layer (default: list the zoo)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the traced step")
+    p.add_argument("--train", type=int, default=0, metavar="STEPS",
+                   help="with WORKLOAD: personalise it for STEPS traced steps and report accuracy before/after")
+    p.add_argument("--story", default="new-class", choices=("new-class", "shift", "plain"),
+                   help="with --train: learn a new class, adapt to shifted data, or train from scratch")
+    p.add_argument("--techniques", default="", metavar="K=V,...",
+                   help="with --train: technique switches, e.g. instance_filter=0.2,error_map_prune=0.2")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -73,11 +80,72 @@ def describe(workload: str, batch: int = 1) -> dict:
     return out
 
 
+def parse_techniques(text: str):
+    """``k=v,k=v`` -> Techniques; values are numbers, true/false or words (update=last-k)."""
+    from workloads import Techniques
+
+    d: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--techniques: {part!r} is not KEY=VALUE")
+        k, v = (x.strip() for x in part.split("=", 1))
+        if v.lower() in ("true", "false"):
+            d[k] = v.lower() == "true"
+        else:
+            try:
+                d[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+            except ValueError:
+                d[k] = v
+    return Techniques.from_dict(d, where="--techniques")
+
+
+def personalise(workload: str, steps: int, batch: int, story: str, techniques, seed: int = 0) -> dict:
+    """Train a job for ``steps`` traced steps; accuracy before/after, total MACs, largest step peak."""
+    import itertools
+
+    from tqdm import tqdm
+
+    import workloads as W
+
+    job = W.make_job(workload, story=story, techniques=techniques, seed=seed)
+    before = job.evaluate()
+    stream = job.labelled_stream()
+    macs = peak = 0
+    losses = []
+    for i in tqdm(range(steps), desc=f"training {job.name}", unit="step", leave=False):
+        xs, ys = zip(*itertools.islice(stream, batch), strict=True)
+        ops, loss = W.collect(job.train_step(np.stack(xs), np.array(ys)))
+        macs += sum(o.macs for o in ops)
+        losses.append(loss)
+        if i % 20 == 0 or i == steps - 1:
+            peak = max(peak, W.check_trace(ops, job.persistent_tensors()).peak_live_bytes)
+    return {"spec": job.name, "dataset": job.dataset, "story": story, "steps": steps, "batch": batch,
+            "techniques": techniques.active(), "lr": job.lr, "before": before, "after": job.evaluate(),
+            "macs": macs, "peak_live_bytes": peak, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
 def run(args) -> int:
     import workloads as W
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1 (got {args.batch})")
+    if args.train < 0:
+        raise ValueError(f"--train must be >= 0 (got {args.train})")
+    if args.train:
+        if not args.workload:
+            raise ValueError("--train needs a WORKLOAD (a zoo name or spec)")
+        r = personalise(args.workload, args.train, args.batch, args.story, parse_techniques(args.techniques))
+        if args.json:
+            emit_json(r)
+            return 0
+        b, a = r["before"], r["after"]
+        print(f"{r['spec']} on {r['dataset']}, story {r['story']}, {r['steps']} steps x batch {r['batch']}, "
+              f"SGD lr {r['lr']:g}, techniques: {', '.join(r['techniques']) or 'none'}")
+        print(f"user accuracy      {b['user_accuracy'] * 100:5.1f} % -> {a['user_accuracy'] * 100:5.1f} %")
+        print(f"retention (old)    {b['retention_accuracy'] * 100:5.1f} % -> {a['retention_accuracy'] * 100:5.1f} %")
+        print(f"loss               {r['first_loss']:.3f} -> {r['last_loss']:.3f} nats")
+        print(f"{r['macs']:,} MACs in total; largest step peak live {human_bytes(r['peak_live_bytes'])}")
+        return 0
     if args.workload:
         d = describe(args.workload, args.batch)
         if args.json:
