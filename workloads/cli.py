@@ -27,7 +27,8 @@ def register(sub) -> None:
         sub, "workloads", help="list the model zoo and the spec grammar",
         description="List the model zoo with what one training step costs (parameters, MACs, peak live bytes\n"
                     "of the step's own buffers, at batch 1, all from a real traced step), or describe one zoo\n"
-                    "name or spec layer by layer.\n\n" + GRAMMAR,
+                    "name or spec layer by layer; with --train, personalise it through the trace and report\n"
+                    "user accuracy and retention before/after.\n\n" + GRAMMAR,
         example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10\n"
                 "  edgesim workloads lenet-digits --train 80 --batch 8 --techniques instance_filter=0.2",
     )
