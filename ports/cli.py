@@ -1,16 +1,168 @@
-"""Subcommands (placeholder until its issue lands)."""
+"""``edgesim emulate`` and ``edgesim calibrate``: the workload on a QEMU-emulated board (DESIGN.md §4)."""
 from __future__ import annotations
 
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
-from simulator.cliutil import add_command
+from simulator.cliutil import add_command, emit_json, format_table
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOFIT = 0, 1, 2, 3
+AGREEMENT = 0.10
 
 
-def _not_yet(args) -> int:
-    print(f"edgesim {args.command}: not implemented yet", file=sys.stderr)
-    return 1
+def _write_json_atomic(obj: dict, path: Path) -> None:
+    from simulator.cliutil import _jsonable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, sort_keys=True, indent=2, default=_jsonable)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _board(name: str):
+    from .boards import load_board, missing_requirements
+
+    board = load_board(name)
+    missing = missing_requirements(board)
+    if missing:
+        from .boards import INSTALL_HINT
+        raise FileNotFoundError(f"cannot emulate {board.name}: {'; '.join(missing)}: {INSTALL_HINT}")
+    return board
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f} %"
+
+
+def _emulate(args) -> int:
+    from .emulate import emulate
+    from .errors import PortError
+
+    board = _board(args.board)
+    out_dir = Path(args.out) if args.out else Path("edgesim-out") / "emulation" / \
+        f"{board.name}-{args.workload.replace(':', '_')}"
+    log = out_dir / "serial.log"
+    try:
+        res = emulate(board, args.workload, args.steps, seed=args.seed, lr=args.lr, log_path=log,
+                      progress=not args.json)
+    except PortError as e:
+        print(f"edgesim emulate: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    _write_json_atomic(res, out_dir / "emulation.json")
+    report = None
+    try:
+        from reports import render_emulation
+    except ImportError:
+        render_emulation = None
+    if render_emulation is not None:
+        report = render_emulation(res, out_dir)
+    if args.json:
+        emit_json(res)
+    else:
+        _print_emulation(res, out_dir, report)
+    return EXIT_OK if res["fits"] else EXIT_NOFIT
+
+
+def _print_emulation(res: dict, out_dir: Path, report) -> None:
+    print(f"{res['workload']} on emulated {res['board']} ({res['firmware']}), {res['steps']} steps, batch 1")
+    if not res["fits"]:
+        print(f"the board ran out of memory: {res['guest_memory_error']}")
+        print(f"the simulator predicted: {'fits' if res['predicted_fits'] else 'does not fit'} "
+              f"(heap peak {res['predicted_heap_peak_bytes']} B of a {res['heap_total_bytes']} B GC heap)")
+    else:
+        rows = [
+            ["heap peak (bytes)", res["heap_peak_bytes"], res["predicted_heap_peak_bytes"], _pct(res["heap_error"])],
+            ["instructions per step", round(res["instructions_per_step"]), round(res["predicted_instructions_per_step"]),
+             _pct(res["instructions_error"])],
+            ["device time per step (ms)", round(1e3 * res["device_seconds_per_step"], 2),
+             round(1e3 * res["predicted_device_seconds_per_step"], 2), _pct(res["instructions_error"])],
+        ]
+        print(format_table(["", "emulator", "simulator", "error"], rows))
+        print(f"\nloss per step (nats)     board vs host (float32, rtol {res['loss_tolerance']['rtol']:g}): "
+              f"{'match' if res['losses_match_host'] else 'DIFFER'} (max |diff| {res['loss_max_abs_diff']:.2e})")
+        n = len(res["losses"])
+        show = list(range(n)) if n <= 12 else list(range(6)) + list(range(n - 6, n))
+        print(format_table(["step", "board", "host"], [[i, f"{res['losses'][i]:.5f}", f"{res['host_losses'][i]:.5f}"]
+                                                       for i in show]))
+        if res.get("loss_falls") is not None:
+            print(f"loss {'falls' if res['loss_falls'] else 'does not fall'} (mean of the second half vs the first)")
+        ok = abs(res["heap_error"]) <= AGREEMENT and abs(res["instructions_error"]) <= AGREEMENT
+        print(f"\nagreement within ±{AGREEMENT:.0%}: {'yes' if ok else 'NO'}; "
+              f"emulation wall time {res['wall_per_step_s'] * 1e3:.0f} ms per step")
+    print(f"results: {out_dir / 'emulation.json'}" + (f"; report: {report}" if report else ""))
+
+
+def _calibrate(args) -> int:
+    from .boards import load_board
+    from .calibrate import calibrate, profile_values, write_runtime_table
+    from .errors import PortError
+
+    board = _board(args.board)
+    if args.in_place and args.write:
+        raise ValueError("calibrate: give --write PATH or --in-place, not both")
+    dst = Path(board.profile.path) if args.in_place else Path(args.write) if args.write else \
+        Path("edgesim-out") / "calibration" / f"{board.name}.toml"
+    try:
+        res = calibrate(board, log_path=dst.parent / f"{board.name}-calibration.serial.log" if not args.in_place
+                        else None, progress=not args.json)
+    except PortError as e:
+        print(f"edgesim calibrate: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    path = write_runtime_table(board.profile.path, dst, profile_values(res))
+    res["written_to"] = str(path)
+    load_board(path)      # the written profile loads
+    if args.json:
+        emit_json(res)
+        return EXIT_OK
+    rt = board.profile.runtime_for("micropython")
+    print(f"calibrated {board.name} [runtime.micropython] on {res['firmware']}")
+    rows = [[k, getattr(rt, k), v] for k, v in res["coefficients"].items()]
+    rows.append(["ram_reserved_bytes", rt.ram_reserved_bytes, res["ram_reserved_bytes"]])
+    print(format_table(["coefficient", "before", "fitted"], rows))
+    print(f"\nfit: cycles = instructions x {res['cycles_per_instruction']} CPI; residuals (fit - measured) / measured:")
+    print(format_table(["micro-benchmark", "kind", "MACs", "instructions", "fit", "residual"],
+                       [[b["label"], b["kind"], b["macs"], b["instructions"],
+                         round(b["fit_cycles"] / res["cycles_per_instruction"]), _pct(b["residual"])]
+                        for b in res["benchmarks"]]))
+    print(f"residuals: rms {100 * res['residual_rms']:.1f} %, max {100 * res['residual_max_abs']:.1f} %")
+    f = res["footprint"]
+    print(f"port footprint: {f['port_bytes']} B of the {f['heap_total_bytes']} B GC heap at an empty training step "
+          f"(modules loaded, no model: {f['base_alloc_bytes']} B)")
+    print(f"written to {path}")
+    return EXIT_OK
 
 
 def register(sub) -> None:
-    add_command(sub, "emulate", help="run training on a QEMU-emulated board", description="run training on a QEMU-emulated board (not implemented yet).", example="edgesim emulate --help").set_defaults(func=_not_yet)
-    add_command(sub, "calibrate", help="fit a profile's micropython cost coefficients on the emulated board", description="fit a profile's micropython cost coefficients on the emulated board (not implemented yet).", example="edgesim calibrate --help").set_defaults(func=_not_yet)
+    p = add_command(sub, "emulate", help="run training on a QEMU-emulated board beside the simulator's prediction",
+                    description="Run a workload's training in MicroPython on a QEMU-emulated board and print, beside "
+                                "the simulator's prediction for the same board, workload and batch: heap peak, "
+                                "instructions per step, and the loss curve against the host's. Exit 3 if the board "
+                                "runs out of memory.",
+                    example="edgesim emulate --board bbc-microbit-v1 --workload mlp:16-12-10 --steps 20")
+    p.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
+    p.add_argument("--workload", default="mlp-microbit", help="zoo name or mlp: spec")
+    p.add_argument("--steps", type=int, default=10, help="training steps (batch 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the host job (weights, data order)")
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default=None, help="directory for emulation.json, the serial log and the report "
+                                               "(default ./edgesim-out/emulation/BOARD-WORKLOAD/)")
+    p.set_defaults(func=_emulate)
+    c = add_command(sub, "calibrate", help="fit a profile's micropython cost coefficients on the emulated board",
+                    description="Run micro-benchmarks (one kernel per op kind at several sizes, an empty op, an "
+                                "empty training step) on the emulated board, fit the simulator's micropython cost "
+                                "coefficients and the port's heap footprint, print the fit and its residuals, and "
+                                "write them into a profile.",
+                    example="edgesim calibrate --board bbc-microbit-v1 --write my-microbit.toml")
+    c.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--write", default=None, metavar="PATH",
+                   help="write the calibrated profile here (default ./edgesim-out/calibration/BOARD.toml)")
+    g.add_argument("--in-place", action="store_true", help="update the profile file itself")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.set_defaults(func=_calibrate)

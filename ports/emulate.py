@@ -25,7 +25,7 @@ from .session import BoardSession
 
 MODULES = ("mlpk.py", "mlp.py", "srv.py")   # import order: each compiles on a clean heap
 WEIGHTS_PER_LINE = 12
-RESERVE_BYTES = 600
+RESERVE_BYTES = 0
 LR = 0.05
 LOSS_RTOL = 1e-3      # float32 on both sides; the board sums in a different order and has its own exp/log
 LOSS_ATOL = 1e-4

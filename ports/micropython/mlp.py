@@ -18,8 +18,7 @@ XS = None             # the sample as received (staging: the serial line's buffe
 LR = 0.05
 TK = array('H', range(22))   # per-op microseconds of the last step
 MA = array('H', range(22))   # per-op live heap bytes, sampled after the op
-N = 0                 # ops recorded in this step (the caller resets it)
-G = None              # the loss gradient, from forward() to backward()
+N = 0                 # ops recorded in this step
 
 
 def setup(z, lr):
@@ -42,8 +41,10 @@ def rec(t0):
     N += 1
 
 
-def forward(y):
-    global G
+def step(y):
+    # one training step on XS with label y; returns the loss; TK/MA hold its N ops
+    global N
+    N = 0
     n = len(S) - 1
     t0 = ticks_us()
     A[0] = array('f', XS)
@@ -53,20 +54,12 @@ def forward(y):
         A[l + 1] = k.fwd(A[l], W[l], B[l], S[l], S[l + 1], l < n - 1)
         rec(t0)
     t0 = ticks_us()
-    G, loss = k.ce(A[n], y, S[n])
+    g, v = k.ce(A[n], y, S[n])
     rec(t0)
     A[n] = None
-    return loss
-
-
-def backward():
-    # takes the loss gradient out of G, so no caller keeps it alive past its last use
-    global G
-    g = G
-    G = None
-    for l in range(len(S) - 2, -1, -1):
+    for l in range(n - 1, -1, -1):
         m = S[l + 1]
-        if l < len(S) - 2:
+        if l < n - 1:
             t0 = ticks_us()
             k.dact(g, A[l + 1], m)
             rec(t0)
@@ -87,3 +80,4 @@ def backward():
         k.upd(W[l], B[l], d, e, LR, S[l] * m)
         rec(t0)
         d = e = None
+    return v

@@ -4,7 +4,7 @@
 # Shared by the training (mlp.py) and the calibration micro-benchmarks (bench.py). New buffers are
 # array('f', range(n)): n floats at exactly their size (range has a length, so no over-allocation).
 from array import array
-import math
+from math import exp, log
 
 
 def fwd(x, w, b, n, m, r):
@@ -31,13 +31,13 @@ def ce(z, y, m):
     g = array('f', range(m))
     e = 0.0
     for j in range(m):
-        v = math.exp(z[j] - t)
+        v = exp(z[j] - t)
         g[j] = v
         e += v
     for j in range(m):
         g[j] = g[j] / e
     g[y] -= 1.0
-    return g, math.log(e) - (z[y] - t)
+    return g, log(e) - (z[y] - t)
 
 
 def dact(d, a, m):
@@ -54,9 +54,8 @@ def dw(x, g, n, m):
         v = g[j]
         k = j
         if v == 0:
-            for i in range(n):
+            for k in range(j, n * m, m):
                 d[k] = 0.0
-                k += m
         else:
             for i in range(n):
                 d[k] = x[i] * v

@@ -11,6 +11,7 @@ import mlp
 from microbit import uart
 
 R = ''
+Q = -1
 L = bytearray(120)
 
 
@@ -39,51 +40,49 @@ def hexf(a, o, h):
         o += 1
 
 
-def run(q, y):
-    # one step; its answer: seq, loss bits, heap before, per-op us, per-op heap, checksum
-    global R
-    R = ''
-    gc.collect()
-    a = gc.mem_alloc()
-    mlp.N = 0
-    v = mlp.forward(y)
-    mlp.backward()
-    r = '%d %08x %d ' % (q, ustruct.unpack('<I', ustruct.pack('<f', v))[0], a)
-    r += ','.join([str(mlp.TK[i]) for i in range(mlp.N)]) + ' '
-    r += ','.join([str(mlp.MA[i]) for i in range(mlp.N)])
-    R = r + ' #' + str(ck(r))
-
-
 def main(z, lr):
-    # first the live heap with no model (the port's own footprint), then with it
+    # first the live heap with no model (the port's own footprint), then with it. main's frame is
+    # kept small (it lives all along, so it must not land in the middle of the free heap); each
+    # line is served by serve(), whose frame is freed after the line
     gc.collect()
     a = gc.mem_alloc()
     if z:
         mlp.setup(z, lr)
     gc.collect()
     print('@ready %d %d %d' % (a, gc.mem_alloc(), gc.mem_free()))
-    Q = -1
-    while True:
-        h = line().split()
-        c = h[0] if h else ''
-        if c == 'e':
-            return
-        try:
-            if c == 's':
-                q = int(h[1])
-                if q != Q:
-                    y = int(h[2])
-                    h = None
-                    run(q, y)
-                    Q = q
-                print('@' + R)
-            elif c == 'w' or c == 'b' or c == 'x':
-                if ck(h[4]) != int(h[3]) or len(h[4]) % 8:
-                    raise ValueError
-                o = int(h[2])
-                hexf(mlp.W[int(h[1])] if c == 'w' else mlp.B[int(h[1])] if c == 'b' else mlp.XS, o, h[4])
-                print('@%d %s' % (o + len(h[4]) // 8, h[3]))
-            else:
+    while serve(line().split()):
+        pass
+
+
+def serve(h):
+    global R, Q
+    c = h[0] if h else ''
+    if c == 'e':
+        return False
+    try:
+        if c == 's':
+            q = int(h[1])
+            if q != Q:
+                # the step's answer: seq, loss bits, heap before, per-op us, per-op heap, checksum
+                y = int(h[2])
+                h = R = None
+                gc.collect()
+                a = gc.mem_alloc()
+                v = mlp.step(y)
+                h = '%d %08x %d ' % (q, ustruct.unpack('<I', ustruct.pack('<f', v))[0], a)
+                h += ','.join([str(mlp.TK[i]) for i in range(mlp.N)]) + ' '
+                h += ','.join([str(mlp.MA[i]) for i in range(mlp.N)])
+                R = h + ' #' + str(ck(h))
+                Q = q
+            print('@' + R)
+        elif c == 'w' or c == 'b' or c == 'x':
+            if ck(h[4]) != int(h[3]) or len(h[4]) % 8:
                 raise ValueError
-        except (ValueError, IndexError, TypeError):
-            print('@E')
+            o = int(h[2])
+            hexf(mlp.W[int(h[1])] if c == 'w' else mlp.B[int(h[1])] if c == 'b' else mlp.XS, o, h[4])
+            print('@%d %s' % (o + len(h[4]) // 8, h[3]))
+        else:
+            raise ValueError
+    except (ValueError, IndexError, TypeError):
+        print('@E')
+    return True
