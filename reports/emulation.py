@@ -1,5 +1,6 @@
 """The sim-vs-emulator part of a report: what the simulator predicted for a board beside what the
-emulated board measured (heap peak, instructions per step, the loss curve against the host's)."""
+emulated board measured (heap peak, instructions per step, the loss curve against the host's).
+Reads the ``edgesim emulate`` dict (ports/emulate.py); optional fields are shown when present."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,29 +19,60 @@ def _ratio_row(what: str, measured, predicted, show) -> list[str]:
     return [what, show(measured), show(predicted), "n/a", "n/a"]
 
 
+def _board_oom(emu: dict) -> bool:
+    return emu.get("fits") is False
+
+
 def emulation_section(emu: dict, prefix: str = "") -> Section:
     """A section comparing the emulator's measurements with the simulator's predictions."""
     board = str(emu.get("board") or "board")
     sec = Section("Simulator vs emulator")
-    sec.blocks.append(f"Board **{board}** running firmware {emu.get('firmware') or 'n/a'}. Agreement goal: "
-                      f"the prediction within ±{AGREEMENT:.0%} of the measurement.")
-    sec.blocks.append(Table(
-        ["quantity", "emulator (measured)", "simulator (predicted)", "error (predicted vs measured)",
-         f"within ±{AGREEMENT:.0%}"],
-        [_ratio_row("heap peak", emu.get("heap_peak_bytes"), emu.get("predicted_heap_peak_bytes"), fmt.nbytes),
-         _ratio_row("instructions per training step", emu.get("instructions_per_step"),
-                    emu.get("predicted_instructions_per_step"), fmt.count)],
-        caption="Measured on the emulated board vs predicted by the simulator"))
+    sec.blocks.append(f"Board **{board}** running firmware {emu.get('firmware') or 'n/a'}"
+                      f"{', workload ' + str(emu['workload']) if emu.get('workload') else ''}"
+                      f"{', ' + str(emu['steps']) + ' training steps (batch 1)' if emu.get('steps') else ''}. "
+                      f"Agreement goal: the prediction within ±{AGREEMENT:.0%} of the measurement.")
+    if _board_oom(emu):
+        sec.blocks.append(f"**The board ran out of memory**: {emu.get('guest_memory_error') or 'MemoryError'}. "
+                          f"The simulator predicted: {'fits' if emu.get('predicted_fits') else 'does not fit'}.")
+    rows = [_ratio_row("heap peak", emu.get("heap_peak_bytes"), emu.get("predicted_heap_peak_bytes"), fmt.nbytes)]
+    if "predicted_workload_heap_peak_bytes" in emu:
+        rows.append(_ratio_row("heap peak of the workload alone", emu.get("workload_heap_peak_bytes"),
+                               emu.get("predicted_workload_heap_peak_bytes"), fmt.nbytes))
+    rows.append(_ratio_row("instructions per training step", emu.get("instructions_per_step"),
+                           emu.get("predicted_instructions_per_step"), fmt.count))
+    if "predicted_device_seconds_per_step" in emu:
+        rows.append(_ratio_row("device time per training step", emu.get("device_seconds_per_step"),
+                               emu.get("predicted_device_seconds_per_step"), fmt.seconds))
+    sec.blocks.append(Table(["quantity", "emulator (measured)", "simulator (predicted)",
+                             "error (predicted vs measured)", f"within ±{AGREEMENT:.0%}"], rows,
+                            caption="Measured on the emulated board vs predicted by the simulator"))
+    heap_rows = [[label, fmt.nbytes(emu.get(key))] for label, key in (
+        ("GC heap on the board", "heap_total_bytes"), ("port's own footprint (code + staging)", "port_footprint_bytes"),
+        ("footprint measured on the board", "board_footprint_bytes"), ("failed allocation", "failed_alloc_bytes"))
+        if emu.get(key) is not None]
+    if heap_rows:
+        sec.blocks.append(Table(["heap figure", "bytes"], heap_rows, caption="Heap on the board"))
+    ops, meas, pred = emu.get("predicted_ops"), emu.get("op_instructions_step0"), emu.get("predicted_op_instructions_step0")
+    if ops and meas and pred and len(ops) == len(meas) == len(pred):
+        sec.blocks.append(Table(["op (step 1)", "instructions (board)", "instructions (simulator)", "error"],
+                                [[str(o), fmt.count(m), fmt.count(p),
+                                  fmt.signed_pct((p - m) / m) if plots.finite(m) and m else "n/a"]
+                                 for o, m, p in zip(ops, meas, pred, strict=True)],
+                                caption="Per-op instructions in the first step"))
     losses, host = list(emu.get("losses") or []), list(emu.get("host_losses") or [])
     if losses or host:
         n = min(len(losses), len(host))
         diffs = [abs(a - b) for a, b in zip(losses[:n], host[:n], strict=True)]
+        match = emu.get("losses_match_host")
+        tol = emu.get("loss_tolerance") or {}
         sec.blocks.append(Table(["steps (board)", "steps (host)", "first loss (board / host)",
-                                 "last loss (board / host)", "max |board - host| (nats)"],
+                                 "last loss (board / host)", "max |board - host| (nats)", "match"],
                                 [[str(len(losses)), str(len(host)),
                                   f"{losses[0]:.4f} / {host[0]:.4f}" if n else "n/a",
                                   f"{losses[n - 1]:.4f} / {host[n - 1]:.4f}" if n else "n/a",
-                                  f"{max(diffs):.2e}" if diffs else "n/a"]],
+                                  f"{max(diffs):.2e}" if diffs else "n/a",
+                                  ({True: "yes", False: "no"}.get(match, "n/a")
+                                   + (f" (rtol {tol['rtol']:g})" if match is not None and "rtol" in tol else ""))]],
                                 caption="Loss curve: emulated board vs host oracle"))
         sec.blocks.append(Image(f"{prefix}emulation_loss.png", plots.loss_compare_plot(losses, host, board),
                                 "Training loss per step on the emulated board and on the host"))
@@ -55,10 +87,15 @@ def render_emulation(emu: dict, out_dir: str | Path) -> Path:
     heap_ok = _ratio_row("", emu.get("heap_peak_bytes"), emu.get("predicted_heap_peak_bytes"), str)[-1]
     ins_ok = _ratio_row("", emu.get("instructions_per_step"), emu.get("predicted_instructions_per_step"), str)[-1]
     verdict = Section("Verdict")
-    agree = heap_ok == "yes" and ins_ok == "yes"
-    verdict.blocks.append(f"**{'AGREES' if agree else 'DISAGREES'}**: simulator vs emulated {board} — heap peak "
-                          f"within ±{AGREEMENT:.0%}: {heap_ok}; instructions per step within ±{AGREEMENT:.0%}: "
-                          f"{ins_ok}.")
+    if _board_oom(emu):
+        agree = emu.get("predicted_fits") is False
+        verdict.blocks.append(f"**{'AGREES' if agree else 'DISAGREES'}**: the emulated {board} ran out of memory; "
+                              f"the simulator predicted {'it would not fit' if agree else 'it would fit'}.")
+    else:
+        agree = heap_ok == "yes" and ins_ok == "yes"
+        verdict.blocks.append(f"**{'AGREES' if agree else 'DISAGREES'}**: simulator vs emulated {board} — heap peak "
+                              f"within ±{AGREEMENT:.0%}: {heap_ok}; instructions per step within "
+                              f"±{AGREEMENT:.0%}: {ins_ok}.")
     doc = Document(title=f"edgesim emulation report: {board}",
                    subtitle="the ported MicroPython workload on an emulated board vs the simulator's prediction",
                    sections=[verdict, emulation_section(emu)])

@@ -224,6 +224,17 @@ def test_emulation_report(tmp_path):
     assert "AGREES" in render_emulation(good, tmp_path / "good").read_text()
 
 
+def test_emulation_report_when_the_board_runs_out_of_memory(tmp_path):
+    oom = {"board": "bbc-microbit-v1", "firmware": "fw", "workload": "mlp:16-12-10", "steps": 3, "fits": False,
+           "guest_memory_error": "guest MemoryError: allocating 768 bytes failed", "heap_peak_bytes": None,
+           "instructions_per_step": None, "predicted_heap_peak_bytes": 3024, "predicted_instructions_per_step": 4e5,
+           "predicted_fits": True, "heap_total_bytes": 10048, "losses": [], "host_losses": [0.1, 0.2, 0.3]}
+    text = render_emulation(oom, tmp_path).read_text()
+    assert "DISAGREES" in text and "ran out of memory" in text and "allocating 768 bytes failed" in text
+    assert "9.8 KiB" in text
+    assert "AGREES</strong>" in render_emulation(dict(oom, predicted_fits=False), tmp_path / "b").read_text()
+
+
 def test_sweep_report_from_rows(tmp_path):
     def row(i, dev, sched, fits, status="ok"):
         res = tiny_result(fits)
