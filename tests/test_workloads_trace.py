@@ -382,6 +382,9 @@ def test_bad_inputs_are_clear_errors():
         W.make_job("mlp:64-8-5")
     with pytest.raises(ValueError, match="etf"):
         W.make_job("mlp:64-4-10", techniques=Techniques(etf=True))
+    with pytest.raises(ValueError, match="unknown technique 'fast'"):
+        W.make_job("mlp-digits", techniques={"fast": True})
+    assert W.make_job("mlp-digits", techniques={"fused_update": True}).techniques.fused_update
     job = W.make_job("mlp-digits")
     with pytest.raises(ValueError, match="3 samples but 2 labels"):
         collect(job.train_step(np.zeros((3, 64)), np.zeros(2, int)))

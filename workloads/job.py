@@ -213,6 +213,10 @@ class Job:
     def __init__(self, workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
                  techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
                  momentum: float = 0.9, seed: int = 0, pretrain: bool = True):
+        if isinstance(techniques, dict):
+            techniques = Techniques.from_dict(techniques)
+        if not isinstance(techniques, Techniques):
+            raise ValueError(f"techniques must be a workloads.Techniques or a dict (got {type(techniques).__name__})")
         spec, zoo_ds = resolve(workload)
         self.spec = spec
         self.name = spec.text
