@@ -46,6 +46,11 @@ def emulation_section(emu: dict, prefix: str = "") -> Section:
     sec.blocks.append(Table(["quantity", "emulator (measured)", "simulator (predicted)",
                              "error (predicted vs measured)", f"within ±{AGREEMENT:.0%}"], rows,
                             caption="Measured on the emulated board vs predicted by the simulator"))
+    by_step, pred_by_step = emu.get("instructions_by_step") or [], emu.get("predicted_instructions_by_step") or []
+    if pred_by_step:
+        sec.blocks.append(Image(f"{prefix}emulation_instructions.png",
+                                plots.instructions_plot(by_step, pred_by_step, board),
+                                "Instructions per training step: emulated board vs simulator"))
     heap_rows = [[label, fmt.nbytes(emu.get(key))] for label, key in (
         ("GC heap on the board", "heap_total_bytes"), ("port's own footprint (code + staging)", "port_footprint_bytes"),
         ("footprint measured on the board", "board_footprint_bytes"), ("failed allocation", "failed_alloc_bytes"))

@@ -452,5 +452,20 @@ def loss_compare_plot(losses: Sequence[float], host_losses: Sequence[float], boa
         return _png(fig)
 
 
+def instructions_plot(measured: Sequence[float], predicted: Sequence[float], board: str) -> bytes:
+    """Instructions per training step on the emulated board and as the simulator predicted them."""
+    with _figure(height=3.0) as (fig, axes):
+        ax = axes[0][0]
+        if measured:
+            ax.plot(range(1, len(measured) + 1), measured, "o-", ms=3, label=f"{board} (emulated, QEMU icount)")
+        ax.plot(range(1, len(predicted) + 1), predicted, "s--", ms=3, label="simulator prediction")
+        ax.set_title("Instructions per training step: emulated board vs simulator")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("instructions (count)")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="lower right", fontsize=8)
+        return _png(fig)
+
+
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

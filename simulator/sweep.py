@@ -403,9 +403,15 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
     bar = tqdm(total=len(points), initial=skipped, desc=f"sweep {grid.name}", unit="scenario",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
+    n_err = sum(r["status"] != "ok" for r in done.values())
+
     def record(row: dict) -> None:
+        nonlocal n_err
         log.append(row)
         done[row["key"]] = row
+        n_err += row["status"] != "ok"
+        if n_err:
+            bar.set_postfix(errors=n_err, refresh=False)
         bar.update(1)
         if on_row:
             on_row(row)
