@@ -269,11 +269,19 @@ def run_point(point: Point, base: str | dict, keep_timelines: bool = False,
 
 
 def _plain(o: Any) -> Any:
-    """Make a result JSON-plain (numpy scalars/arrays to Python, non-finite floats to strings)."""
+    """A result as plain JSON data: numpy scalars/arrays to Python, NaN to None, infinities to "inf"."""
     from simulator.cliutil import _jsonable
 
-    return json.loads(json.dumps(o, default=_jsonable, allow_nan=True).replace("NaN", "null")
-                      .replace("-Infinity", '"-inf"').replace("Infinity", '"inf"'))
+    def walk(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(json.loads(json.dumps(o, default=_jsonable, allow_nan=True)))
 
 
 # --- results.jsonl ---------------------------------------------------------------------------------
@@ -318,7 +326,9 @@ class ResultsLog:
         line = (json.dumps(row, sort_keys=True, allow_nan=False) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -177,3 +177,13 @@ def test_point_is_picklable_for_process_pools():
 
     p = Point(key="k", index=0, device="d", schedule="s", seed=0, overrides={"seed": 0})
     assert pickle.loads(pickle.dumps(p)) == p
+
+
+def test_results_are_made_plain_json_without_touching_strings():
+    import numpy as np
+
+    from simulator.sweep import _plain
+
+    out = _plain({"a": np.float32(1.5), "b": [float("nan"), float("inf"), -float("inf")], "c": np.arange(2),
+                  "msg": "NaN and Infinity stay words"})
+    assert out == {"a": 1.5, "b": [None, "inf", "-inf"], "c": [0, 1], "msg": "NaN and Infinity stay words"}
