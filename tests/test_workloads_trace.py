@@ -406,3 +406,24 @@ def test_repeated_inference_replays_the_same_trace_with_fresh_ids(name):
         preds.append(c)
     assert preds == list(job.model.predict(Xu[:20], job.techniques.int8))
     assert preds[0] == c0
+
+
+COMBOS = [
+    Techniques(update="sparse", sparse_fraction=0.3, int8=True),
+    Techniques(recompute=True, swap=True, fused_update=True),
+    Techniques(instance_filter=0.5, recompute=True, error_map_prune=0.3),
+    Techniques(etf=True, update="last-k", last_k=2, swap=True),
+    Techniques(update="bias", recompute=True, grad_prune=0.3),
+    Techniques(int8=True, swap=True, instance_filter=0.1, fused_update=True),
+]
+
+
+@pytest.mark.parametrize("name", ["dscnn-digits", "cnn1d-accel", "mlp-microbit"])
+@pytest.mark.parametrize("tech", COMBOS, ids=lambda t: "+".join(t.active()))
+def test_technique_combinations_keep_the_trace_valid(name, tech):
+    job = W.make_job(name, techniques=tech)
+    for _ in range(2):
+        ops, loss, _ = _step(job, 6)
+        assert np.isfinite(loss)
+    assert all(np.isfinite(p).all() for p in job.model.parameters())
+    check_trace(collect(job.infer(_batch(job, 1)[0][0]))[0], job.persistent_tensors())
