@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,15 +134,21 @@ def accelerometer(seed: int = 0, subjects: int = 12, windows_per_class: int = 40
 
 
 def load(name: str, seed: int = 0) -> Dataset:
-    """A data set by name: digits8 | digits4 | accel (aliases: digits, accelerometer)."""
+    """A data set by name: digits8 | digits4 | accel (aliases: digits, accelerometer). Cached in-process;
+    the arrays are read-only (index them to get a copy)."""
     key = ALIASES.get(name, name)
-    if key == "digits8":
-        return digits(8)
-    if key == "digits4":
-        return digits(4)
-    if key == "accel":
-        return accelerometer(seed)
-    raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    return _load(key, seed if key == "accel" else 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(key: str, seed: int) -> Dataset:
+    ds = accelerometer(seed) if key == "accel" else digits(8 if key == "digits8" else 4)
+    for a in (ds.X, ds.y, ds.groups):
+        if a is not None:
+            a.setflags(write=False)
+    return ds
 
 
 def default_for_shape(input_shape: tuple[int, ...]) -> str:
@@ -212,7 +219,7 @@ def personalisation_split(ds: Dataset, story: str, seed: int = 0) -> Split:
     perm = rng.permutation(n)
     p_tr, p_te, u = _parts(perm, (0.6, 0.2, 0.2))
     u_tr, u_te = _parts(u, (0.5, 0.5))
-    X8 = digits(8).X
+    X8 = load("digits8").X
     Xs = shifted_digits(X8[u], seed)
     if ds.name == "digits4":
         Xs = _pool_4x4(Xs)
