@@ -25,7 +25,7 @@ from .session import BoardSession
 
 MODULES = ("mlpk.py", "mlp.py", "srv.py")   # import order: each compiles on a clean heap
 WEIGHTS_PER_LINE = 12
-RESERVE_BYTES = 0
+LINE_TIMEOUT_S = 5.0     # a data line is answered at once; no answer means the line was lost: resend
 LR = 0.05
 LOSS_RTOL = 1e-3      # float32 on both sides; the board sums in a different order and has its own exp/log
 LOSS_ATOL = 1e-4
@@ -93,21 +93,18 @@ def parse_step(answer: str, q: int) -> BoardStep:
         raise ValueError(f"step {q}: unreadable answer {answer[:80]!r}: {e}") from None
 
 
-def load_modules(session: BoardSession, reserve_bytes: int = RESERVE_BYTES) -> None:
-    """Write and import the device modules. A block of ``reserve_bytes`` is taken first, at the
-    bottom of the heap, and freed just before the model is allocated: compiling leaves the rest of
-    the heap in small holes, and the model and a step's buffers need contiguous blocks."""
+def load_modules(session: BoardSession) -> None:
+    """Write the device modules into the board's file system and import them, each on a collected heap."""
     for name in MODULES:
         session.install(name)
     session.drop_loader()
-    session.exec(f"import gc\ngc.collect()\n_r=bytearray({reserve_bytes})")
     for name in MODULES:
-        session.exec(f"gc.collect()\nimport {name[:-3]}\ngc.collect()")
+        session.exec(f"import gc\ngc.collect()\nimport {name[:-3]}\ngc.collect()")
 
 
 def start_training(session: BoardSession, sizes: list[int], lr: float, run: BoardRun) -> None:
     r = session.repl
-    r.start_program(f"del _r\ngc.collect()\nsrv.main({sizes},{lr!r})")
+    r.start_program(f"gc.collect()\nsrv.main({sizes},{lr!r})")
     ans = r.read_answer(60)
     if not ans.startswith("ready "):
         raise ProtocolError(f"expected the ready line, got {ans[:60]!r}", serial_tail=session.qemu.tail(),
@@ -129,7 +126,7 @@ def send_floats(session: BoardSession, kind: str, index: int, arr: np.ndarray) -
         h = hex_floats(piece)
         ck = checksum(h.encode())
         want = f"{o + len(piece)} {ck}"
-        session.repl.exchange(f"{kind} {index} {o} {ck} {h}", lambda a, w=want: a == w)
+        session.repl.exchange(f"{kind} {index} {o} {ck} {h}", lambda a, w=want: a == w, timeout=LINE_TIMEOUT_S)
 
 
 def board_step(session: BoardSession, q: int, x: np.ndarray, y: int, timeout_s: float) -> BoardStep:
@@ -144,7 +141,7 @@ def board_step(session: BoardSession, q: int, x: np.ndarray, y: int, timeout_s: 
 
 
 def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float = LR,
-            log_path: str | Path | None = None, progress: bool = False, step_timeout_s: float = 120.0,
+            log_path: str | Path | None = None, progress: bool = False, step_timeout_s: float = 30.0,
             qemu_binary: str | None = None) -> dict:
     """Train ``workload`` for ``steps`` steps on the emulated ``board`` and on the host; return the
     comparison (the ``emulation.json`` schema; see ports/cli.py)."""

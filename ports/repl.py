@@ -132,7 +132,12 @@ class RawRepl:
                                 serial_tail=got.decode("utf-8", "replace"), log_path=self.qemu.log_path)
         self._buf = self._buf[2:]
         out = self.read_until(b"\x04", timeout, what=f"running {data[:40]!r}")[:-1]
-        err = self.read_until(b"\x04>", timeout, what=f"finishing {data[:40]!r}")[:-2]
+        err = self.read_until(b"\x04", timeout, what=f"finishing {data[:40]!r}")[:-1]
+        junk = self.read_until(b">", OK_TIMEOUT_S, what="waiting for the raw-REPL prompt")[:-1]
+        if junk or (err and b"Traceback" not in err):
+            raise ProtocolError(f"garbled answer to {data[:40]!r}: {(err + junk)[:60]!r}",
+                                serial_tail=(out + err + junk).decode("utf-8", "replace"),
+                                log_path=self.qemu.log_path)
         return out, err
 
     def exec(self, src: str | bytes, timeout: float = 30.0, retry_syntax: bool = True) -> str:
@@ -290,7 +295,8 @@ class RawRepl:
     def finish(self, timeout: float = 30.0, raise_errors: bool = True) -> tuple[bytes, bytes]:
         """Wait for the running program to end; return (rest of stdout, traceback)."""
         out = self.read_until(b"\x04", timeout, what="waiting for the guest program to end")[:-1]
-        err = self.read_until(b"\x04>", timeout, what="waiting for the raw-REPL prompt")[:-2]
+        err = self.read_until(b"\x04", timeout, what="waiting for the guest's traceback")[:-1]
+        self.read_until(b">", OK_TIMEOUT_S, what="waiting for the raw-REPL prompt")
         if err and raise_errors:
             raise self._guest_error(err.decode("utf-8", "replace"), out)
         return out, err

@@ -28,10 +28,10 @@ class BoardSession:
     """QEMU + raw REPL + the device-side loader; a context manager that always ends QEMU."""
 
     def __init__(self, board: Board, log_path: str | Path | None = None, boot_timeout_s: float = 20.0,
-                 qemu_binary: str | None = None, icount_shift: int = 0) -> None:
+                 qemu_binary: str | None = None, icount_shift: int = 0, qemu_cls: type = Qemu) -> None:
         kw = {"qemu": qemu_binary} if qemu_binary else {}
         self.board = board
-        self.qemu = Qemu(board, log_path=log_path, icount_shift=icount_shift, **kw)
+        self.qemu = qemu_cls(board, log_path=log_path, icount_shift=icount_shift, **kw)
         self.repl: RawRepl | None = None
         self.boot_timeout_s = boot_timeout_s
         self.banner = ""
@@ -82,7 +82,8 @@ class BoardSession:
 
     def drop_loader(self) -> None:
         """Delete the loader's names once the files are written: its code no longer takes heap."""
-        self.repl.exec("del fo,fw,fc,_b,_ck,_f,_n\nimport gc\ngc.collect()")
+        self.repl.exec("g=globals()\nfor n in ('fo','fw','fc','_b','_ck','_f','_n'):\n g.pop(n,None)\n"
+                       "del g,n\nimport gc\ngc.collect()")       # safe to repeat if the answer is garbled
         self.fresh_raw_repl()
 
     def fresh_raw_repl(self) -> None:

@@ -25,6 +25,8 @@ def setup(z, lr):
     # the model: weights and biases per layer, and the sample buffer
     global XS, LR
     LR = lr
+    while S:
+        S.pop()
     for s in z:
         S.append(s)
     XS = array('f', range(z[0]))

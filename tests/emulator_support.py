@@ -1,0 +1,71 @@
+"""Shared helpers of the emulator tests: the one marker, the leak check, a fault-injecting QEMU."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ports.boards import QEMU_BINARY, load_board
+from ports.qemu import Qemu
+
+BOARD = "bbc-microbit-v1"
+FIRMWARE = Path(load_board(BOARD).firmware)
+HAVE_QEMU = shutil.which(QEMU_BINARY) is not None and FIRMWARE.is_file()
+SKIP_REASON = (f"{QEMU_BINARY} or {FIRMWARE} is missing: `make test` (the README set-up) installs them "
+               "(apt-get install qemu-system-arm firmware-microbit-micropython)")
+
+needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason=SKIP_REASON)
+emulator = [pytest.mark.emulator, needs_qemu]      # use as: pytestmark = emulator
+
+
+def qemu_children() -> list[int]:
+    """PIDs of qemu-system processes that are children of this pytest process."""
+    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-system"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_qemu_left():
+    """After the emulator tests: no QEMU we started is still running (any left is killed, then fails)."""
+    yield
+    left = qemu_children()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"QEMU processes left running after the tests: {left}"
+
+
+class FaultyQemu(Qemu):
+    """A QEMU whose serial line loses bytes on the way in and picks up garbage on the way out."""
+
+    drop_p = 0.0       # probability a written chunk loses one byte
+    garbage_p = 0.0    # probability a read gets garbage bytes inserted
+    armed = False      # faults only once armed (after boot)
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.rng = random.Random(1234)
+        self.dropped = 0
+        self.garbled = 0
+
+    def write(self, data: bytes) -> None:
+        if self.armed and len(data) > 4 and self.rng.random() < self.drop_p:
+            i = self.rng.randrange(len(data))
+            data = data[:i] + data[i + 1:]
+            self.dropped += 1
+        super().write(data)
+
+    def read(self, timeout_s: float) -> bytes:
+        data = super().read(timeout_s)
+        if self.armed and data and self.rng.random() < self.garbage_p:
+            i = self.rng.randrange(len(data) + 1)
+            data = data[:i] + b"#~?garbage?~#" + data[i:]
+            self.garbled += 1
+        return data

@@ -1,0 +1,263 @@
+"""Ports without QEMU: the device-side code run by CPython against numpy, the wire format, the board
+table, the calibration fit and profile writer, the prediction glue, the CLI's input errors."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import shutil
+import struct
+import types
+from array import array
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ports.boards import board_from_profile, load_board
+from ports.calibrate import FITTED, bench_ops, fit, write_runtime_table
+from ports.emulate import hex_floats, make_mlp_job, mlp_sizes, parse_step
+from ports.errors import GuestMemoryError, PortError, ReplTimeout
+from ports.predict import PortFootprint, predict_trace
+from ports.repl import RawRepl, checksum
+from ports.session import DEVICE_DIR
+
+PROFILE = Path(load_board("bbc-microbit-v1").profile.path)
+
+
+def device_functions(filename: str, names: tuple[str, ...], **env) -> types.SimpleNamespace:
+    """Functions of a device-side file, compiled by CPython from the file as it is (imports skipped)."""
+    tree = ast.parse((DEVICE_DIR / filename).read_text())
+    body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    ns = {"array": array, "exp": math.exp, "log": math.log, "ustruct": struct, **env}
+    exec(compile(ast.Module(body=body, type_ignores=[]), filename, "exec"), ns)
+    return types.SimpleNamespace(**{n: ns[n] for n in names})
+
+
+K = device_functions("mlpk.py", ("fwd", "ce", "dact", "dw", "dx", "upd"))
+SRV = device_functions("srv.py", ("ck", "hexf"))
+
+
+def f32(a) -> array:
+    return array("f", np.asarray(a, np.float32).ravel().tolist())
+
+
+# --- the device kernels, run by CPython, against numpy -----------------------------------------------
+def test_device_kernels_match_numpy():
+    rng = np.random.default_rng(0)
+    n, m = 7, 5
+    x, W, b = rng.standard_normal(n), rng.standard_normal((n, m)), rng.standard_normal(m)
+    z = np.asarray(K.fwd(f32(x), f32(W), f32(b), n, m, True))
+    np.testing.assert_allclose(z, np.maximum(x @ W + b, 0), rtol=1e-5, atol=1e-6)
+    logits = rng.standard_normal(m)
+    g, loss = K.ce(f32(logits), 2, m)
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert loss == pytest.approx(-np.log(p[2]), rel=1e-5)
+    onehot = np.eye(m)[2]
+    np.testing.assert_allclose(np.asarray(g), p - onehot, rtol=1e-5, atol=1e-6)
+    gz = np.array([0.5, 0.0, -1.0, 0.0, 2.0])
+    dW, db = K.dw(f32(x), f32(gz), n, m)
+    np.testing.assert_allclose(np.asarray(dW).reshape(n, m), np.outer(x, gz), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(db), gz, rtol=1e-6)
+    dx = K.dx(f32(gz), f32(W), n, m)
+    np.testing.assert_allclose(np.asarray(dx), W @ gz, rtol=1e-5, atol=1e-5)
+    d = f32(gz)
+    K.dact(d, f32([1.0, 2.0, 0.0, -1.0, 3.0]), m)
+    np.testing.assert_array_equal(np.asarray(d), np.asarray(f32([0.5, 0.0, 0.0, 0.0, 2.0])))
+    w, bb = f32(W), f32(b)
+    K.upd(w, bb, dW, db, 0.1, n * m)
+    np.testing.assert_allclose(np.asarray(w).reshape(n, m), W - 0.1 * np.outer(x, gz), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(bb), b - 0.1 * gz, rtol=1e-5, atol=1e-6)
+
+
+def test_device_step_matches_host_training_step():
+    """The device kernels, in mlp.step's order, reproduce the host job's loss and weight update."""
+    job = make_mlp_job("mlp:16-12-10")
+    W0, b0, W1, b1 = (p.copy() for p in job.model.parameters())
+    x, y = next(iter(job.labelled_stream()))
+    gen = job.train_step(x[None], np.array([y]))
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            host_loss = stop.value
+            break
+    w0, B0, w1, B1 = f32(W0), f32(b0), f32(W1), f32(b1)
+    a1 = K.fwd(f32(x), w0, B0, 16, 12, True)
+    z = K.fwd(a1, w1, B1, 12, 10, False)
+    g, loss = K.ce(z, int(y), 10)
+    d, e = K.dw(a1, g, 12, 10)
+    h = K.dx(g, w1, 12, 10)
+    K.upd(w1, B1, d, e, 0.05, 120)
+    K.dact(h, a1, 12)
+    d, e = K.dw(f32(x), h, 16, 12)
+    K.upd(w0, B0, d, e, 0.05, 192)
+    assert loss == pytest.approx(host_loss, rel=1e-4, abs=1e-5)
+    for dev, host in zip((w0, B0, w1, B1), job.model.parameters(), strict=True):
+        np.testing.assert_allclose(np.asarray(dev), host.ravel(), rtol=1e-4, atol=1e-5)
+
+
+# --- the wire format ---------------------------------------------------------------------------------
+def test_hex_floats_round_trip_through_the_device_decoder():
+    v = np.array([0.0, -1.5, 3.1415927, 1e-30, -7.25e12, np.float32(1) / 3], np.float32)
+    h = hex_floats(v)
+    assert len(h) == 8 * len(v)
+    out = array("f", [0.0] * len(v))
+    SRV.hexf(out, 0, h)
+    np.testing.assert_array_equal(np.asarray(out, np.float32), v)     # exact: bits travel, not decimals
+
+
+@pytest.mark.parametrize("text", ["", "a", "s 3 7 1234 00ff", "@ready 1 2 3"])
+def test_checksum_is_the_devices(text):
+    assert checksum(text.encode()) == SRV.ck(text)
+
+
+def test_parse_step_reads_the_answer_and_rejects_garbage():
+    bits = struct.unpack("<I", struct.pack("<f", 0.25))[0]
+    st = parse_step(f"3 {bits:08x} 6000 7,300 6100,6200", 3)
+    assert st.loss == 0.25 and st.op_us == [7, 300] and st.instructions == 307000 and st.heap_peak_bytes == 6200
+    for bad in ("3 zz 1 2 3", "4 3e800000 1 2 3", "3 3e800000 1 2", "3 3e800000 1 a,b 1"):
+        with pytest.raises(ValueError, match="step 3"):
+            parse_step(bad, 3)
+
+
+class _FakeQemu:
+    """A serial line that plays back scripted answers (no QEMU): for the transport's parsing paths."""
+
+    log_path = "/tmp/fake.log"
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def read(self, timeout_s: float) -> bytes:
+        # the guest answers only once the code was sent (Ctrl-D)
+        if self.answers and any(b"\x04" in d for d in self.sent):
+            return self.answers.pop(0)
+        return b""
+
+    def tail(self) -> str:
+        return ""
+
+    def timeout(self, what, seconds, pending=b""):
+        return ReplTimeout(f"{what}: timeout", log_path=self.log_path)
+
+
+def test_exec_types_guest_errors_and_reports_the_failed_allocation():
+    tb = (b"OK\x04Traceback (most recent call last):\r\n  File \"<stdin>\", line 1, in <module>\r\n"
+          b"MemoryError: memory allocation failed, allocating 20000 bytes\r\n\x04>")
+    r = RawRepl(_FakeQemu([tb]), chunk_pause_s=0.0)
+    with pytest.raises(GuestMemoryError) as e:
+        r.exec("x = bytearray(20000)", retry_syntax=False)
+    assert e.value.failed_alloc_bytes == 20000
+    assert "allocating 20000 bytes" in str(e.value) and "/tmp/fake.log" in str(e.value)
+    r = RawRepl(_FakeQemu([b"OK42\r\n\x04\x04>"]), chunk_pause_s=0.0)
+    assert r.exec("print(42)").strip() == "42"
+
+
+def test_port_errors_carry_tail_and_log():
+    e = PortError("it broke", serial_tail="line 1\nline 2", log_path="/x/serial.log")
+    s = str(e)
+    assert "it broke" in s and "| line 2" in s and "/x/serial.log" in s
+
+
+# --- the board table ----------------------------------------------------------------------------------
+def test_board_table_comes_from_the_profile():
+    b = load_board("bbc-microbit-v1")
+    assert (b.machine, b.ram_bytes) == ("microbit", 16384)
+    cmd = b.qemu_command("qemu-system-arm")
+    assert cmd[:3] == ["qemu-system-arm", "-M", "microbit"]
+    assert "-nographic" not in cmd and "stdio,id=s0,signal=off" in cmd
+    assert cmd[cmd.index("-icount") + 1] == "shift=0"
+    assert f"loader,file={b.firmware}" in cmd
+
+
+def test_board_without_emulator_table_is_a_clear_error():
+    prof = dataclasses.replace(load_board("bbc-microbit-v1").profile, emulator=None)
+    with pytest.raises(ValueError, match=r"\[emulator\] is missing"):
+        board_from_profile(prof)
+
+
+def test_only_mlps_are_ported():
+    job = make_mlp_job("mlp:16-8-10")
+    assert mlp_sizes(job) == [16, 8, 10]
+    with pytest.raises(ValueError, match="MLPs only"):
+        mlp_sizes(types.SimpleNamespace(name="cnn:x", model=types.SimpleNamespace(layers=[object()])))
+
+
+# --- calibration --------------------------------------------------------------------------------------
+def test_fit_recovers_known_coefficients_and_reports_residuals():
+    from simulator.cost import op_cycles
+
+    truth = dict(zip(FITTED, (2500.0, 2200.0, 600.0, 30.0), strict=True))
+    rt = types.SimpleNamespace(cycles_per_mac_i8=1.0, **truth)
+    rows = [{"label": lab, "op": op, "instructions": op_cycles(op, rt) / 1.2} for lab, _, _, _, op in bench_ops()]
+    got = fit(rows, 1.2)
+    for k, v in truth.items():
+        assert got[k] == pytest.approx(v, rel=1e-6)
+    assert max(abs(r["residual"]) for r in rows) < 1e-9
+
+
+def test_write_runtime_table_changes_only_that_table(tmp_path):
+    dst = tmp_path / "cal.toml"
+    write_runtime_table(PROFILE, dst, {"cycles_per_mac_f32": (1234.5, "measured: test"),
+                                       "ram_reserved_bytes": (12000, "measured: test")})
+    from device_profiles import load_profile
+
+    new, old = load_profile(dst), load_profile(PROFILE)
+    assert new.runtime["micropython"].cycles_per_mac_f32 == 1234.5
+    assert new.runtime["micropython"].ram_reserved_bytes == 12000
+    assert new.sources["runtime.micropython.cycles_per_mac_f32"] == "measured: test"
+    assert new.runtime["native"] == old.runtime["native"] and new.core == old.core
+    assert PROFILE.read_text() != dst.read_text()
+
+
+def test_write_runtime_table_rejects_a_profile_without_the_table(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("\n".join(ln for ln in PROFILE.read_text().splitlines() if "runtime.micropython" not in ln))
+    with pytest.raises(ValueError, match=r"runtime\.micropython\] is missing"):
+        write_runtime_table(bad, tmp_path / "out.toml", {"cycles_per_mac_f32": (1.0, "x")})
+    assert not (tmp_path / "out.toml").exists()
+
+
+# --- the prediction is the simulator's ------------------------------------------------------------------
+def test_prediction_equals_simulator_predict_step():
+    from simulator.api import predict_step
+
+    board = load_board("bbc-microbit-v1")
+    job = make_mlp_job("mlp:16-12-10")
+    samples = [next(iter(job.labelled_stream()))]
+    mine = predict_trace(board.profile, job, samples)
+    sim = predict_step(board.profile, "mlp:16-12-10", runtime="micropython", job=make_mlp_job("mlp:16-12-10"))
+    assert mine["heap_peak_bytes"] == sim["heap_peak_bytes"]
+    assert mine["instructions_per_step"] == pytest.approx(sim["instructions"], rel=1e-12)
+    assert mine["losses"][0] == pytest.approx(sim["loss"], rel=1e-6)
+
+
+def test_port_footprint_comes_from_the_calibrated_profile():
+    prof = load_board("bbc-microbit-v1").profile
+    foot = PortFootprint.from_profile(prof, heap_total_bytes=10048, n_inputs=16)
+    rt = prof.runtime_for("micropython")
+    assert foot.code_bytes == rt.ram_reserved_bytes - (16384 - 10048)
+    assert foot.staging_bytes == 80            # 64 B of floats + the 16-byte array header, in 16-byte blocks
+
+
+# --- CLI input errors -----------------------------------------------------------------------------------
+def test_cli_emulate_without_qemu_says_how_to_install(monkeypatch, capsys, tmp_path):
+    from simulator.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))          # no qemu-system-arm here
+    assert shutil.which("qemu-system-arm") is None
+    assert main(["emulate", "--workload", "mlp:16-12-10", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "qemu-system-arm" in err and "make test" in err
+
+
+def test_cli_unknown_board_is_exit_2(capsys):
+    from simulator.cli import main
+
+    assert main(["emulate", "--board", "no-such-board"]) == 2
+    assert "no-such-board" in capsys.readouterr().err
