@@ -125,7 +125,7 @@ def count_events(sim: Simulation) -> list[int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3, help="timings per case; the best is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="timings per case; the best is kept")
     args = ap.parse_args()
 
     print("1. training alone vs the same training inside the simulation (best of", args.repeat, "runs)")

@@ -55,7 +55,10 @@ def drain(gen) -> tuple[list[Op], Any]:
 
 
 def _signature(ops: list[Op]) -> tuple:
-    return tuple((op.name, op.kind, tuple(t.nbytes for t in op.alloc), len(op.free)) for op in ops)
+    """What the memory plan of a trace depends on: op names and kinds, alloc sizes, free counts."""
+    return (tuple([op.name for op in ops]), tuple([op.kind for op in ops]),
+            tuple([t.nbytes for op in ops for t in op.alloc]), tuple([len(op.alloc) for op in ops]),
+            tuple([len(op.free) for op in ops]))
 
 
 def _oom_message(e: OutOfMemory, op_name: str, tensor: Tensor) -> str:
@@ -407,24 +410,22 @@ class Simulation:
                 base = start - progress
                 segments.append((start, progress, new))
                 # RAM at op granularity: allocs at op start, frees at op end, in trace order
-                while next_op < n:
+                while heap and next_op < n:
                     op = ops[next_op]
                     if not alloc_done:
                         if not (cum_t[next_op] < new or new >= total):
                             break
-                        if heap:
-                            for tensor in op.alloc:
-                                try:
-                                    ram.alloc(base + cum_t[next_op], tensor, op.name)
-                                except Fatal:
-                                    dev.end(start, env.now, task, 0.0, op.name, preempted)
-                                    raise
+                        for tensor in op.alloc:
+                            try:
+                                ram.alloc(base + cum_t[next_op], tensor, op.name)
+                            except Fatal:
+                                dev.end(start, env.now, task, 0.0, op.name, preempted)
+                                raise
                         alloc_done = True
                     if cum_t[next_op + 1] > new:
                         break
-                    if heap:
-                        for tid in op.free:
-                            ram.free(base + cum_t[next_op + 1], tid)
+                    for tid in op.free:
+                        ram.free(base + cum_t[next_op + 1], tid)
                     next_op += 1
                     alloc_done = False
                 energy = self._energy_between(cum_t, cum_e, progress, new)
@@ -438,6 +439,10 @@ class Simulation:
             if progress >= total:
                 break
         if not heap and check_arena and n:
+            if len(segments) == 1:   # not preempted: op starts are the step start plus the cumulative time
+                s0 = segments[0][0]
+                ram.draw_planned("train", ops, [s0 + c for c in cum_t[:n]], env.now)
+                return
             abs_starts = []
             k = 0
             for i in range(n):

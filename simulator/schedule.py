@@ -11,6 +11,7 @@ Each trigger runs ``steps`` training steps of ``batch`` samples drawn (seeded) f
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ def trainer(sim: Simulation):
     env, s = sim.env, sim.sc.schedule
     trigger, batch, steps = s["trigger"], s["batch"], s["steps"]
     recent: deque = deque(maxlen=max(s["replay"], batch))
-    rng = np.random.default_rng(sim.sc.seed + 7919)
+    rng = random.Random(sim.sc.seed + 7919)   # batch draws: seeded, cheap
     ckpt_every, max_steps = s["checkpoint_every_steps"], s["max_steps"]
     while True:
         if trigger == "periodic":   # on the period's multiples, however long the last round took
@@ -67,7 +68,8 @@ def trainer(sim: Simulation):
                 return
             if trigger == "charging" and sim.device.harvest_w(env.now) <= 0:
                 break
-            idx = rng.choice(len(recent), size=batch, replace=len(recent) < batch)
+            n = len(recent)
+            idx = rng.sample(range(n), batch) if n >= batch else [rng.randrange(n) for _ in range(batch)]
             xs = np.stack([recent[i][0] for i in idx])
             ys = np.array([recent[i][1] for i in idx])
             yield from sim.train_step(xs, ys)
