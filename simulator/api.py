@@ -236,7 +236,7 @@ def build_result(sim: Simulation) -> dict[str, Any]:
         "inferences": sim.inferences, "dropped_frames": sim.dropped_frames, "dropped_windows": sim.dropped_windows,
         "frames": sim.frames, "labels": sim.labels, "dropped_labels": sim.dropped_labels,
         "training_steps": sim.training_steps, "preemptions": sim.preemptions, "checkpoints": sim.checkpoints,
-        "swap_steps": sim.swap_steps, "swap_region_bytes": swap_bytes,
+        "swap_steps": sim.swap_steps, "idle_skips": sim.idle_skips, "swap_region_bytes": swap_bytes,
         "energy_per_day_j": _r(energy_per_day, 6), "battery_life_days": _r(battery_days, 6),
         "energy_j": {"active": _r(dev.energy_active_j), "idle": _r(dev.energy_idle_j),
                      "sleep": _r(dev.energy_sleep_j), "harvested": _r(dev.harvested_j)},

@@ -292,6 +292,8 @@ class Simulation:
         self.first_slow_step: tuple[float, str] | None = None
         self.first_flash_write_s: tuple[float, str] | None = None   # (sim time, op) of the first flash write
         self.swap_steps = 0
+        self.idle_skips = 0          # idle trigger: rounds given up because no idle gap holds a step
+        self.last_step_s = 0.0       # device time of the last step without waits (probe step at first)
         self.swap_region_bytes = 0
         self.losses: list[tuple[int, float, float]] = []
         self.evals: list[dict[str, Any]] = []
@@ -385,6 +387,8 @@ class Simulation:
             e += en
             cum_t[i + 1], cum_e[i + 1] = t, e
         total = t
+        if check_arena:
+            self.last_step_s = total
         if check_arena and ram.policy == "planned":
             ram.check_arena("train", ops, env.now, cum_t)
         heap = ram.policy == "heap"
@@ -500,6 +504,7 @@ class Simulation:
         """Trace one training step (on a copy of the job) and one inference, and lay out RAM."""
         train_ops, infer_ops = probe_ops(self.probe_job or self.job, self.sc.schedule["batch"],
                                          copy_first=self.probe_job is None)
+        self.last_step_s = sum(self.cost.cost(op)[1] for op in train_ops)
         self.ram = Ram(self, tuple(self.job.persistent_tensors()))
         self.ram.setup(train_ops, infer_ops)
         return train_ops, infer_ops

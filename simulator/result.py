@@ -38,6 +38,7 @@ Added by the simulator (always present too):
     mean_step_latency_s, deadline_misses, worst_inference_latency_s
     frames, dropped_windows, labels, dropped_labels, preemptions, checkpoints
     swap_steps, swap_region_bytes   steps that swapped to flash; the flash region that takes (whole pages)
+    idle_skips                trigger "idle": training rounds given up because no idle gap holds a step
     energy_j {active, idle, sleep, harvested}, time_in_state_s {active, idle, sleep}, battery_capacity_j
     online_accuracy           share of the stream's windows the device classified right as they came
     schedule, pipeline, budgets               the scenario's tables, defaults filled in
@@ -55,7 +56,7 @@ from __future__ import annotations
 RESULT_KEYS_ADDED = (
     "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
     "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
-    "checkpoints", "swap_steps", "swap_region_bytes", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
+    "checkpoints", "swap_steps", "swap_region_bytes", "idle_skips", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
     "pipeline", "budgets", "comparison",
 )
 

@@ -3,7 +3,9 @@
 Triggers:
 - ``every-n``   after every N new labelled samples;
 - ``periodic``  every ``period_s`` seconds, on what has arrived since;
-- ``idle``      after N new labelled samples, but only once no inference is queued or running;
+- ``idle``      after N new labelled samples, each step only in an idle gap: no inference queued or
+                running and the step (as long as the last one) done before the next window arrives,
+                so training is never preempted; a step longer than the window period never runs;
 - ``charging``  after N new labelled samples, and only while the harvester delivers power.
 Each trigger runs ``steps`` training steps of ``batch`` samples drawn (seeded) from the most recent
 ``replay`` labelled samples; every ``checkpoint_every_steps`` steps the trainable weights go to flash.
@@ -42,6 +44,20 @@ def _until_charging(sim: Simulation):
         yield env.timeout((math.floor(env.now / 3600) + 1) * 3600.0 - env.now)
 
 
+def _until_idle_gap(sim: Simulation):
+    """Wait for an idle gap long enough for one step; False if no gap can ever hold it."""
+    env, p = sim.env, sim.sc.pipeline
+    period = p["window"] / p["sensor_rate_hz"]
+    if sim.last_step_s > period:
+        return False
+    while True:
+        if not sim.device.cpu.count and not sim.q_windows.items:
+            nxt = (math.floor(env.now / period + 1e-9) + 1) * period
+            if sim.last_step_s <= nxt - env.now:
+                return True
+        yield sim.infer_done
+
+
 def trainer(sim: Simulation):
     """The training process: wait for the trigger, then run ``steps`` steps (preemptible)."""
     env, s = sim.env, sim.sc.schedule
@@ -56,10 +72,7 @@ def trainer(sim: Simulation):
             yield from _drain(sim, recent)
         else:
             yield from _collect(sim, recent, s["every_n"])
-            if trigger == "idle":
-                while sim.device.cpu.count or sim.q_windows.items:
-                    yield sim.infer_done
-            elif trigger == "charging":
+            if trigger == "charging":
                 yield from _until_charging(sim)
         if not recent:
             continue
@@ -68,6 +81,11 @@ def trainer(sim: Simulation):
                 return
             if trigger == "charging" and sim.device.harvest_w(env.now) <= 0:
                 break
+            if trigger == "idle":
+                fits = yield from _until_idle_gap(sim)
+                if not fits:
+                    sim.idle_skips += 1
+                    break
             n = len(recent)
             idx = rng.sample(range(n), batch) if n >= batch else [rng.randrange(n) for _ in range(batch)]
             xs = np.stack([recent[i][0] for i in idx])

@@ -267,3 +267,25 @@ def test_preemption_keeps_time_energy_and_memory_consistent(durs, arrivals):
     assert sum(d for _, d in recs) == 0 and len(recs) == 2 * len(durs)
     assert max(t for t, _ in recs) == pytest.approx(log[0][1])
     assert sim.preemptions == sum(1 for s, e, task, pre in cpu if task == "training" and pre)
+
+
+@pytest.mark.parametrize("trigger, preempted", [("every-n", True), ("idle", False)])
+def test_idle_trigger_trains_in_gaps_and_is_never_preempted(trigger, preempted):
+    # a window every 1 s, inference 0.24 s (24 MACs at 100 Hz); a batch-1 step 0.75 s (72 MACs + 3 elements)
+    sim = _sim(unit_profile(clock_hz=100.0), policy="planned", duration_s=60.0,
+               pipeline={"sensor_rate_hz": 1.0, "window": 1, "label_every": 1, "deadline_s": 5.0},
+               schedule={"trigger": trigger, "every_n": 2, "batch": 1, "steps": 2})
+    sim.run()
+    assert sim.training_steps > 10
+    assert (sim.preemptions > 0) is preempted
+    if trigger == "idle":
+        starts = [round(t - lat, 9) for (_, t, _), lat in zip(sim.losses, sim.step_latencies, strict=True)]
+        assert all(round(s % 1.0, 9) == 0.24 for s in starts)   # right after an inference, with 0.76 s free
+
+
+def test_idle_trigger_gives_up_when_no_gap_holds_a_step():
+    sim = _sim(unit_profile(clock_hz=48.0), policy="planned", duration_s=30.0,
+               pipeline={"sensor_rate_hz": 1.0, "window": 1, "label_every": 1, "deadline_s": 5.0},
+               schedule={"trigger": "idle", "every_n": 2, "batch": 1, "steps": 1})
+    sim.run()                                # a step takes 1.5 s, a window comes every 1 s
+    assert sim.training_steps == 0 and sim.idle_skips > 5
