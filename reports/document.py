@@ -59,7 +59,7 @@ img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
 nav ol{columns:2} .verdict-fits{color:#1a7f37} .verdict-nofit{color:#b42318}
 """
 
-_NUM = re.compile(r"^[-+]?[\d.,\s]+(e[-+]?\d+)?(\s*\S{0,4})?%?$", re.I)
+_NUM = re.compile(r"^[-+]?[\d.,\s]+(e[-+]?\d+)?(\s*[A-Za-zµ/%]{0,16})?$", re.I)
 
 
 def _cell_class(text: str) -> str:
