@@ -39,7 +39,7 @@ def verdict_section(r: dict) -> Section:
     fv, fatal = r.get("first_violation"), r.get("fatal")
     if fatal:
         s.blocks.append(f"**Fatal: {fatal.get('kind')}** at t = {fmt.seconds(fatal.get('time_s'))} in op "
-                        f"{fatal.get('op')}: {fatal.get('message')} The run stopped there.")
+                        f"{fatal.get('op')}: {str(fatal.get('message') or '').rstrip('.')}. The run stopped there.")
     if fv:
         s.blocks.append(f"**First violation: {fv.get('constraint')}** at t = {fmt.seconds(fv.get('time_s'))}"
                         f" (op {fv.get('op')}): {fv.get('message')}")
