@@ -508,6 +508,7 @@ def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
                record: Callable[[dict], None]) -> list[str] | None:
     """Run ``points`` on one pool. Returns None when all finished, or the keys in flight when it broke."""
     ex = _new_pool(min(workers, len(points)))
+    recorded: set = set()
     try:
         futs = {ex.submit(run_point, p, grid.base, grid.keep_timelines, str(inflight)): p for p in points}
         remaining = set(futs)
@@ -520,13 +521,16 @@ def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
                     suspects = sorted(f.read_text() for f in inflight.iterdir())
                     for f in inflight.iterdir():
                         f.unlink()
-                    # rows that finished before the break were recorded; the pool is dead
-                    for other in finished:
-                        if other is not fut and not other.cancelled() and other.exception() is None:
+                    # the pool is dead: keep every row that did finish, then report the suspects
+                    for other in sorted(futs, key=lambda f: futs[f].index):
+                        if (other not in recorded and other.done() and not other.cancelled()
+                                and other.exception() is None):
                             record(other.result())
+                            recorded.add(other)
                     ex.shutdown(wait=True, cancel_futures=True)
                     return suspects
                 record(row)
+                recorded.add(fut)
     except BaseException:
         _stop_pool(ex)
         raise
