@@ -388,13 +388,15 @@ def _worker_init(parent_pid: int) -> None:
 def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, scheduler: str | None = None,
               resume: bool = False, progress: bool = True,
               on_row: Callable[[dict], None] | None = None, connect_timeout_s: float = 10.0,
-              retry_errors: bool = False) -> SweepOutcome:
+              retry_errors: bool = False, runner: Callable[..., dict] | None = None) -> SweepOutcome:
     """Run every point of ``grid`` not yet in ``out_dir/results.jsonl`` and return all finished rows.
 
     ``scheduler`` (``tcp://host:port``) runs on a Dask cluster; otherwise a local process pool of
     ``workers`` (default: CPU count). Without ``resume`` an existing results file is an error; with
     ``retry_errors`` a resumed sweep runs its error rows again (the newest row of a key wins).
+    ``runner`` replaces :func:`run_point` (same arguments; a module-level function, so it pickles).
     """
+    runner = runner or run_point
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = ResultsLog(out_dir / RESULTS_FILE)
@@ -435,9 +437,9 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
         if not todo:
             pass
         elif scheduler:
-            _run_dask(grid, todo, scheduler, record, connect_timeout_s)
+            _run_dask(grid, todo, scheduler, record, connect_timeout_s, runner)
         else:
-            _run_pool(grid, todo, workers or os.cpu_count() or 1, out_dir, record, done, deaths, warn)
+            _run_pool(grid, todo, workers or os.cpu_count() or 1, out_dir, record, done, deaths, warn, runner)
     finally:
         bar.close()
     rows = [done[p.key] for p in points if p.key in done]
@@ -472,7 +474,8 @@ def _stop_pool(ex: ProcessPoolExecutor) -> None:
 
 
 def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record: Callable[[dict], None],
-              done: dict[str, dict], deaths: list[list[str]], warn: Callable[[str], None]) -> None:
+              done: dict[str, dict], deaths: list[list[str]], warn: Callable[[str], None],
+              runner: Callable[..., dict] = run_point) -> None:
     """Process-pool loop. A dead worker breaks the pool: the scenarios in flight are noted in ``deaths``
     and rerun one by one in a fresh single-worker pool (a scenario that kills its worker alone becomes
     an error row), then the pool restarts and goes on."""
@@ -482,7 +485,7 @@ def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record
         f.unlink()
     pending = list(todo)
     while pending:
-        suspects = _run_batch(grid, pending, workers, inflight, record)
+        suspects = _run_batch(grid, pending, workers, inflight, record, runner)
         if suspects is None:
             break
         deaths.append(suspects)
@@ -493,7 +496,7 @@ def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record
             p = by_key.get(key)
             if p is None:
                 continue
-            again = _run_batch(grid, [p], 1, inflight, record)
+            again = _run_batch(grid, [p], 1, inflight, record, runner)
             if again is not None:
                 record(_lost_row(p, "worker process died while running this scenario (BrokenProcessPool, "
                                     "also when run alone): out of host memory or a crash in native code?"))
@@ -505,12 +508,12 @@ def _run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record
 
 
 def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
-               record: Callable[[dict], None]) -> list[str] | None:
+               record: Callable[[dict], None], runner: Callable[..., dict] = run_point) -> list[str] | None:
     """Run ``points`` on one pool. Returns None when all finished, or the keys in flight when it broke."""
     ex = _new_pool(min(workers, len(points)))
     recorded: set = set()
     try:
-        futs = {ex.submit(run_point, p, grid.base, grid.keep_timelines, str(inflight)): p for p in points}
+        futs = {ex.submit(runner, p, grid.base, grid.keep_timelines, str(inflight)): p for p in points}
         remaining = set(futs)
         while remaining:
             finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -539,7 +542,7 @@ def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
 
 
 def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None],
-              connect_timeout_s: float = 10.0) -> None:
+              connect_timeout_s: float = 10.0, runner: Callable[..., dict] = run_point) -> None:
     """Dask loop: ``dask.distributed`` is imported only here. A worker that dies is retried by Dask;
     a scenario Dask gives up on becomes an error row."""
     try:
@@ -553,7 +556,7 @@ def _run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[d
     try:
         # the base scenario travels as data: a remote worker need not have the file
         base = _load_base(grid.base)
-        futs = [client.submit(run_point, p, base, grid.keep_timelines, None, pure=False) for p in todo]
+        futs = [client.submit(runner, p, base, grid.keep_timelines, None, pure=False) for p in todo]
         by_fut = dict(zip(futs, todo, strict=True))
         for fut in as_completed(futs):
             p = by_fut[fut]

@@ -206,6 +206,31 @@ def test_a_sweep_killed_outright_leaves_no_workers_and_resumes(tmp_path):
     assert len(rows) == N and len({r["key"] for r in rows}) == N
 
 
+def crash_on_batch_0(point, base, keep_timelines=False, inflight_dir=None):
+    """A runner whose worker process dies (like a segfault or the host's OOM killer) on one scenario;
+    every other scenario is a real run."""
+    from simulator.sweep import run_point
+
+    if point.overrides.get("schedule.batch") == 0:
+        if inflight_dir:
+            (Path(inflight_dir) / str(os.getpid())).write_text(point.key)
+        os._exit(137)
+    return run_point(point, base, keep_timelines, inflight_dir)
+
+
+def test_a_scenario_that_kills_its_worker_becomes_an_error_row_and_the_rest_finish(tmp_path):
+    g = tmp_path / "g.toml"
+    g.write_text(GRID.format(duration=600.0, devices='["rpi-pico"]').split("[schedules.light]")[0]
+                 + '"schedule.batch" = [2, 0, 4, 8]\n')
+    outcome = run_sweep(load_grid(g), tmp_path / "out", workers=2, progress=False, runner=crash_on_batch_0)
+    by_batch = {r["overrides"]["schedule.batch"]: r for r in outcome.rows}
+    assert by_batch[0]["status"] == "error" and "worker process died" in by_batch[0]["error"]
+    assert all(by_batch[b]["status"] == "ok" for b in (2, 4, 8))
+    assert outcome.pool_restarts >= 1 and any(by_batch[0]["key"] in d for d in outcome.worker_deaths)
+    rows = ResultsLog(tmp_path / "out" / RESULTS_FILE).read()
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
+
+
 def test_a_scenario_that_raises_becomes_an_error_row(tmp_path):
     g = tmp_path / "g.toml"
     g.write_text(GRID.format(duration=600.0, devices='["rpi-pico"]').split("[schedules.light]")[0]
