@@ -194,8 +194,17 @@ class RawRepl:
     def call_checked(self, cmd: str, check: Callable[[str], bool], timeout: float = 30.0) -> str:
         """Run an idempotent command whose answer ``check`` validates; resync and retry otherwise."""
         last = ""
-        for _ in range(self.retries + 1):
-            out = self.exec(cmd, timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                out = self.exec(cmd, timeout)
+            except GuestMemoryError:
+                raise
+            except GuestError as e:          # a dropped byte can turn fw(...) into f(...): NameError, nothing ran
+                if attempt == self.retries:
+                    raise
+                last = e.message
+                self.resync()
+                continue
             if check(out):
                 return out
             last = out
