@@ -48,6 +48,7 @@ class Device:
         self._charged_until = 0.0      # gap energy charged up to here
         self._harvested_until = 0.0
         self._busy = False
+        self._debt: tuple[float, float, float, str] | None = None   # gap energy booked, not yet drawn
         self.time_active_s = self.time_idle_s = self.time_sleep_s = 0.0
         self.energy_active_j = self.energy_idle_j = self.energy_sleep_j = 0.0
         self.harvested_j = 0.0
@@ -124,8 +125,24 @@ class Device:
     # --- CPU segments -----------------------------------------------------------------------------
 
     def begin(self, now: float) -> None:
-        """The CPU leaves idle/sleep for work at ``now``."""
-        self.settle(now)
+        """The CPU leaves idle/sleep for work at ``now``.
+
+        Without harvesting, the idle/sleep energy of the gap before is booked now and drawn from
+        the battery together with the segment's own energy at ``end`` (one Container event, not two).
+        """
+        if self.harvest or self._debt is not None:
+            self.settle(now)
+        elif now > self._charged_until:
+            a = self._charged_until
+            idle_s = max(0.0, min(now, self._gap_start + self.idle_timeout_s) - a)
+            sleep_s = (now - a) - idle_s
+            self.time_idle_s += idle_s
+            self.time_sleep_s += sleep_s
+            e = idle_s * self.idle_w + sleep_s * self.sleep_w
+            self.energy_idle_j += idle_s * self.idle_w
+            self.energy_sleep_j += sleep_s * self.sleep_w
+            self._charged_until = now
+            self._debt = (e, a, now, "sleep" if sleep_s else "idle")
         self._busy = True
 
     def end(self, start: float, now: float, task: str, energy_j: float, op: str = "",
@@ -137,12 +154,23 @@ class Device:
         self.time_active_s += dt
         self.energy_active_j += energy_j
         self.cpu_log.append((start, now, task, preempted))
+        debt = self._debt
+        if debt is not None:
+            self._debt = None
+            e_gap, a, b, label = debt
+            level = self.battery.level
+            if level >= e_gap + energy_j:      # the common case: one draw for the gap and the work
+                if e_gap + energy_j > 0:
+                    self.battery.get(e_gap + energy_j)
+                return
+            self._flow(e_gap, label, a, b)     # exact attribution near empty: the gap first, then the work
         self._flow(energy_j, op or task, start, now)
 
     def sample(self, now: float) -> None:
         """Settle and record the battery level (for the battery timeline)."""
         self.settle(now)
-        self.battery_log.append((now, self.battery.level))
+        pending = self._debt[0] if self._debt is not None else 0.0
+        self.battery_log.append((now, self.battery.level - pending))
 
     def monitor(self, period_s: float):
         """SimPy process: settle the books and sample the battery every ``period_s``."""
