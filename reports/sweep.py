@@ -47,6 +47,8 @@ def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
                     "least margin) and its margin as a percentage of its budget.")
     m.blocks.append(Image("feasibility.png", plots.heatmap_plot(devices, schedules, cells),
                           "Feasibility heat map: device x schedule"))
+    m.blocks.append(Image("accuracy_gain.png", plots.gain_heatmap_plot(devices, schedules, cells),
+                          "Accuracy gain from personalisation: device x schedule"))
     m.blocks.append(Table(["device"] + schedules, [[d] + [_cell_text(cells[d].get(s)) for s in schedules]
                                                    for d in devices], caption="Device x schedule"))
     m.blocks.append(Table(["device", "schedule", "fits", "binding constraint", "margin", "peak RAM / budget",

@@ -95,6 +95,8 @@ def check_figures(figs: list[dict]) -> None:
     assert figs
     for f in figs:
         assert f["legend"], f
+        for label in f["colorbars"]:
+            assert re.search(r"\(.+\)", label), f"colour bar without a unit: {label!r}"
         for p in f["panels"]:
             assert p["title"], p
             for label in (p["xlabel"], p["ylabel"]):
@@ -276,5 +278,5 @@ def test_every_plot_is_labelled(tmp_path):
         res = tiny_result()
         render_sweep([{"key": "k", "index": 0, "device": "d", "schedule": "s", "seed": 0, "status": "ok",
                        "result": res}], tmp_path / "sweep")
-    assert len(figs) == 6 + 1 + 1
+    assert len(figs) == 6 + 1 + 2
     check_figures(figs)
