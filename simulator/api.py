@@ -80,15 +80,16 @@ def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = N
 
 
 def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers: int = 1,
-                 where: str | None = None) -> dict[str, Any]:
+                 where: str | None = None, compare: bool = True) -> dict[str, Any]:
     """Simulate a scenario (dict, TOML path or embedded name) and return the result dict.
 
     With ``[compare] variants`` the same scenario also runs once per technique variant and the
     figures land in ``result["comparison"]``; ``workers > 1`` runs them in a process pool (the
-    result does not depend on it). ``where`` names a dict scenario's origin in error messages.
+    result does not depend on it). ``compare=False`` skips the variants (sweeps). ``where`` names a
+    dict scenario's origin in error messages.
     """
     sc = load_scenario(scenario, where=where)
-    if not sc.compare:
+    if not sc.compare or not compare:
         return simulate(sc, progress=progress)
     raw = scenario_dict(scenario)
     raw.pop("compare", None)
