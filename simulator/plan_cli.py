@@ -60,6 +60,9 @@ def write_result(result: dict, out_dir: Path) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(result, f, sort_keys=True, indent=1, default=_jsonable, allow_nan=False)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes it private; a result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

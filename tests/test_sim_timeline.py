@@ -289,3 +289,29 @@ def test_idle_trigger_gives_up_when_no_gap_holds_a_step():
                schedule={"trigger": "idle", "every_n": 2, "batch": 1, "steps": 1})
     sim.run()                                # a step takes 1.5 s, a window comes every 1 s
     assert sim.training_steps == 0 and sim.idle_skips > 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["weight", "activation", "grad"]),
+                          st.integers(1, 500)), min_size=1, max_size=300),
+       st.integers(2, 40))
+def test_memory_series_keeps_the_peak_when_down_sampled(allocs, max_points):
+    from simulator.engine import MemTimeline
+
+    tl = MemTimeline()
+    for t, kind, size in allocs:             # each tensor lives for 10 s
+        tl.add(float(t), kind, size)
+        tl.add(float(t + 10), kind, -size)
+    full = tl.series(until_s=2000.0, max_points=10**9)
+    small = tl.series(until_s=2000.0, max_points=max_points)
+    total = lambda s: [sum(v[i] for v in s["by_kind"].values()) for i in range(len(s["time_s"]))]  # noqa: E731
+    assert len(small["time_s"]) <= max_points
+    assert max(total(small)) == max(total(full))
+    assert total(full)[-1] == 0 and small["time_s"] == sorted(small["time_s"])
+    # the exact peak: sweep the events in time order, frees before allocs at equal times
+    events = sorted([(t, s) for t, _, s in allocs] + [(t + 10, -s) for t, _, s in allocs], key=lambda e: (e[0], e[1]))
+    live, peak = 0, 0
+    for _, d in events:
+        live += d
+        peak = max(peak, live)
+    assert max(total(full)) <= peak
