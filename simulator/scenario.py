@@ -19,7 +19,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 RUNTIMES = ("native", "micropython")
 TRIGGERS = ("every-n", "periodic", "idle", "charging")
 MEMORY_POLICIES = ("planned", "heap")
-STORIES = ("new-class", "shift")
+STORIES = ("new-class", "shift", "plain")
 OPTIMIZERS = ("sgd", "adam")
 
 # Every field and its default. A value of None means "derived" (explained beside it).
@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "workload": {
         "model": "mlp-digits",        # zoo name or spec string (mlp:64-32-10)
         "dataset": "auto",            # auto: the zoo entry's / the input shape's data set
-        "story": "new-class",         # new-class | shift
+        "story": "new-class",         # new-class | shift | plain (no pre-training)
         "optimizer": "sgd",
         "lr": 0.005,                  # on-device fine-tuning wants a small step
     },
