@@ -34,6 +34,30 @@ def make_grid(duration_s: float, n_devices: int) -> dict:
     }
 
 
+def _burn(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def free_cores_control(n: int = 3_000_000) -> float:
+    """Speed-up of 2 processes over 1 on pure-Python work: what the host can give a 2-worker sweep
+    right now (other load on the machine shows up here, not only in the sweep rows)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    for _ in range(4):
+        _burn(n)
+    serial = time.perf_counter() - t0
+    with ProcessPoolExecutor(2) as ex:
+        ex.submit(int).result()
+        t0 = time.perf_counter()
+        list(ex.map(_burn, [n] * 4))
+        par = time.perf_counter() - t0
+    return serial / par
+
+
 def timed(label: str, fn) -> tuple[str, float, list[dict]]:
     t0 = time.perf_counter()
     outcome = fn()
@@ -82,6 +106,8 @@ def main() -> int:
     ref = {r["key"]: json.dumps(r.get("result"), sort_keys=True) for r in runs[0][2]}
     same = all({r["key"]: json.dumps(r.get("result"), sort_keys=True) for r in rows} == ref for _, _, rows in runs)
     print(f"identical results across runners: {'yes' if same else 'NO'}")
+    print(f"control: 2 processes of pure-Python work run {free_cores_control():.2f}x as fast as 1 on this host now "
+          "(about 2x on two idle cores; lower means other load, and caps the sweep's speed-up too)")
     return 0 if same else 1
 
 
