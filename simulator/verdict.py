@@ -102,6 +102,12 @@ def summarise(result: dict[str, Any]) -> str:
                  f"{_fmt(result['step_latency_s'])} s; {result['inferences']} inferences, deadline miss rate "
                  f"{result['deadline_miss_rate']:.2%}, {result['dropped_frames']} frames dropped, "
                  f"{result.get('preemptions', 0)} preemptions.")
+    ts = result.get("time_in_state_s") or {}
+    if ts.get("active") is not None and result["duration_s"]:
+        span = sum(v for v in ts.values() if v)
+        if span > 0:
+            lines.append("CPU " + ", ".join(f"{k} {v:,.1f} s ({v / span:.1%})" for k, v in ts.items()
+                                            if v is not None) + ".")
     bl, e = result["battery_life_days"], result["energy_per_day_j"]
     if e is not None:
         lines.append(f"Energy {e:.1f} J/day; battery life "
