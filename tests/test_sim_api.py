@@ -11,7 +11,7 @@ from simulator.api import predict_step, run_scenario, simulate
 from simulator.cli import main
 from simulator.cost import CostModel, op_cycles
 from simulator.result import RESULT_KEYS, RESULT_KEYS_ADDED
-from simulator.scenario import load_scenario
+from simulator.scenario import SCENARIO_DIR, load_scenario
 from simulator.verdict import constraint, first_violation
 from workloads.trace import Op
 
@@ -169,3 +169,14 @@ def test_swap_to_flash_wears_the_flash_and_names_the_first_write():
     assert r["first_violation"]["op"].startswith("swap_out.")
     no_swap = run_scenario({**d, "schedule": {"every_n": 8, "techniques": {"fused_update": True}}})
     assert no_swap["flash_wear_fraction_per_year"] == 0 and no_swap["fits"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+def test_every_bundled_scenario_runs(name):
+    """Each example scenario, shortened to 15 simulated minutes, runs to a verdict."""
+    from simulator.scenario import apply_overrides, scenario_dict
+
+    r = run_scenario(apply_overrides(scenario_dict(name), {"duration_s": 900.0}), compare=False)
+    assert r["scenario"] == name and isinstance(r["fits"], bool) and len(r["constraints"]) == 7
+    assert r["inferences"] > 0 or r["fatal"] is not None
