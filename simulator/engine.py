@@ -145,6 +145,10 @@ class Ram:
         self.timeline.add(0.0, RESERVED_KIND, self.reserved)
         self._live: dict[int, tuple[str, int]] = {}
         self._plans: dict[tuple, Any] = {}
+        self._memo: dict[tuple, tuple[int, list[tuple[int, str, int]]]] = {}
+        self.memo_enabled = True
+        self._recording = False
+        self.rec_idx: list[int] = []
         self._draw_cache: dict[int, tuple[list[int], list[str], list[int]]] = {}
         self._last_key: tuple[list[Op], Any] | None = None
         self.arena = {"train": 0, "infer": 0}
@@ -198,6 +202,8 @@ class Ram:
         try:
             self.heap.alloc(tensor.id, tensor.nbytes, tensor.kind, op_name)
         except OutOfMemory as e:
+            if self._recording:
+                self._end_recording_peak()
             raise Fatal(e.kind, t, op_name, _oom_message(e, op_name, tensor),
                         self.reserved + self.heap.used_bytes + e.need) from None
         size = self.heap.size_for(tensor.nbytes)
@@ -208,6 +214,56 @@ class Ram:
         kind, size = self._live.pop(tid)
         self.heap.free(tid)
         self._recs.append((t, kind, -size))
+
+    # heap policy, fast path for repeated steps. Placement depends only on the free list and the
+    # trace, so a step that starts from a free list seen before, with the same trace, and frees all
+    # it allocates, does exactly what it did then: same offsets, same peak, same timeline shape.
+    def _memo_key(self, ops: list[Op]) -> tuple:
+        return (_signature(ops), tuple(self.heap.holes()))
+
+    def replay(self, ops: list[Op], base: float, cum_t: list[float]) -> bool:
+        """Apply a recorded step if this trace from this heap layout was seen; False if not."""
+        if not self.memo_enabled:
+            return False
+        hit = self._memo.get(self._memo_key(ops))
+        if hit is None:
+            return False
+        peak_used, recs = hit
+        heap = self.heap
+        if peak_used > heap.peak_bytes:
+            heap.peak_bytes = peak_used
+        out = self._recs
+        for i, kind, delta in recs:
+            out.append((base + cum_t[i], kind, delta))
+        return True
+
+    def start_recording(self, ops: list[Op]) -> bool:
+        """Begin recording a step's heap effect (op index, kind, delta) to replay it next time."""
+        if not self.memo_enabled:
+            return False
+        self._rec_key = self._memo_key(ops)
+        self._rec_from = len(self._recs)
+        self._rec_used = self.heap.used_bytes
+        self._rec_peak = self.heap.peak_bytes
+        self.rec_idx = []
+        self.heap.peak_bytes = self.heap.used_bytes    # measure this step's own peak
+        self._recording = True
+        return True
+
+    def _end_recording_peak(self) -> int:
+        step_peak = self.heap.peak_bytes
+        self.heap.peak_bytes = max(self._rec_peak, step_peak)
+        self._recording = False
+        return step_peak
+
+    def stop_recording(self) -> None:
+        step_peak = self._end_recording_peak()
+        if self.heap.used_bytes != self._rec_used:     # a leak would change the layout: do not memoise
+            return
+        new = self._recs[self._rec_from:]
+        if len(new) != len(self.rec_idx) or len(self._memo) >= 256:
+            return
+        self._memo[self._rec_key] = (step_peak, [(i, k, d) for i, (_, k, d) in zip(self.rec_idx, new, strict=True)])
 
     # planned policy: check a trace against its arena and draw its live bytes
     def check_arena(self, name: str, ops: list[Op], t0: float, starts: list[float]) -> None:
@@ -257,8 +313,9 @@ class Ram:
 class Simulation:
     """A scenario run on one device with one training job."""
 
-    def __init__(self, sc: Scenario, profile: Any, job: Any, probe_job: Any = None) -> None:
+    def __init__(self, sc: Scenario, profile: Any, job: Any, probe_job: Any = None, memo: bool = True) -> None:
         self.sc, self.profile, self.job = sc, profile, job
+        self.memo = memo              # heap policy: replay repeated steps (results identical either way)
         self.probe_job = probe_job    # an identical job to trace one step on (default: a deep copy)
         self.rt = profile.runtime_for(sc.runtime)
         self.env = env = simpy.Environment()
@@ -413,7 +470,12 @@ class Simulation:
                     new = min(total, progress + (env.now - start))
                 base = start - progress
                 segments.append((start, progress, new))
-                # RAM at op granularity: allocs at op start, frees at op end, in trace order
+                # RAM at op granularity: allocs at op start, frees at op end, in trace order.
+                # A whole step run in one segment from a heap layout seen before with the same trace
+                # places its tensors exactly as last time: replay the recorded effect (ram.replay).
+                if heap and check_arena and next_op == 0 and new >= total and ram.replay(ops, base, cum_t):
+                    next_op = n
+                recording = heap and check_arena and next_op == 0 and new >= total and ram.start_recording(ops)
                 while heap and next_op < n:
                     op = ops[next_op]
                     if not alloc_done:
@@ -425,13 +487,19 @@ class Simulation:
                             except Fatal:
                                 dev.end(start, env.now, task, 0.0, op.name, preempted)
                                 raise
+                            if recording:
+                                ram.rec_idx.append(next_op)
                         alloc_done = True
                     if cum_t[next_op + 1] > new:
                         break
                     for tid in op.free:
                         ram.free(base + cum_t[next_op + 1], tid)
+                        if recording:
+                            ram.rec_idx.append(next_op + 1)
                     next_op += 1
                     alloc_done = False
+                if recording:
+                    ram.stop_recording()
                 energy = self._energy_between(cum_t, cum_e, progress, new)
                 i = min(max(bisect.bisect_right(cum_t, new) - 1, 0), n - 1)
                 try:
@@ -506,6 +574,7 @@ class Simulation:
                                          copy_first=self.probe_job is None)
         self.last_step_s = sum(self.cost.cost(op)[1] for op in train_ops)
         self.ram = Ram(self, tuple(self.job.persistent_tensors()))
+        self.ram.memo_enabled = self.memo
         self.ram.setup(train_ops, infer_ops)
         return train_ops, infer_ops
 

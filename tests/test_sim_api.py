@@ -180,3 +180,32 @@ def test_every_bundled_scenario_runs(name):
     r = run_scenario(apply_overrides(scenario_dict(name), {"duration_s": 900.0}), compare=False)
     assert r["scenario"] == name and isinstance(r["fits"], bool) and len(r["constraints"]) == 7
     assert r["inferences"] > 0 or r["fatal"] is not None
+
+
+@pytest.mark.parametrize("case", ["tiny-preempted", "tiny-oom", "real-filtered"])
+def test_heap_step_replay_changes_nothing(case):
+    """The heap policy's replay of repeated steps gives byte-identical results to placing every tensor."""
+    from simulator.api import build_result, job_for
+    from simulator.engine import Simulation
+
+    def run(memo):
+        if case.startswith("tiny"):
+            sc = load_scenario({"name": "memo", "device": "unit", "runtime": "native", "duration_s": 900.0,
+                                "schedule": {"every_n": 4, "memory_policy": "heap"}, "pipeline": {"label_every": 1}})
+            job = TinyJob(in_dim=64, extra_bytes=0 if case == "tiny-preempted" else 3000)
+            prof = unit_profile(clock_hz=1e4, ram_bytes=40_000 if case == "tiny-preempted" else 4_000)
+            sim = Simulation(sc, prof, job, memo=memo)
+        else:
+            sc = load_scenario({**PICO_SMALL, "schedule": {**PICO_SMALL["schedule"], "memory_policy": "heap",
+                                                           "techniques": {"instance_filter": 0.3}}})
+            sim = Simulation(sc, load_profile(sc.device), job_for(sc), probe_job=job_for(sc), memo=memo)
+        sim.run()
+        return json.dumps(build_result(sim), sort_keys=True), sim
+
+    a, sim_a = run(True)
+    b, _ = run(False)
+    assert a == b
+    assert sim_a.ram._memo or case == "tiny-oom"      # the fast path was taken
+    if case == "tiny-preempted":
+        assert sim_a.preemptions > 0                  # ... and the slow path, under preemption
+    assert (json.loads(a)["fatal"] is not None) is (case == "tiny-oom")
