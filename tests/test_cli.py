@@ -51,3 +51,10 @@ def test_installed_console_script_runs():
     out = subprocess.run([exe, "devices", "--json"], capture_output=True, text=True, check=True).stdout
     devices = json.loads(out)["devices"]
     assert {"bbc-microbit-v1"} <= {d["name"] for d in devices}
+
+
+def test_closed_pipe_is_not_an_internal_error():
+    exe = str(__import__("pathlib").Path(sys.executable).with_name("edgesim"))
+    p = subprocess.run(f"'{exe}' devices --json | head -c 10", shell=True, capture_output=True, text=True)
+    assert p.returncode == 0
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr
