@@ -20,8 +20,8 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "
 CHUNK_BYTES = 32
 CHUNK_PAUSE_S = 0.01
-OK_TIMEOUT_S = 3.0
-RETRIES = 3
+OK_TIMEOUT_S = 1.5
+RETRIES = 5
 
 _MEM_RE = re.compile(r"allocating (\d+) bytes")
 
@@ -113,8 +113,10 @@ class RawRepl:
         self._buf = self._buf[i + len(RAW_BANNER):]
 
     def resync(self) -> None:
-        """Drop what is pending and get back to a fresh raw-REPL prompt."""
+        """Drop what is pending and get back to a fresh raw-REPL prompt. Waits for the line to go quiet
+        first, so a command still finishing is not interrupted half-way (it may have been acknowledged)."""
         self.resyncs += 1
+        self._drain(0.3)
         self.enter_raw_repl()
 
     def exec_once(self, src: str | bytes, timeout: float) -> tuple[bytes, bytes]:
@@ -124,13 +126,14 @@ class RawRepl:
         self.write_chunked(data)
         self.qemu.write(b"\x04")
         deadline = time.monotonic() + OK_TIMEOUT_S
-        while len(self._buf) < 2 and time.monotonic() < deadline:
+        while b"OK" not in self._buf and time.monotonic() < deadline:
             self._buf += self.qemu.read(0.05)
-        if self._buf[:2] != b"OK":
+        i = self._buf.find(b"OK")
+        if i < 0:                                   # the guest did not take the code: nothing ran
             got, self._buf = self._buf, b""
             raise ProtocolError(f"expected OK after the code, got {got[:40]!r}",
                                 serial_tail=got.decode("utf-8", "replace"), log_path=self.qemu.log_path)
-        self._buf = self._buf[2:]
+        self._buf = self._buf[i + 2:]               # noise before the OK is dropped: the code is running
         out = self.read_until(b"\x04", timeout, what=f"running {data[:40]!r}")[:-1]
         err = self.read_until(b"\x04", timeout, what=f"finishing {data[:40]!r}")[:-1]
         junk = self.read_until(b">", OK_TIMEOUT_S, what="waiting for the raw-REPL prompt")[:-1]

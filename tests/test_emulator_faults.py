@@ -60,7 +60,7 @@ def test_qemu_exiting_early_is_reported_with_its_message(tmp_path):
 def test_dropped_and_garbled_bytes_are_resynced_and_retried(tmp_path):
     with BoardSession(load_board(BOARD), log_path=tmp_path / "serial.log", qemu_cls=FaultyQemu) as s:
         q = s.qemu
-        q.drop_p, q.garbage_p, q.armed = 0.08, 0.08, True
+        q.drop_p, q.garbage_p, q.armed = 0.05, 0.05, True
         s.install("mlpk.py")                                  # 1.9 kB in verified pieces
         q.armed = False
         size = int(s.exec("import os\nprint(os.size('mlpk.py'))").strip())
