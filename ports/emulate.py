@@ -181,8 +181,9 @@ def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float
                         time.monotonic() - t_total)
 
 
-def build_result(board, workload, job, sizes, steps, host, run: BoardRun, foot, firmware, log, oom,
-                 wall_s) -> dict:
+def build_result(board: Board, workload: str, job: Any, sizes: list[int], steps: int, host: dict, run: BoardRun,
+                 foot: PortFootprint, firmware: str, log: str, oom: GuestMemoryError | None, wall_s: float) -> dict:
+    """The emulation.json dict: the board's figures beside the simulator's and the host's."""
     pred_heap = host["heap_peak_bytes"] + foot.bytes
     pred_instr = host["instructions_per_step"]
     res: dict[str, Any] = {

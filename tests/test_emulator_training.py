@@ -91,7 +91,8 @@ def test_feasibility_edge_simulator_and_board_agree(microbit_run, tmp_path):
     big = emulate(load_board(BOARD), "mlp:16-24-10", 2, log_path=tmp_path / "serial.log")
     assert big["predicted_fits"] is False                   # the simulator: does not fit
     assert big["fits"] is False and "MemoryError" in big["guest_memory_error"]   # the board: MemoryError
-    assert big["failed_alloc_bytes"] and big["failed_alloc_bytes"] > 0
+    # the guest names the failed allocation unless it could not even allocate the message
+    assert big["failed_alloc_bytes"] is None or big["failed_alloc_bytes"] > 0
 
 
 def test_icount_makes_ticks_us_count_instructions(tmp_path):
