@@ -19,7 +19,7 @@ from workloads.techniques import Techniques
 
 from .cost import CostModel
 from .engine import MAX_CPU_SEGMENTS, Simulation, drain
-from .memory import Heap, OutOfMemory
+from .memory import Heap, OutOfMemory, replay
 from .planner import plan as plan_memory
 from .result import RESULT_KEYS
 from .scenario import Scenario, load_scenario, scenario_dict
@@ -327,26 +327,12 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
         seconds += s
         energy += e
     persistent = tuple(job.persistent_tensors())
-    heap = Heap.for_runtime(1 << 40, rt)
-    for t in persistent:
-        heap.alloc(t.id, t.nbytes, t.kind, "persistent")
-    for op in ops:
-        for t in op.alloc:
-            heap.alloc(t.id, t.nbytes, t.kind, op.name)
-        for tid in op.free:
-            heap.free(tid)
+    heap = replay(Heap.for_runtime(1 << 40, rt), ops, persistent)
     p = plan_memory(ops, persistent)
     avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     fits_heap = True
     try:
-        h2 = Heap.for_runtime(avail, rt)
-        for t in persistent:
-            h2.alloc(t.id, t.nbytes, t.kind, "persistent")
-        for op in ops:
-            for t in op.alloc:
-                h2.alloc(t.id, t.nbytes, t.kind, op.name)
-            for tid in op.free:
-                h2.free(tid)
+        replay(Heap.for_runtime(avail, rt), ops, persistent)
     except OutOfMemory:
         fits_heap = False
     return {"device": profile.name, "workload": workload, "runtime": runtime, "batch": batch,
