@@ -200,19 +200,8 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
     if isinstance(path_or_dict, dict):
         raw, where = path_or_dict, where or "<scenario>"
     else:
-        path = Path(path_or_dict)
-        if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
-            path = SCENARIO_DIR / f"{path}.toml"
+        raw, path = _read_file(path_or_dict, where)
         where = where or str(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{where}: no such scenario file") from None
-        except IsADirectoryError:
-            raise ValueError(f"{where}: is a directory, not a scenario .toml file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{where}: malformed TOML: {e}") from None
-        _resolve_device(raw, path)
     d = _merge(DEFAULTS, raw, where)
     tech = d["schedule"]["techniques"]
     if not isinstance(tech, dict):
@@ -235,19 +224,25 @@ def scenario_dict(path_or_dict: str | Path | dict) -> dict:
     """The raw (un-defaulted) dict of a scenario file, for overrides; dicts are copied."""
     if isinstance(path_or_dict, dict):
         return copy.deepcopy(path_or_dict)
-    path = Path(path_or_dict)
+    return _read_file(path_or_dict)[0]
+
+
+def _read_file(path_or_name: str | Path, where: str | None = None) -> tuple[dict, Path]:
+    """Parse a scenario file (or an embedded scenario's name); errors name ``where`` or the path."""
+    path = Path(path_or_name)
     if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
         path = SCENARIO_DIR / f"{path}.toml"
+    where = where or str(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such scenario file") from None
+        raise FileNotFoundError(f"{where}: no such scenario file") from None
     except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a scenario .toml file") from None
+        raise ValueError(f"{where}: is a directory, not a scenario .toml file") from None
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: malformed TOML: {e}") from None
+        raise ValueError(f"{where}: malformed TOML: {e}") from None
     _resolve_device(raw, path)
-    return raw
+    return raw, path
 
 
 def _resolve_device(raw: dict, path: Path) -> None:
