@@ -83,6 +83,13 @@ def _print_emulation(res: dict, out_dir: Path, report) -> None:
              round(1e3 * res["predicted_device_seconds_per_step"], 2), _pct(res["instructions_error"])],
         ]
         print(format_table(["", "emulator", "simulator", "error"], rows))
+        ops = res.get("predicted_ops") or []
+        if len(ops) == len(res.get("op_instructions_step0", [])):
+            print("\nper op, step 0 (instructions):")
+            print(format_table(["op", "emulator", "simulator", "error"],
+                               [[name, b, round(p), _pct((p - b) / b if b else None)] for name, b, p in
+                                zip(ops, res["op_instructions_step0"], res["predicted_op_instructions_step0"],
+                                    strict=True)]))
         print(f"\nloss per step (nats)     board vs host (float32, rtol {res['loss_tolerance']['rtol']:g}): "
               f"{'match' if res['losses_match_host'] else 'DIFFER'} (max |diff| {res['loss_max_abs_diff']:.2e})")
         n = len(res["losses"])

@@ -111,3 +111,23 @@ def test_icount_makes_ticks_us_count_instructions(tmp_path):
     t0, t1 = run(0), run(1)
     assert max(t0) - min(t0) <= 1                           # deterministic to the microsecond tick
     assert sum(t1) / sum(t0) == pytest.approx(2.0, rel=0.02)
+
+
+@pytest.mark.slow
+def test_calibrate_writes_a_loadable_profile_with_the_fit(tmp_path, capsys):
+    from device_profiles import load_profile
+    from simulator.cli import main
+
+    dst = tmp_path / "microbit.toml"
+    assert main(["calibrate", "--board", BOARD, "--write", str(dst), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    prof = load_profile(dst)
+    rt = prof.runtime_for("micropython")
+    assert rt.cycles_per_mac_f32 == pytest.approx(res["coefficients"]["cycles_per_mac_f32"])
+    assert 500 < rt.cycles_per_mac_f32 < 10000              # a MicroPython MAC: hundreds to thousands of cycles
+    assert rt.ram_reserved_bytes == res["ram_reserved_bytes"] > res["static_ram_bytes"]
+    assert prof.sources["runtime.micropython.cycles_per_mac_f32"].startswith("measured: edgesim calibrate")
+    labels = [b["label"] for b in res["benchmarks"]]
+    assert any(lab.startswith("fwd") for lab in labels) and any(lab.startswith("empty") for lab in labels)
+    assert all("residual" in b for b in res["benchmarks"])
+    assert prof.runtime["native"] == load_profile(BOARD).runtime["native"]   # only its own table changed

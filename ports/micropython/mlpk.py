@@ -1,6 +1,6 @@
 # edgesim device-side kernels (MicroPython 1.9): one float32 array('f') loop per op of the host's
 # trace (workloads: Dense forward, softmax cross-entropy, backward_act/_weight/_input, update).
-# MACs follow the host's count: backward products skip zero error entries (nnz(dz) * fan_in).
+# MACs follow the host's count for dense kernels (no technique prunes the error here).
 # Shared by the training (mlp.py) and the calibration micro-benchmarks (bench.py). New buffers are
 # array('f', range(n)): n floats at exactly their size (range has a length, so no over-allocation).
 from array import array
@@ -48,33 +48,28 @@ def dact(d, a, m):
 
 
 def dw(x, g, n, m):
-    # dW = outer(x, g), db = g; zero error columns are written as zeros, not multiplied
+    # dW = outer(x, g), db = g (dense: every entry, as the host counts it)
     d = array('f', range(n * m))
     for j in range(m):
         v = g[j]
         k = j
-        if v == 0:
-            for k in range(j, n * m, m):
-                d[k] = 0.0
-        else:
-            for i in range(n):
-                d[k] = x[i] * v
-                k += m
+        for i in range(n):
+            d[k] = x[i] * v
+            k += m
     return d, array('f', g)
 
 
 def dx(g, w, n, m):
-    # dx = g @ w.T over the non-zero entries of g
+    # dx = g @ w.T (dense)
     d = array('f', range(n))
     for i in range(n):
         d[i] = 0.0
     for j in range(m):
         v = g[j]
-        if v != 0:
-            k = j
-            for i in range(n):
-                d[i] += v * w[k]
-                k += m
+        k = j
+        for i in range(n):
+            d[i] += v * w[k]
+            k += m
     return d
 
 
