@@ -51,18 +51,24 @@ class RawRepl:
         self.resyncs = 0
 
     # --- the primitive -----------------------------------------------------------------------------
-    def read_until(self, ending: bytes, timeout: float, what: str = "") -> bytes:
-        """Bytes up to and including ``ending``; ReplTimeout (QEMU ended) if it does not come in time."""
+    def read_until(self, ending: bytes | tuple[bytes, ...], timeout: float, what: str = "",
+                   fatal: bool = True) -> bytes:
+        """Bytes up to and including ``ending`` (or the first of several endings). If it does not come
+        in time: ReplTimeout with QEMU ended (``fatal``), else _NoAnswer with the bytes kept."""
+        endings = (ending,) if isinstance(ending, bytes) else ending
         deadline = time.monotonic() + timeout
         while True:
-            i = self._buf.find(ending)
-            if i >= 0:
-                out, self._buf = self._buf[:i + len(ending)], self._buf[i + len(ending):]
+            hits = [(i, e) for e in endings if (i := self._buf.find(e)) >= 0]
+            if hits:
+                i, e = min(hits)
+                out, self._buf = self._buf[:i + len(e)], self._buf[i + len(e):]
                 return out
             left = deadline - time.monotonic()
             if left <= 0:
+                if not fatal:
+                    raise _NoAnswer(f"no answer within {timeout:g} s")
                 pending, self._buf = self._buf, b""
-                raise self.qemu.timeout(what or f"waiting for {ending!r}", timeout, pending)
+                raise self.qemu.timeout(what or f"waiting for {endings[0]!r}", timeout, pending)
             self._buf += self.qemu.read(min(left, 0.05))
 
     def _drain(self, quiet_s: float = 0.05) -> bytes:
@@ -279,24 +285,17 @@ class RawRepl:
     def _read_answer(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while True:
-            i = self._buf.find(b"\n")
-            j = self._buf.find(b"\x04")
-            if j >= 0 and (i < 0 or j < i):               # the program ended (an exception) before answering
+            raw = self.read_until((b"\n", b"\x04"), max(deadline - time.monotonic(), 0.0), fatal=False)
+            if raw.endswith(b"\x04"):                   # the program ended (an exception) before answering
+                self._buf = b"\x04" + self._buf
                 out, err = self.finish(timeout=5.0, raise_errors=False)
                 if err:
                     raise self._guest_error(err.decode("utf-8", "replace"), out)
                 raise ProtocolError("the guest program ended before answering", serial_tail=self.qemu.tail(),
                                     log_path=self.qemu.log_path)
-            if i >= 0:
-                raw, self._buf = self._buf[:i + 1], self._buf[i + 1:]
-                text = raw.decode("utf-8", "replace").strip()
-                if text.startswith("@"):
-                    return text[1:]
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _NoAnswer(f"no answer within {timeout:g} s")
-            self._buf += self.qemu.read(min(left, 0.05))
+            text = raw.decode("utf-8", "replace").strip()
+            if text.startswith("@"):
+                return text[1:]
 
     def _skip_answers(self, quiet_s: float) -> None:
         self._buf += self._drain(quiet_s)
