@@ -52,6 +52,7 @@ class Qemu:
         self.proc = None
         self.pid: int | None = None
         self._log = None
+        self._tail = b""          # the last 4000 bytes the guest printed, for error messages
 
     # --- life cycle -------------------------------------------------------------------------------
     def start(self) -> Qemu:
@@ -133,9 +134,10 @@ class Qemu:
                 raise QemuExited(f"QEMU (pid {self.pid}) exited (code {self.exitcode()})",
                                  serial_tail=self.tail(), log_path=self.log_path) from None
             if data:
-                self._log.write(data)
-                self._log.flush()
-                self._tail = (getattr(self, "_tail", b"") + data)[-4000:]
+                if self._log:
+                    self._log.write(data)
+                    self._log.flush()
+                self._tail = (self._tail + data)[-4000:]
                 return data
             if time.monotonic() >= deadline:
                 return b""
@@ -145,7 +147,7 @@ class Qemu:
         return None if self.proc is None else self.proc.proc.poll()
 
     def tail(self) -> str:
-        return getattr(self, "_tail", b"").decode("utf-8", "replace")
+        return self._tail.decode("utf-8", "replace")
 
     def timeout(self, what: str, seconds: float, pending: bytes = b"") -> ReplTimeout:
         """End QEMU and build the ReplTimeout for ``what``."""

@@ -96,8 +96,9 @@ def test_feasibility_edge_simulator_and_board_agree(microbit_run, tmp_path):
 
 
 def test_icount_makes_ticks_us_count_instructions(tmp_path):
-    """Under -icount shift=N each instruction advances guest time 2**N ns: ticks_us deltas are exact
-    instruction counts / 1000 at shift=0, double at shift=1, and repeat exactly."""
+    """Under -icount shift=N each instruction advances guest time 2**N ns: ticks_us deltas are
+    instruction counts / 1000 at shift=0, double at shift=1, and repeat (within a few ticks: the heap,
+    hence the garbage collector's work, differs slightly between calls)."""
     from ports.session import BoardSession
 
     def run(shift: int) -> list[int]:
@@ -109,7 +110,7 @@ def test_icount_makes_ticks_us_count_instructions(tmp_path):
             return [int(s.exec("bench.t(0,16,12)").strip()[1:].split()[0]) for _ in range(3)]
 
     t0, t1 = run(0), run(1)
-    assert max(t0) - min(t0) <= 1                           # deterministic to the microsecond tick
+    assert max(t0) - min(t0) <= 0.01 * min(t0)
     assert sum(t1) / sum(t0) == pytest.approx(2.0, rel=0.02)
 
 
