@@ -60,7 +60,7 @@ class BoardSession:
         self.banner = self.repl.wait_boot(self.boot_timeout_s).decode("utf-8", "replace")
         self.repl.enter_raw_repl()
         self.repl.exec(device_source("edgeload.py"))
-        out = self.repl.exec("import gc\ngc.collect()\nprint(gc.mem_free()+gc.mem_alloc())")
+        out = self.repl.exec("hz()")
         self.heap_total_bytes = check_answer(out, 1, "GC heap size", self)[0]
         self.boot_wall_s = time.monotonic() - t0
 
@@ -82,8 +82,7 @@ class BoardSession:
 
     def drop_loader(self) -> None:
         """Delete the loader's names once the files are written: its code no longer takes heap."""
-        self.repl.exec("g=globals()\nfor n in ('fo','fw','fc','_b','_ck','_f','_n'):\n g.pop(n,None)\n"
-                       "del g,n\nimport gc\ngc.collect()")       # safe to repeat if the answer is garbled
+        self.repl.exec("globals().get('fz', id)(0)\nimport gc\ngc.collect()")   # safe to repeat
         self.fresh_raw_repl()
 
     def fresh_raw_repl(self) -> None:
