@@ -146,10 +146,10 @@ def _calibrate(args) -> int:
 
 def register(sub) -> None:
     p = add_command(sub, "emulate", help="run training on a QEMU-emulated board beside the simulator's prediction",
-                    description="Run a workload's training in MicroPython on a QEMU-emulated board and print, beside "
-                                "the simulator's prediction for the same board, workload and batch: heap peak, "
-                                "instructions per step, and the loss curve against the host's. Exit 3 if the board "
-                                "runs out of memory.",
+                    description="Run a workload's training in MicroPython on a QEMU-emulated board and print,\n"
+                                "beside the simulator's prediction for the same board, workload and batch: heap peak,\n"
+                                "instructions per step (guest time under -icount shift=0), and the loss curve against\n"
+                                "the host's. Exit 3 if the board runs out of memory.",
                     example="edgesim emulate --board bbc-microbit-v1 --workload mlp:16-12-10 --steps 20")
     p.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
     p.add_argument("--workload", default="mlp-microbit", help="zoo name or mlp: spec")
@@ -161,9 +161,9 @@ def register(sub) -> None:
                                                "(default ./edgesim-out/emulation/BOARD-WORKLOAD/)")
     p.set_defaults(func=_emulate)
     c = add_command(sub, "calibrate", help="fit a profile's micropython cost coefficients on the emulated board",
-                    description="Run micro-benchmarks (one kernel per op kind at several sizes, an empty op, an "
-                                "empty training step) on the emulated board, fit the simulator's micropython cost "
-                                "coefficients and the port's heap footprint, print the fit and its residuals, and "
+                    description="Run micro-benchmarks on the emulated board (one kernel per op kind at several\n"
+                                "sizes, an empty op, an empty training step), fit the simulator's micropython cost\n"
+                                "coefficients and the port's heap footprint, print the fit and its residuals, and\n"
                                 "write them into a profile.",
                     example="edgesim calibrate --board bbc-microbit-v1 --write my-microbit.toml")
     c.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
