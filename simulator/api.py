@@ -30,13 +30,13 @@ YEAR_S = 365.0 * DAY_S
 
 
 def make_job(model: str, *, dataset: str | None = None, story: str = "new-class", optimizer: str = "sgd",
-             lr: float = 0.05, techniques: Techniques | None = None, seed: int = 0) -> Any:
+             lr: float = 0.05, momentum: float = 0.9, techniques: Techniques | None = None, seed: int = 0) -> Any:
     """A TrainingJob from the workloads package (imported here so the simulator core stays light)."""
     import workloads
 
     if not hasattr(workloads, "make_job"):
         raise RuntimeError("workloads.make_job is not available yet (the workloads package is incomplete)")
-    return workloads.make_job(model, dataset=dataset, story=story, optimizer=optimizer, lr=lr,
+    return workloads.make_job(model, dataset=dataset, story=story, optimizer=optimizer, lr=lr, momentum=momentum,
                               techniques=techniques or Techniques(), seed=seed)
 
 
@@ -61,7 +61,7 @@ def profile_for(sc: Scenario) -> DeviceProfile:
 
 def _job_for(sc: Scenario, w: dict) -> Any:
     return make_job(w["model"], dataset=None if w["dataset"] == "auto" else w["dataset"], story=w["story"], optimizer=w["optimizer"], lr=w["lr"],
-                    techniques=sc.techniques, seed=sc.seed)
+                    momentum=w["momentum"], techniques=sc.techniques, seed=sc.seed)
 
 
 def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = None,
@@ -301,7 +301,8 @@ def _cpu_timeline(log: list[tuple[float, float, str, bool]], end: float) -> dict
 
 def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: int = 1, runtime: str = "native",
                  techniques: Techniques | dict | None = None, seed: int = 0, dataset: str | None = None,
-                 story: str = "new-class", optimizer: str = "sgd", lr: float = 0.05, job: Any = None) -> dict:
+                 story: str = "new-class", optimizer: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
+                 job: Any = None) -> dict:
     """The simulator's prediction for one training step of ``workload`` on ``device``.
 
     cycles/seconds/energy from the cost model; instructions = cycles / CPI; heap_peak_bytes from
@@ -315,7 +316,7 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
         raise ValueError(f"predict_step: batch must be an integer >= 1 (got {batch!r})")
     rt = profile.runtime_for(runtime)
     if job is None:
-        job = make_job(workload, dataset=dataset, story=story, optimizer=optimizer, lr=lr,
+        job = make_job(workload, dataset=dataset, story=story, optimizer=optimizer, lr=lr, momentum=momentum,
                        techniques=techniques, seed=seed)
     xs, ys = zip(*itertools.islice(iter(job.labelled_stream()), batch), strict=False)
     ops, loss = drain(job.train_step(np.stack(xs), np.array(ys)))

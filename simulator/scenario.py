@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "story": "new-class",         # new-class | shift | plain (no pre-training)
         "optimizer": "sgd",
         "lr": 0.005,                  # on-device fine-tuning wants a small step
+        "momentum": 0.9,              # SGD momentum; 0 = plain SGD, no optimiser state (the micro:bit port)
     },
     "pipeline": {
         "sensor_rate_hz": 8.0,        # frames per second from the sensor
@@ -169,6 +170,9 @@ def _check(d: dict, where: str) -> None:
     lr = d["workload"]["lr"]
     if not _is_num(lr) or lr <= 0:
         raise bad("workload.lr", "a number > 0")
+    momentum = d["workload"]["momentum"]
+    if not _is_num(momentum) or not 0 <= momentum < 1:
+        raise bad("workload.momentum", "a number in [0, 1)")
     for f in ("power.idle_timeout_s", "budgets.flash_wear_per_year", "budgets.deadline_miss_rate"):
         v = _get(d, f)
         if not _is_num(v) or v < 0:

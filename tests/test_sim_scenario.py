@@ -29,6 +29,8 @@ def test_defaults_fill_in_and_embedded_scenarios_load():
     ({"pipeline.sensor_rate_hz": -1}, "pipeline.sensor_rate_hz", "-1"),
     ({"pipeline.window": True}, "pipeline.window", "True"),
     ({"workload.lr": 0}, "workload.lr", "0"),
+    ({"workload.momentum": 1.0}, "workload.momentum", "1.0"),
+    ({"workload.momentum": -0.1}, "workload.momentum", "-0.1"),
     ({"workload.story": "drama"}, "workload.story", "'drama'"),
     ({"battery.initial_fraction": 1.5}, "battery.initial_fraction", "1.5"),
     ({"battery.harvest_w_by_hour": [1, 2]}, "battery.harvest_w_by_hour", "[1, 2]"),
