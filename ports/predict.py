@@ -45,7 +45,8 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
     """Run the host steps on ``samples`` (batch 1; this trains ``job``) and price each step's trace
     with the simulator's cost model (``simulator.cost.op_cycles``) and heap model."""
     from simulator.cost import op_cycles
-    from simulator.memory import Heap, OutOfMemory
+    from simulator.engine import drain
+    from simulator.memory import Heap, OutOfMemory, replay
 
     rt = profile.runtime_for(RUNTIME)
     cpi = profile.core.cycles_per_instruction
@@ -57,38 +58,18 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
     n_in = int(np.prod(job.input_shape))
     avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     for k, (x, y) in enumerate(samples):
-        gen = job.train_step(np.asarray(x)[None], np.array([y]))
-        ops = []
-        while True:
-            try:
-                ops.append(next(gen))
-            except StopIteration as stop:
-                losses.append(float(stop.value))
-                break
+        ops, loss = drain(job.train_step(np.asarray(x)[None], np.array([y])))
+        losses.append(float(loss))
         cyc = [op_cycles(op, rt) for op in ops]
         instr.append(sum(cyc) / cpi)
         if k == 0:
             op_names = [op.name for op in ops]
             op_instr0 = [c / cpi for c in cyc]
-        heap = Heap.for_runtime(1 << 30, rt)
-        for t in persistent:
-            heap.alloc(t.id, t.nbytes, t.kind, "persistent")
-        for op in ops:
-            for t in op.alloc:
-                heap.alloc(t.id, t.nbytes, t.kind, op.name)
-            for tid in op.free:
-                heap.free(tid)
-        peaks.append(int(heap.peak_bytes))
+        peaks.append(int(replay(Heap.for_runtime(1 << 30, rt), ops, persistent).peak_bytes))
         try:                                   # the verdict: the same trace in the RAM the profile leaves
             h2 = Heap.for_runtime(avail, rt)
             h2.alloc(-1, 4 * n_in, "input", "staging")
-            for t in persistent:
-                h2.alloc(t.id, t.nbytes, t.kind, "persistent")
-            for op in ops:
-                for t in op.alloc:
-                    h2.alloc(t.id, t.nbytes, t.kind, op.name)
-                for tid in op.free:
-                    h2.free(tid)
+            replay(h2, ops, persistent)
         except OutOfMemory:
             fits = False
     return {"losses": losses, "instructions_by_step": instr, "instructions_per_step": float(np.mean(instr)),
