@@ -30,8 +30,9 @@ from tqdm import tqdm  # noqa: E402
 
 from device_profiles.loader import load_profile  # noqa: E402
 from simulator.api import job_for  # noqa: E402
-from simulator.engine import Simulation, drain  # noqa: E402
+from simulator.engine import Simulation  # noqa: E402
 from simulator.scenario import SCENARIO_DIR, apply_overrides, load_scenario, scenario_dict  # noqa: E402
+from workloads.trace import collect  # noqa: E402
 
 
 def training_scenario(model: str, policy: str, runtime: str) -> dict:
@@ -60,12 +61,12 @@ def alone_timed(sc, batches: list[tuple[list, list]], infers: list[np.ndarray]) 
     job.evaluate()
     stream = iter(probe.labelled_stream())
     xs, ys = zip(*itertools.islice(stream, sc.schedule["batch"]), strict=True)
-    drain(probe.infer(xs[0]))
-    drain(probe.train_step(np.stack(xs), np.array(ys)))
+    collect(probe.infer(xs[0]))
+    collect(probe.train_step(np.stack(xs), np.array(ys)))
     for x in infers:
-        drain(job.infer(x))
+        collect(job.infer(x))
     for rows, labels in batches:     # the same training loop: stack the batch, run the step
-        drain(job.train_step(np.stack(rows), np.array(labels)))
+        collect(job.train_step(np.stack(rows), np.array(labels)))
     job.evaluate()
     return time.perf_counter() - t
 
@@ -106,8 +107,8 @@ class Canned:
     def __init__(self, job, batch: int) -> None:
         self.job = job
         xs, ys = zip(*itertools.islice(job.labelled_stream(), batch), strict=True)
-        self.infer_ops, _ = drain(job.infer(xs[0]))
-        self.train_ops, _ = drain(job.train_step(np.stack(xs), np.array(ys)))
+        self.infer_ops, _ = collect(job.infer(xs[0]))
+        self.train_ops, _ = collect(job.train_step(np.stack(xs), np.array(ys)))
 
     def __getattr__(self, name):
         return getattr(self.job, name)

@@ -45,8 +45,8 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
     """Run the host steps on ``samples`` (batch 1; this trains ``job``) and price each step's trace
     with the simulator's cost model (``simulator.cost.op_cycles``) and heap model."""
     from simulator.cost import op_cycles
-    from simulator.engine import drain
     from simulator.memory import Heap, OutOfMemory, replay
+    from workloads.trace import collect
 
     rt = profile.runtime_for(RUNTIME)
     cpi = profile.core.cycles_per_instruction
@@ -58,7 +58,7 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
     n_in = int(np.prod(job.input_shape))
     avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     for k, (x, y) in enumerate(samples):
-        ops, loss = drain(job.train_step(np.asarray(x)[None], np.array([y])))
+        ops, loss = collect(job.train_step(np.asarray(x)[None], np.array([y])))
         losses.append(float(loss))
         cyc = [op_cycles(op, rt) for op in ops]
         instr.append(sum(cyc) / cpi)

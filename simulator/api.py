@@ -16,9 +16,10 @@ import numpy as np
 
 from device_profiles.loader import DeviceProfile, load_profile
 from workloads.techniques import Techniques
+from workloads.trace import collect
 
 from .cost import CostModel
-from .engine import MAX_CPU_SEGMENTS, Simulation, drain
+from .engine import MAX_CPU_SEGMENTS, Simulation
 from .memory import Heap, OutOfMemory, replay
 from .planner import plan as plan_memory
 from .result import RESULT_KEYS
@@ -319,7 +320,7 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
         job = make_job(workload, dataset=dataset, story=story, optimizer=optimizer, lr=lr, momentum=momentum,
                        techniques=techniques, seed=seed)
     xs, ys = zip(*itertools.islice(iter(job.labelled_stream()), batch), strict=False)
-    ops, loss = drain(job.train_step(np.stack(xs), np.array(ys)))
+    ops, loss = collect(job.train_step(np.stack(xs), np.array(ys)))
     cm = CostModel(profile, runtime)
     cycles = seconds = energy = 0.0
     for op in ops:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from workloads.trace import Op, Tensor
+from workloads.trace import Op, Tensor, collect
 
 from . import pipeline, schedule
 from .cost import CostModel
@@ -41,17 +41,6 @@ class Fatal(Exception):
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "time_s": self.time_s, "op": self.op, "message": self.message,
                 "ram_needed_bytes": self.ram_needed_bytes}
-
-
-def drain(gen) -> tuple[list[Op], Any]:
-    """Run an op generator to the end: (ops, return value). The numpy math runs here."""
-    ops: list[Op] = []
-    append = ops.append
-    try:
-        while True:
-            append(next(gen))
-    except StopIteration as stop:
-        return ops, stop.value
 
 
 def _signature(ops: list[Op]) -> tuple:
@@ -367,7 +356,7 @@ class Simulation:
 
     def run_inference(self, x) -> tuple[int, float]:
         """Run the model on ``x`` now (numpy), place its tensors, and return (prediction, seconds)."""
-        ops, pred = drain(self.job.infer(x))
+        ops, pred = collect(self.job.infer(x))
         now = self.env.now
         cost = self.cost.cost
         starts, t = [], 0.0
@@ -399,7 +388,7 @@ class Simulation:
 
     def train_step(self, xs, ys):
         """SimPy sub-process: one training step, preemptible by inference."""
-        ops, loss = drain(self.job.train_step(xs, ys))
+        ops, loss = collect(self.job.train_step(xs, ys))
         self.training_steps += 1
         self.macs_total += sum(op.macs for op in ops)
         swapped = sum(op.bytes_written for op in ops if op.kind == "flash_write")
@@ -624,6 +613,6 @@ def probe_ops(job: Any, batch: int, copy_first: bool = True) -> tuple[list[Op], 
     probe = copy.deepcopy(job) if copy_first else job
     stream = iter(probe.labelled_stream())
     xs, ys = zip(*itertools.islice(stream, batch), strict=False)
-    infer_ops, _ = drain(probe.infer(xs[0]))
-    train_ops, _ = drain(probe.train_step(np.stack(xs), np.array(ys)))
+    infer_ops, _ = collect(probe.infer(xs[0]))
+    train_ops, _ = collect(probe.train_step(np.stack(xs), np.array(ys)))
     return train_ops, infer_ops

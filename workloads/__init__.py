@@ -5,11 +5,11 @@ Public API: ``parse_spec``, ``build_model``, ``zoo``, ``make_job`` (a ``Training
 """
 from . import datasets
 from .checks import TraceError, TraceSummary, check_trace
-from .job import Job, collect, make_job
+from .job import Job, make_job
 from .model import Model, ZooEntry, build_model, etf_matrix, zoo
 from .spec import LayerSpec, ModelSpec, SpecError, parse_spec
 from .techniques import Techniques
-from .trace import OP_KINDS, TENSOR_KINDS, Op, Tensor
+from .trace import OP_KINDS, TENSOR_KINDS, Op, Tensor, collect
 
 __all__ = [
     "OP_KINDS", "TENSOR_KINDS", "Job", "TraceError", "TraceSummary", "check_trace", "LayerSpec", "Model", "ModelSpec", "Op", "SpecError", "Techniques", "Tensor",

@@ -103,16 +103,6 @@ def _template(ops: list[Op]) -> list[tuple]:
              tuple((t.nbytes, t.kind, t.name) for t in op.alloc), tuple(where[i] for i in op.free)) for op in ops]
 
 
-def collect(gen: Generator[Op, None, object]) -> tuple[list[Op], object]:
-    """Drain an op generator: (the ops, the generator's return value)."""
-    ops: list[Op] = []
-    while True:
-        try:
-            ops.append(next(gen))
-        except StopIteration as stop:
-            return ops, stop.value
-
-
 # ------------------------------------------------------------------------------------------ pretrain
 
 _PRETRAINED: dict[tuple, list[np.ndarray]] = {}

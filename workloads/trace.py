@@ -7,7 +7,9 @@ of layers and the workloads know nothing of SimPy.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 TENSOR_KINDS = ("weight", "bias", "activation", "grad", "wgrad", "optim", "workspace", "input")
 OP_KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy", "flash_read", "flash_write")
@@ -47,3 +49,14 @@ class Op:
     dtype: str = "f32"
     alloc: tuple[Tensor, ...] = ()
     free: tuple[int, ...] = ()
+
+
+def collect(gen: Generator[Op, None, Any]) -> tuple[list[Op], Any]:
+    """Run an op generator to the end: (the ops, its return value). The numpy math runs here."""
+    ops: list[Op] = []
+    append = ops.append
+    try:
+        while True:
+            append(next(gen))
+    except StopIteration as stop:
+        return ops, stop.value
