@@ -172,7 +172,8 @@ class Ram:
             try:
                 self.heap.alloc(-1 if name == "train" else -2, size, ARENA_FREE_KIND, f"arena:{name}")
             except OutOfMemory as e:
-                op = self._first_over(p, self.heap.free_bytes)
+                i = self._first_over(p, self.heap.free_bytes)
+                op = p.op_names[i] if i >= 0 else ""
                 raise Fatal(e.kind, 0.0, op, f"the planned {name} arena ({size:,} B) does not fit: "
                             f"{_oom_message(e, 'arena:' + name, Tensor(0, size, 'arena'))} "
                             f"(live bytes first exceed the free heap at op {op!r})",
@@ -180,11 +181,9 @@ class Ram:
             self.timeline.add(0.0, ARENA_FREE_KIND, self.heap.size_for(size))
 
     @staticmethod
-    def _first_over(p, limit: int) -> str:
-        for i, b in enumerate(p.live_bytes):
-            if b > limit:
-                return p.op_names[i]
-        return p.peak_op_name
+    def _first_over(p, limit: int) -> int:
+        """Index of the first op whose live bytes exceed ``limit`` (the plan's peak op if none does)."""
+        return next((i for i, b in enumerate(p.live_bytes) if b > limit), p.peak_op)
 
     # heap policy: per-op placement
     def alloc(self, t: float, tensor: Tensor, op_name: str) -> None:
@@ -258,7 +257,7 @@ class Ram:
     def check_arena(self, name: str, ops: list[Op], t0: float, starts: list[float]) -> None:
         p = self.plan(ops)
         if p.planned_bytes > self.arena[name]:
-            i = next((i for i, b in enumerate(p.live_bytes) if b > self.arena[name]), p.peak_op)
+            i = self._first_over(p, self.arena[name])
             op = p.op_names[i] if i >= 0 else name
             raise Fatal("out_of_memory", t0 + starts[max(i, 0)], op,
                         f"the {name} step needs a {p.planned_bytes:,} B arena but {self.arena[name]:,} B was "
@@ -269,9 +268,10 @@ class Ram:
         """Add a planned-arena step's live bytes by kind (op granularity) to the timeline."""
         if not ops:
             return
-        steps = self._draw_cache.get(id(self.plan(ops)))
+        p = self.plan(ops)
+        steps = self._draw_cache.get(id(p))
         if steps is None:
-            steps = self._draw_cache[id(self.plan(ops))] = self._deltas(self.plan(ops), len(ops))
+            steps = self._draw_cache[id(p)] = self._deltas(p, len(ops))
         idx, kinds, deltas = steps
         times = abs_starts + [end]
         self.timeline.extend([times[i] for i in idx], kinds, deltas)
