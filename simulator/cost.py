@@ -71,6 +71,19 @@ class CostModel:
         self._cache[key] = out
         return out
 
+    def cumulative(self, ops: list[Op]) -> tuple[list[float], list[float]]:
+        """(cum_seconds, cum_energy_j), each of len(ops) + 1: op i runs from cum_seconds[i] to [i + 1]."""
+        cost = self.cost
+        cum_t = [0.0] * (len(ops) + 1)
+        cum_e = [0.0] * (len(ops) + 1)
+        t = e = 0.0
+        for i, op in enumerate(ops):
+            _, s, en = cost(op)
+            t += s
+            e += en
+            cum_t[i + 1], cum_e[i + 1] = t, e
+        return cum_t, cum_e
+
     def flash_write(self, nbytes: int) -> tuple[float, float]:
         """(seconds, energy_j) of programming ``nbytes`` of flash (a checkpoint)."""
         cycles = self.runtime.op_overhead_cycles + nbytes * self.runtime.cycles_per_byte_copy

@@ -358,14 +358,8 @@ class Simulation:
         """Run the model on ``x`` now (numpy), place its tensors, and return (prediction, seconds)."""
         ops, pred = collect(self.job.infer(x))
         now = self.env.now
-        cost = self.cost.cost
-        starts, t = [], 0.0
-        energy = 0.0
-        for op in ops:
-            starts.append(t)
-            _, s, e = cost(op)
-            t += s
-            energy += e
+        cum_t, cum_e = self.cost.cumulative(ops)
+        starts, t, energy = cum_t[:-1], cum_t[-1], cum_e[-1]
         self.device.begin(now)
         ram = self.ram
         if ram.policy == "heap":
@@ -422,17 +416,9 @@ class Simulation:
     def execute(self, ops: list[Op], task: str, check_arena: bool = False):
         """Run ``ops`` on the CPU at training priority as few timeouts as preemption allows."""
         env, dev, ram = self.env, self.device, self.ram
-        cost = self.cost.cost
         n = len(ops)
-        cum_t = [0.0] * (n + 1)
-        cum_e = [0.0] * (n + 1)
-        t = e = 0.0
-        for i, op in enumerate(ops):
-            _, s, en = cost(op)
-            t += s
-            e += en
-            cum_t[i + 1], cum_e[i + 1] = t, e
-        total = t
+        cum_t, cum_e = self.cost.cumulative(ops)
+        total = cum_t[-1]
         if check_arena:
             self.last_step_s = total
         if check_arena and ram.policy == "planned":
@@ -561,7 +547,7 @@ class Simulation:
         """Trace one training step (on a copy of the job) and one inference, and lay out RAM."""
         train_ops, infer_ops = probe_ops(self.probe_job or self.job, self.sc.schedule["batch"],
                                          copy_first=self.probe_job is None)
-        self.last_step_s = sum(self.cost.cost(op)[1] for op in train_ops)
+        self.last_step_s = self.cost.cumulative(train_ops)[0][-1]
         self.ram = Ram(self, tuple(self.job.persistent_tensors()))
         self.ram.memo_enabled = self.memo
         self.ram.setup(train_ops, infer_ops)
