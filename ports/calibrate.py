@@ -16,9 +16,7 @@ heap the port takes before any tensor -- REPL, device modules, interpreter frame
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -220,18 +218,9 @@ def write_runtime_table(src: str | Path, dst: str | Path, values: dict[str, tupl
     if body and body[-1].strip():
         body.append("")
     out = "\n".join(lines[:start + 1] + body + lines[end:]) + "\n"
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".calib-", suffix=".toml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(out)
-    try:
-        load_profile(tmp)
-    except Exception:
-        os.unlink(tmp)
-        raise
-    os.replace(tmp, dst)
-    return dst
+    from simulator.cliutil import write_atomic
+
+    return write_atomic(dst, out, validate=load_profile)   # the written profile must load
 
 
 def _toml(v: Any) -> str:

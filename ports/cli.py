@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from simulator.cliutil import add_command, emit_json, format_table
@@ -14,14 +12,9 @@ AGREEMENT = 0.10
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    from simulator.cliutil import _jsonable
+    from simulator.cliutil import _jsonable, write_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, sort_keys=True, indent=2, default=_jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, sort_keys=True, indent=2, default=_jsonable) + "\n")
 
 
 def _board(name: str):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from simulator.cliutil import write_atomic
 
 
 @dataclass
@@ -136,21 +136,6 @@ def to_markdown(doc: Document) -> str:
             elif isinstance(b, Image):
                 out += [f"![{b.alt}]({b.filename})", ""]
     return "\n".join(out)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same directory, fsync it, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(doc: Document, out_dir: str | Path) -> Path:

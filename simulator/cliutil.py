@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -28,6 +32,30 @@ def emit_json(obj: Any, stream=None) -> None:
     """One machine-readable JSON object on stdout, keys sorted so equal results are equal bytes."""
     stream = stream or sys.stdout
     stream.write(json.dumps(obj, sort_keys=True, indent=2, default=_jsonable, allow_nan=False) + "\n")
+
+
+def write_atomic(path: str | Path, data: bytes | str, validate: Callable[[Path], None] | None = None) -> Path:
+    """Write ``data`` to a temp file beside ``path``, fsync it, optionally ``validate(temp_path)``, then
+    rename it over ``path``: readers see the old file or the new one, never half of one. The file gets
+    the ordinary permissions (0666 less the umask); the temp file is removed on any failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if validate is not None:
+            validate(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from simulator.cliutil import _jsonable, add_command, emit_json, format_table, human_bytes
+from simulator.cliutil import _jsonable, add_command, emit_json, format_table, human_bytes, write_atomic
 
 EXIT_OK, EXIT_NOFIT = 0, 3
 DEMO = "demo"
@@ -52,23 +51,9 @@ def overrides_from_args(args) -> dict[str, Any]:
 
 
 def write_result(result: dict, out_dir: Path) -> Path:
-    """Write ``result.json`` atomically (temp file + os.replace) and return its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "result.json"
-    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".json", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result, f, sort_keys=True, indent=1, default=_jsonable, allow_nan=False)
-            f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes it private; a result is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``result.json`` atomically and return its path."""
+    text = json.dumps(result, sort_keys=True, indent=1, default=_jsonable, allow_nan=False) + "\n"
+    return write_atomic(out_dir / "result.json", text)
 
 
 def render(result: dict, out_dir: Path) -> str:

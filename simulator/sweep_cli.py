@@ -27,7 +27,7 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def _run(args) -> int:
     from reports import render_sweep
-    from reports.document import write_atomic
+    from simulator.cliutil import write_atomic
     from simulator.sweep import MATRIX_FILE, RESULTS_FILE, feasibility, load_grid, run_sweep
 
     grid = load_grid(args.grid)

@@ -71,3 +71,32 @@ def test_closed_pipe_is_not_an_internal_error(monkeypatch, tmp_path, capsys):
     assert main(["devices", "--json"]) == 0
     assert "internal error" not in capsys.readouterr().err
     sink.close()
+
+
+def test_write_atomic_keeps_the_old_file_when_validation_fails(tmp_path):
+    from simulator.cliutil import write_atomic
+
+    target = tmp_path / "profile.toml"
+    write_atomic(target, "old = 1\n")
+
+    def reject(p):
+        raise ValueError(f"{p}: does not load")
+
+    with pytest.raises(ValueError):
+        write_atomic(target, "new = 2\n", validate=reject)
+    assert target.read_text() == "old = 1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.toml"], "no temp file is left behind"
+
+
+def test_write_atomic_makes_ordinary_files_in_new_directories(tmp_path):
+    import os
+
+    from simulator.cliutil import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_atomic(tmp_path / "a" / "b" / "result.json", b"{}\n")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"{}\n"
+    assert path.stat().st_mode & 0o777 == 0o644
