@@ -195,20 +195,29 @@ def _check_table(path: str, section: str, table: Any, cls: type, sources: dict, 
     return cls(**values)
 
 
+def read_toml(path: str | Path, what: str, where: str | None = None, error: type[Exception] = ValueError,
+              missing: type[Exception] = FileNotFoundError) -> dict[str, Any]:
+    """Parse a TOML file (a profile, scenario or sweep grid); every failure is one line that starts
+    with ``where`` (default: the path): missing (raised as ``missing``), a directory, not UTF-8,
+    unreadable or malformed TOML (raised as ``error``)."""
+    where = where or str(path)
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing(f"{where}: no such {what} file") from None
+    except IsADirectoryError:
+        raise error(f"{where}: is a directory, not a {what} .toml file") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{where}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise error(f"{where}: cannot read the {what} file ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{where}: malformed TOML: {e}") from None
+
+
 def _parse(path: Path) -> DeviceProfile:
     p = str(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProfileError(f"{p}: no such profile file") from None
-    except IsADirectoryError:
-        raise ProfileError(f"{p}: is a directory, not a profile .toml file") from None
-    except UnicodeDecodeError as e:
-        raise ProfileError(f"{p}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
-    except OSError as e:
-        raise ProfileError(f"{p}: cannot read the profile ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{p}: malformed TOML: {e}") from None
+    raw = read_toml(path, "profile", error=ProfileError, missing=ProfileError)
     top = {"name", "display_name", "core", "memory", "runtime", "power", "flash", "battery", "emulator"}
     for key in raw:
         if key not in top:

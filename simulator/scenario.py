@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import copy
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_profiles.loader import read_toml
 from workloads.techniques import Techniques
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -236,15 +236,7 @@ def _read_file(path_or_name: str | Path, where: str | None = None) -> tuple[dict
     path = Path(path_or_name)
     if not path.suffix and not path.exists() and (SCENARIO_DIR / f"{path}.toml").is_file():
         path = SCENARIO_DIR / f"{path}.toml"
-    where = where or str(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{where}: no such scenario file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{where}: is a directory, not a scenario .toml file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{where}: malformed TOML: {e}") from None
+    raw = read_toml(path, "scenario", where=where)
     _resolve_device(raw, path)
     return raw, path
 

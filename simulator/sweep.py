@@ -29,7 +29,6 @@ import os
 import signal
 import sys
 import time
-import tomllib
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -141,14 +140,9 @@ def _expand_range(where: str, r: dict) -> list:
 
 def load_grid(path: str | Path) -> Grid:
     """Parse and validate a sweep file; errors name the file, the field and the value."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: sweep file not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
-    return parse_grid(raw, str(path))
+    from device_profiles.loader import read_toml
+
+    return parse_grid(read_toml(path, "sweep"), str(path))
 
 
 def parse_grid(raw: dict, where: str = "<grid>") -> Grid:

@@ -34,7 +34,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, grid, args, needle):
 
 def test_missing_grid_file_exits_2(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "nope.toml")]) == 2
-    assert "nope.toml: sweep file not found" in capsys.readouterr().err
+    assert "nope.toml: no such sweep file" in capsys.readouterr().err
 
 
 def test_existing_results_need_resume(tmp_path, capsys):

@@ -78,7 +78,7 @@ def test_bad_grids_name_the_file_field_and_value(tmp_path, raw, needle):
 def test_bad_toml_and_missing_file(tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text("axes = [")
-    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
+    with pytest.raises(ValueError, match="bad.toml: malformed TOML"):
         load_grid(p)
     with pytest.raises(FileNotFoundError, match="missing.toml"):
         load_grid(tmp_path / "missing.toml")
@@ -187,3 +187,13 @@ def test_results_are_made_plain_json_without_touching_strings():
     out = _plain({"a": np.float32(1.5), "b": [float("nan"), float("inf"), -float("inf")], "c": np.arange(2),
                   "msg": "NaN and Infinity stay words"})
     assert out == {"a": 1.5, "b": [None, "inf", "-inf"], "c": [0, 1], "msg": "NaN and Infinity stay words"}
+
+
+def test_binary_grid_and_directory_name_the_file(tmp_path):
+    p = tmp_path / "grid.toml"
+    p.write_bytes(b"\xff\xfe\x00axes")
+    with pytest.raises(ValueError, match=r"grid.toml: not a UTF-8 text file"):
+        load_grid(p)
+    with pytest.raises(ValueError, match=r"sub.toml: is a directory, not a sweep .toml file"):
+        (tmp_path / "sub.toml").mkdir()
+        load_grid(tmp_path / "sub.toml")
