@@ -4,19 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def nbytes(n: Any) -> str:
-    if not _num(n):
-        return "n/a"
-    if abs(n) < 1024:
-        return f"{n:,.0f} B"
-    if abs(n) < 1024 ** 2:
-        return f"{n / 1024:,.1f} KiB"
-    return f"{n / 1024 ** 2:,.2f} MiB"
+from simulator.cliutil import human_bytes as nbytes  # noqa: F401 - one byte formatter for terminal and reports
+from simulator.cliutil import is_number as _num
 
 
 def seconds(s: Any) -> str:

@@ -62,7 +62,7 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A plain fixed-width table; numbers right-aligned."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(_is_num(r[i]) for r in rows) if rows else False for i in range(len(headers))]
+    numeric = [all(is_number(r[i]) for r in rows) if rows else False for i in range(len(headers))]
     out = []
     for j, r in enumerate(cells):
         out.append("  ".join(c.rjust(w) if numeric[i] and j else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
@@ -71,13 +71,19 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """An int or float, not a bool."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+def human_bytes(n: Any) -> str:
+    """Bytes for people, in the terminal and in reports alike: 512 B, 16.0 KiB, 1.00 MiB, 1.50 GiB."""
+    if not is_number(n):
+        return "n/a"
+    if abs(n) < 1024:
+        return f"{n:,.0f} B"
+    if abs(n) < 1024 ** 2:
+        return f"{n / 1024:,.1f} KiB"
+    if abs(n) < 1024 ** 3:
+        return f"{n / 1024 ** 2:,.2f} MiB"
+    return f"{n / 1024 ** 3:,.2f} GiB"
