@@ -26,7 +26,7 @@ def make_grid(duration_s: float, n_devices: int) -> dict:
     return {
         "name": "bench",
         "base": "demo",
-        "set": {"duration_s": duration_s, "workload.model": "mlp:64-16-10", "compare.variants": [],
+        "set": {"duration_s": duration_s, "workload.model": "mlp:64-16-10",
                 "eval.points": 2},
         "axes": {"device": DEVICES[:n_devices]},
         "schedules": {"light": {"schedule.batch": 4, "schedule.steps": 1}, "default": {},

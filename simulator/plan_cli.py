@@ -57,16 +57,10 @@ def write_result(result: dict, out_dir: Path) -> Path:
 
 
 def render(result: dict, out_dir: Path) -> str:
-    """Render the HTML/Markdown report if the reports package provides it; returns a line to print."""
-    try:
-        from reports import render_run
-    except ImportError:
-        try:
-            from reports.run import render_run
-        except ImportError:
-            return "report: skipped (reports.render_run is not available)"
-    path = render_run(result, out_dir)
-    return f"report: {path}"
+    """Render the HTML/Markdown report; returns the line to print."""
+    from reports import render_run
+
+    return f"report: {render_run(result, out_dir)}"
 
 
 def verdict_table(result: dict) -> str:
@@ -89,12 +83,10 @@ def _fmt(v: Any, unit: str) -> str:
 
 def _run(scenario: dict | str, args, progress: bool, where: str | None = None) -> int:
     from simulator.api import run_scenario
-    from simulator.scenario import load_scenario
     from simulator.verdict import summarise
 
-    sc = load_scenario(scenario, where=where)   # validate first: a bad file fails fast with exit 2
     result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1, where=where)
-    out_dir = Path(args.out) if args.out else Path("edgesim-out") / sc.name
+    out_dir = Path(args.out) if args.out else Path("edgesim-out") / result["scenario"]
     path = write_result(result, out_dir)
     report = render(result, out_dir)
     if args.json:
@@ -122,7 +114,8 @@ def run_plan(args) -> int:
     else:
         if not args.device or not args.workload:
             raise ValueError("plan: give a SCENARIO.toml, or both --device and --workload")
-        base = {"name": f"plan-{args.device}-{args.workload}".replace(":", "_").replace("/", "_")}
+        device = Path(args.device).stem if args.device.endswith(".toml") else args.device
+        base = {"name": f"plan-{device}-{args.workload}".replace(":", "_").replace("/", "_")}
         where = "command line"
     d = apply_overrides(base, over)
     return _run(d, args, progress=True, where=where)

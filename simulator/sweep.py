@@ -249,7 +249,7 @@ def run_point(point: Point, base: str | dict, keep_timelines: bool = False,
         from simulator.scenario import apply_overrides
 
         scenario = apply_overrides(_load_base(base), dict(point.overrides))
-        result = run_scenario(scenario, progress=False)
+        result = run_scenario(scenario, progress=False, compare=False)   # the grid is the comparison
         if not keep_timelines:
             result = {k: v for k, v in result.items() if k != "timelines"}
         row.update(status="ok", result=_plain(result))

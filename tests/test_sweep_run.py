@@ -23,7 +23,6 @@ base = "demo"
 [set]
 duration_s = {duration}
 "workload.model" = "mlp:64-16-10"
-"compare.variants" = []
 "eval.points" = 2
 "pipeline.sensor_rate_hz" = 2.0       # an image every 4 s, a label every 16 s: training within minutes
 [axes]
@@ -271,3 +270,16 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     grid = load_grid(write_grid(tmp_path))
     with pytest.raises(ValueError, match="cannot reach the Dask scheduler"):
         run_sweep(grid, tmp_path / "x", scheduler="tcp://127.0.0.1:9", progress=False, connect_timeout_s=2)
+
+
+def test_a_grid_point_runs_its_scenario_once_even_when_the_base_has_technique_variants():
+    """The grid is the comparison: a base scenario's [compare] variants are not re-run per point."""
+    from simulator.scenario import scenario_dict
+    from simulator.sweep import Point, run_point
+
+    base = scenario_dict("demo")
+    assert base["compare"]["variants"], "the demo has technique variants"
+    row = run_point(Point(key="k", index=0, device="stm32f405-pyboard", schedule="default", seed=0,
+                          overrides={"duration_s": 600.0, "workload.model": "mlp:64-16-10"}), "demo")
+    assert row["status"] == "ok", row.get("error")
+    assert row["result"]["comparison"] is None
