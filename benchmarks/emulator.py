@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ports.boards import load_board, missing_requirements  # noqa: E402
 from ports.emulate import emulate, make_mlp_job  # noqa: E402
 from ports.predict import predict_trace  # noqa: E402
-from simulator.cliutil import format_table  # noqa: E402
+from simulator.cli.common import format_table  # noqa: E402
 
 # the zoo's micro:bit workload first, then specs nobody calibrated on (calibration runs micro-benchmarks only)
 FITTING = ("mlp-microbit", "mlp:16-8-10", "mlp:16-10-10", "mlp:16-6-10", "mlp:16-10-8-10", "mlp:16-8-8-10")

@@ -218,7 +218,7 @@ def write_runtime_table(src: str | Path, dst: str | Path, values: dict[str, tupl
     if body and body[-1].strip():
         body.append("")
     out = "\n".join(lines[:start + 1] + body + lines[end:]) + "\n"
-    from simulator.cliutil import write_atomic
+    from simulator.files import write_atomic
 
     return write_atomic(dst, out, validate=load_profile)   # the written profile must load
 

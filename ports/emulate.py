@@ -144,7 +144,7 @@ def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float
             log_path: str | Path | None = None, progress: bool = False, step_timeout_s: float = 30.0,
             qemu_binary: str | None = None) -> dict:
     """Train ``workload`` for ``steps`` steps on the emulated ``board`` and on the host; return the
-    comparison (the ``emulation.json`` schema; see ports/cli.py)."""
+    comparison (the ``emulation.json`` schema; see simulator/cli/emulate.py)."""
     if steps < 1:
         raise ValueError(f"--steps must be >= 1 (got {steps})")
     job = make_mlp_job(workload, seed=seed, lr=lr)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.cliutil import write_atomic
+from simulator.files import write_atomic
 
 
 @dataclass

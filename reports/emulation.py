@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulator.agreement import AGREEMENT_RELATIVE as AGREEMENT
+
 from . import fmt, plots
 from .document import Document, Image, Section, Table, write_report
-
-AGREEMENT = 0.10   # DESIGN.md goal: sim vs QEMU within +-10 %
 
 
 def _ratio_row(what: str, measured, predicted, show) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulator.cliutil import human_bytes as nbytes  # noqa: F401 - one byte formatter for terminal and reports
-from simulator.cliutil import is_number as _num
+from simulator.units import human_bytes as nbytes  # noqa: F401 - one byte formatter for terminal and reports
+from simulator.units import is_number as _num
 
 
 def seconds(s: Any) -> str:

@@ -264,7 +264,7 @@ def run_point(point: Point, base: str | dict, keep_timelines: bool = False,
 
 def _plain(o: Any) -> Any:
     """A result as plain JSON data: numpy scalars/arrays to Python, NaN to None, infinities to "inf"."""
-    from simulator.cliutil import _jsonable
+    from simulator.files import jsonable as _jsonable
 
     def walk(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):

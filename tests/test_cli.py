@@ -74,7 +74,7 @@ def test_closed_pipe_is_not_an_internal_error(monkeypatch, tmp_path, capsys):
 
 
 def test_write_atomic_keeps_the_old_file_when_validation_fails(tmp_path):
-    from simulator.cliutil import write_atomic
+    from simulator.files import write_atomic
 
     target = tmp_path / "profile.toml"
     write_atomic(target, "old = 1\n")
@@ -91,7 +91,7 @@ def test_write_atomic_keeps_the_old_file_when_validation_fails(tmp_path):
 def test_write_atomic_makes_ordinary_files_in_new_directories(tmp_path):
     import os
 
-    from simulator.cliutil import write_atomic
+    from simulator.files import write_atomic
 
     old = os.umask(0o022)
     try:

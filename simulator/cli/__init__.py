@@ -1,4 +1,5 @@
-"""The ``edgesim`` command line: one dispatcher, each subcommand defined by the room that owns it.
+"""The ``edgesim`` command line: one dispatcher, one module per subcommand; the top layer, imported by nothing
+(docs/architecture.md, "Layers").
 
 Exit codes: 0 success (for ``plan``: the schedule fits), 3 the schedule does not fit,
 2 bad input or usage, 1 an internal error.
@@ -11,15 +12,15 @@ import os
 import sys
 import traceback
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOFIT = 0, 1, 2, 3
+from .common import EPILOG, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, Formatter
 
 # module -> it defines register(subparsers), adding its subcommands with set_defaults(func=...)
 COMMAND_MODULES = (
-    "device_profiles.cli",   # devices
-    "workloads.cli",         # workloads
-    "simulator.plan_cli",    # plan, demo
-    "simulator.sweep_cli",   # sweep
-    "ports.cli",             # emulate, calibrate
+    "simulator.cli.devices",    # devices
+    "simulator.cli.workloads",  # workloads
+    "simulator.cli.plan",       # plan, demo
+    "simulator.cli.sweep",      # sweep
+    "simulator.cli.emulate",    # emulate, calibrate
 )
 
 DESCRIPTION = """\
@@ -35,16 +36,9 @@ start here:
   edgesim plan --device bbc-microbit-v1 --workload mlp:16-12-10
 """
 
-EPILOG = "exit codes: 0 ok / fits, 3 does not fit, 2 bad input or usage, 1 internal error"
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesim", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=_Formatter)
+                                     formatter_class=Formatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.cliutil import add_command, emit_json, format_table, human_bytes
+from simulator.files import emit_json
+from simulator.units import human_bytes
+
+from .common import add_command, format_table
 
 GRAMMAR = """\
 A workload is a zoo name or a spec string (activations are ReLU, fused into the conv/dense before them):

@@ -6,7 +6,9 @@ import signal
 import sys
 from pathlib import Path
 
-from simulator.cliutil import add_command, emit_json, format_table
+from simulator.files import emit_json
+
+from .common import add_command, format_table
 
 DESCRIPTION = """\
 capacity planning: which devices can personalise this model, on which schedule?  Expands a sweep
@@ -27,7 +29,7 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def _run(args) -> int:
     from reports import render_sweep
-    from simulator.cliutil import write_atomic
+    from simulator.files import write_atomic
     from simulator.sweep import MATRIX_FILE, RESULTS_FILE, feasibility, load_grid, run_sweep
 
     grid = load_grid(args.grid)

@@ -8,9 +8,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from simulator.cliutil import _jsonable, add_command, emit_json, format_table, human_bytes, write_atomic
+from simulator.files import emit_json, jsonable, write_atomic
+from simulator.units import human_bytes
 
-EXIT_OK, EXIT_NOFIT = 0, 3
+from .common import EXIT_NOFIT, EXIT_OK, add_command, format_table
+
 DEMO = "demo"
 PLAN_JSON_KEYS = ("fits", "constraints", "first_violation", "fatal", "peak_ram_bytes", "lower_bound_ram_bytes",
                   "step_latency_s", "deadline_miss_rate", "energy_per_day_j", "battery_life_days", "macs_total",
@@ -52,7 +54,7 @@ def overrides_from_args(args) -> dict[str, Any]:
 
 def write_result(result: dict, out_dir: Path) -> Path:
     """Write ``result.json`` atomically and return its path."""
-    text = json.dumps(result, sort_keys=True, indent=1, default=_jsonable, allow_nan=False) + "\n"
+    text = json.dumps(result, sort_keys=True, indent=1, default=jsonable, allow_nan=False) + "\n"
     return write_atomic(out_dir / "result.json", text)
 
 

@@ -5,25 +5,23 @@ import json
 import sys
 from pathlib import Path
 
-from simulator.cliutil import add_command, emit_json, format_table
+from simulator.agreement import AGREEMENT_RELATIVE as AGREEMENT
+from simulator.files import emit_json, jsonable, write_atomic
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOFIT = 0, 1, 2, 3
-AGREEMENT = 0.10
+from .common import EXIT_INTERNAL, EXIT_NOFIT, EXIT_OK, add_command, format_table
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    from simulator.cliutil import _jsonable, write_atomic
-
-    write_atomic(path, json.dumps(obj, sort_keys=True, indent=2, default=_jsonable) + "\n")
+    write_atomic(path, json.dumps(obj, sort_keys=True, indent=2, default=jsonable) + "\n")
 
 
 def _board(name: str):
-    from .boards import load_board, missing_requirements
+    from ports.boards import load_board, missing_requirements
 
     board = load_board(name)
     missing = missing_requirements(board)
     if missing:
-        from .boards import INSTALL_HINT
+        from ports.boards import INSTALL_HINT
         raise FileNotFoundError(f"cannot emulate {board.name}: {'; '.join(missing)}: {INSTALL_HINT}")
     return board
 
@@ -33,8 +31,8 @@ def _pct(x: float | None) -> str:
 
 
 def _emulate(args) -> int:
-    from .emulate import emulate
-    from .errors import PortError
+    from ports.emulate import emulate
+    from ports.errors import PortError
 
     board = _board(args.board)
     out_dir = Path(args.out) if args.out else Path("edgesim-out") / "emulation" / \
@@ -98,9 +96,9 @@ def _print_emulation(res: dict, out_dir: Path, report) -> None:
 
 
 def _calibrate(args) -> int:
-    from .boards import load_board
-    from .calibrate import calibrate, profile_values, write_runtime_table
-    from .errors import PortError
+    from ports.boards import load_board
+    from ports.calibrate import calibrate, profile_values, write_runtime_table
+    from ports.errors import PortError
 
     board = _board(args.board)
     if args.in_place and args.write:

@@ -1,9 +1,11 @@
 """``edgesim devices``: the bundled board profiles as a table, or in full as JSON."""
 from __future__ import annotations
 
-from simulator.cliutil import add_command, emit_json, format_table, human_bytes
+from device_profiles.loader import list_profiles, load_profile
+from simulator.files import emit_json
+from simulator.units import human_bytes
 
-from .loader import list_profiles, load_profile
+from .common import add_command, format_table
 
 
 def register(sub) -> None:
