@@ -1,4 +1,4 @@
-# edgesim: `make demo` runs the main job, `make test` runs the whole suite.
+# edgesim: `make demo` runs the main job, `make test` runs the whole suite (what CI runs), `make check` the fast tier.
 # Both set up everything on a fresh Debian machine (apt packages, a virtualenv, the project) and are
 # safe to run twice: apt only installs what is missing, pip re-runs only when setup.cfg changes.
 PYTHON ?= python3
@@ -7,13 +7,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgesim-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup system-deps bench lint clean
+.PHONY: demo test check setup system-deps bench lint clean
 
 demo: setup
 	$(VENV)/bin/edgesim demo
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "edgesim: pytest collected no tests: the suite is broken (exit 5)"; exit 1; fi; \
+	exit $$rc
+
+# the fast tier for everyday work: unit, property and timeline tests; no QEMU, no browser, nothing marked slow
+CHECK_MARKERS := not emulator and not twin and not browser and not slow
+check: setup
+	@$(PY) -m pytest -q -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "edgesim: pytest collected no tests: the suite is broken (exit 5)"; exit 1; fi; \
 	exit $$rc
 
