@@ -1,6 +1,7 @@
 """Shared helpers of the emulator tests: the one marker, the leak check, a fault-injecting QEMU."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import shutil
@@ -15,9 +16,11 @@ from ports.qemu import Qemu
 
 BOARD = "bbc-microbit-v1"
 FIRMWARE = Path(load_board(BOARD).firmware)
-HAVE_QEMU = shutil.which(QEMU_BINARY) is not None and FIRMWARE.is_file()
-SKIP_REASON = (f"{QEMU_BINARY} or {FIRMWARE} is missing: `make test` (the README set-up) installs them "
-               "(apt-get install qemu-system-arm firmware-microbit-micropython)")
+HAVE_PEXPECT = importlib.util.find_spec("pexpect") is not None
+HAVE_QEMU = shutil.which(QEMU_BINARY) is not None and FIRMWARE.is_file() and HAVE_PEXPECT
+SKIP_REASON = (f"{QEMU_BINARY}, {FIRMWARE} or the pexpect package is missing: `make test` (the README set-up) "
+               "installs them (apt-get install qemu-system-arm firmware-microbit-micropython; "
+               "pip install -e '.[emulator]')")
 
 needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason=SKIP_REASON)
 emulator = [pytest.mark.emulator, needs_qemu]      # use as: pytestmark = emulator
