@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 import workloads as W
 from workloads import Techniques
-from workloads.job import single_thread_blas
+from workloads.pretrain import single_thread_blas
 
 MODEL = "lenet-digits"
 IF, EMP = 0.2, 0.2          # thresholds of the headline pair (nats; fraction of each sample's max error)

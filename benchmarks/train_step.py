@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import workloads as W
 from workloads import layers as L
-from workloads.job import single_thread_blas
+from workloads.pretrain import single_thread_blas
 
 BATCHES = (1, 8, 32)
 

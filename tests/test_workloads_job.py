@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import workloads as W
-from workloads import Techniques, collect, datasets
-from workloads import job as J
+from workloads import Techniques, collect, datasets, pretrain
 
 
 def _train(job, steps, batch):
@@ -78,7 +77,7 @@ def test_labelled_stream_is_seeded_and_cycles():
 def test_pretraining_is_cached_and_seeded():
     a = W.make_job("mlp-digits", seed=3)
     key = ("mlp:64-32-10", "digits8", "new-class", 3, False)
-    assert key in J._PRETRAINED
+    assert key in pretrain._PRETRAINED
     b = W.make_job("mlp-digits", seed=3)
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         np.testing.assert_array_equal(p, q)

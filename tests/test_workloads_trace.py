@@ -224,7 +224,7 @@ def test_pruning_cuts_backward_macs_counted_from_nonzeros(tech):
 
 
 def test_grad_prune_is_unbiased():
-    from workloads.job import _prune
+    from workloads.transforms import prune_errors as _prune
     rng = np.random.default_rng(0)
     e = rng.standard_normal((50, 400)).astype(np.float32)
     pruned, kept = _prune(e, Techniques(grad_prune=0.5), rng)
@@ -235,7 +235,7 @@ def test_grad_prune_is_unbiased():
 
 
 def test_error_map_prune_is_relative_to_each_samples_max():
-    from workloads.job import _prune
+    from workloads.transforms import prune_errors as _prune
     e = np.array([[1.0, 0.05, -0.5], [0.01, 0.002, -0.0001]], np.float32)
     pruned, kept = _prune(e, Techniques(error_map_prune=0.1), np.random.default_rng(0))
     np.testing.assert_array_equal(pruned, e * np.array([[1, 0, 1], [1, 1, 0]], np.float32))
@@ -314,7 +314,7 @@ def test_recompute_adds_forward_macs_and_lowers_the_forward_peak():
 
 
 def test_conv_workspace_is_a_few_patches_not_the_whole_matrix():
-    from workloads.job import IM2COL_PATCHES
+    from workloads.steps import IM2COL_PATCHES
     job = W.make_job("lenet-digits")
     ops, _, _ = _step(job, 8)
     ws = {t.name: t.nbytes for o in ops for t in o.alloc if t.kind == "workspace"}

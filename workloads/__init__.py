@@ -1,17 +1,20 @@
 """edgesim workloads: real numpy training that yields an op trace (DESIGN.md §1).
 
-Public API: ``parse_spec``, ``build_model``, ``zoo``, ``make_job`` (a ``TrainingJob``), ``Techniques``,
-``SpecError``, ``collect`` and the ``datasets`` module.
+Public API: ``parse_spec``, ``build_model``, ``zoo``, ``make_job`` (a ``TrainingJob``), ``default_lr``,
+``Techniques``, ``SpecError``, ``collect``, ``check_trace``, the allowed values ``STORIES`` and
+``UPDATE_MODES``, and the ``datasets`` module.
 """
 from . import datasets
 from .checks import TraceError, TraceSummary, check_trace
-from .job import Job, make_job
+from .datasets import STORIES
+from .job import Job, default_lr, make_job
 from .model import Model, ZooEntry, build_model, etf_matrix, zoo
 from .spec import LayerSpec, ModelSpec, SpecError, parse_spec
-from .techniques import Techniques
+from .techniques import UPDATE_MODES, Techniques
 from .trace import OP_KINDS, TENSOR_KINDS, Op, Tensor, collect
 
 __all__ = [
-    "OP_KINDS", "TENSOR_KINDS", "Job", "TraceError", "TraceSummary", "check_trace", "LayerSpec", "Model", "ModelSpec", "Op", "SpecError", "Techniques", "Tensor",
-    "ZooEntry", "build_model", "collect", "datasets", "etf_matrix", "make_job", "parse_spec", "zoo",
+    "OP_KINDS", "STORIES", "TENSOR_KINDS", "UPDATE_MODES", "Job", "LayerSpec", "Model", "ModelSpec", "Op",
+    "SpecError", "Techniques", "Tensor", "TraceError", "TraceSummary", "ZooEntry", "build_model",
+    "check_trace", "collect", "datasets", "default_lr", "etf_matrix", "make_job", "parse_spec", "zoo",
 ]

@@ -46,11 +46,6 @@ class Layer:
         """The layer's parameter arrays (float32), updated in place by the optimiser."""
         return self.params
 
-    @property
-    def needs_output(self) -> bool:
-        """The fused ReLU's backward needs the layer's output (its mask)."""
-        return self.relu
-
     def forward(self, x: np.ndarray, quant: bool = False) -> np.ndarray:
         raise NotImplementedError
 
