@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,6 @@ class Dataset:
     y: np.ndarray
     classes: tuple[str, ...]
     groups: np.ndarray | None = None
-    sample_shape: tuple[int, ...] = field(default=())
 
     def __iter__(self):
         return iter((self.X, self.y))
@@ -53,8 +52,7 @@ def digits(size: int = 8) -> Dataset:
     X = (d.data / 16.0).astype(F32)
     if size == 4:
         X = _pool_4x4(X)
-    return Dataset(f"digits{size}", X, d.target.astype(np.int64), tuple(str(i) for i in range(10)),
-                   sample_shape=(size * size,))
+    return Dataset(f"digits{size}", X, d.target.astype(np.int64), tuple(str(i) for i in range(10)))
 
 
 def _rotate(imgs: np.ndarray, deg: np.ndarray) -> np.ndarray:
@@ -130,7 +128,7 @@ def accelerometer(seed: int = 0, subjects: int = 12, windows_per_class: int = 40
             ys.append(np.full(n, c))
             gs.append(np.full(n, s))
     return Dataset("accel", np.concatenate(Xs), np.concatenate(ys).astype(np.int64), ACTIVITIES,
-                   groups=np.concatenate(gs), sample_shape=(length, 3))
+                   groups=np.concatenate(gs))
 
 
 def load(name: str, seed: int = 0) -> Dataset:

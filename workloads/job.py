@@ -76,7 +76,6 @@ class Job:
             lr = default_lr(spec, optimizer)
         self.lr = lr
         self.opt = make_optimizer(optimizer, lr, momentum)
-        self.optimizer_name = optimizer
         self._rng = np.random.default_rng(seed + 202)
         self._w_size = 1 if t.int8 else 4
         self._qscale: dict[int, float] = quantise_weights(self.model) if t.int8 else {}
