@@ -1,0 +1,220 @@
+# edgesim twin network port (MicroPython 1.25): a training step is a program the host builds from its
+# own op trace (ports/program.py): one row per op -- code, layer, three input and three output buffer
+# slots -- and the slots to release after it, where the host's liveness pass frees them. So the board
+# allocates and drops the same buffers at the same ops as the host's trace, for any model the spec
+# grammar accepts. Sent as it is after protocol.py and netk.py, into the same namespace (the twins have
+# no writable file system). Every table has its protocol size from the start: the port's own heap does
+# not depend on the model.
+# Per op: guest time from the machine's timer (mem32; the host turns ticks into instructions), then,
+# outside the timed window, gc.collect() and gc.mem_alloc() before the op's last-use buffers go.
+# Commands (each answers one line): setup(), pw()/px() verified float pieces, s(q, y) one step.
+import gc
+from array import array
+from binascii import unhexlify
+from machine import mem32
+
+NG = array('h', bytes(2 * NET_MAX_LAYERS * NET_GEOM))       # layer geometry (netk.py's G)
+NP = array('h', bytes(2 * NET_MAX_OPS * 8))                  # program rows: code, layer, i1 i2 i3, o1 o2 o3
+NF = array('h', bytes(2 * (NET_MAX_OPS + 1)))                # frees of op n: NL[NF[n]:NF[n + 1]]
+NL = array('h', bytes(2 * NET_MAX_FREES))
+NS = [None] * NET_MAX_SLOTS                                  # the step's buffers
+WT = [None] * NET_MAX_LAYERS                                 # weights, biases, momentum buffers
+BS = [None] * NET_MAX_LAYERS
+VW = [None] * NET_MAX_LAYERS
+VB = [None] * NET_MAX_LAYERS
+TK = array('i', bytes(4 * NET_MAX_OPS))                      # per-op timer ticks of the last step
+MA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op live heap bytes, after the op
+TW = array('i', bytes(4 * 8))                                # timer restart writes: address, value pairs
+NV = array('i', bytes(4 * 8))                                # ops, ticks base, timer address, down, period, writes
+XS = None                                                    # the sample as received (staging)
+LR = 0.0
+MU = 0.0
+NQ = -1                                                      # last step answered
+NR = ''                                                      # its answer
+NT = -1                                                      # last step started
+
+
+def nck(h):
+    s = 0
+    for c in h:
+        s = (s * 31 + ord(c)) & 0xffff
+    return s
+
+
+def mem():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+def now():
+    return mem32[NV[2]]
+
+
+def ticks(a, b):
+    # timer ticks from reading a to reading b
+    return ((a - b) if NV[3] else (b - a)) % NV[4]
+
+
+def clk0():
+    for i in range(NV[5]):
+        mem32[TW[2 * i]] = TW[2 * i + 1]
+
+
+def setup(geo, prog, frees, nin, lr, mu, clk):
+    # the model (geometry), the step program and its frees, the sample size, SGD, the timer
+    global XS, LR, MU, NQ, NT
+    LR = lr
+    MU = mu
+    NQ = NT = -1
+    for i in range(len(geo)):
+        NG[i] = geo[i]
+    for i in range(len(prog)):
+        NP[i] = prog[i]
+    NV[0] = len(prog) // 8
+    o = 0
+    for n in range(len(frees)):
+        NF[n] = o
+        for s in frees[n]:
+            NL[o] = s
+            o += 1
+    NF[len(frees)] = o
+    NV[2] = clk[0]
+    NV[3] = clk[1]
+    NV[4] = clk[2]
+    NV[5] = len(clk[3])
+    for i in range(len(clk[3])):
+        TW[2 * i] = clk[3][i][0]
+        TW[2 * i + 1] = clk[3][i][1]
+    XS = zf(nin)
+    for l in range(len(geo) // NET_GEOM):
+        g = l * NET_GEOM
+        k = NG[g]
+        n = 0
+        if k == L_DENSE or k == L_CONV:
+            n = NG[g + 7] * NG[g + 8] * NG[g + 3] * NG[g + 6]
+            m = NG[g + 6]
+        elif k == L_DW:
+            n = NG[g + 7] * NG[g + 8] * NG[g + 3]
+            m = NG[g + 3]
+        if n:
+            WT[l] = zf(n)
+            BS[l] = zf(m)
+            if mu:
+                VW[l] = zf(n)
+                VB[l] = zf(m)
+    print('@ok', mem())
+
+
+def pw(l, t, o, h, k):
+    # floats o.. of layer l's weights (t 0), biases (t 1) or the sample (l -1), from verified hex
+    if nck(h) != k:
+        print('@E')
+        return
+    a = XS if l < 0 else (WT[l] if t == 0 else BS[l])
+    v = array('f', unhexlify(h))
+    for i in range(len(v)):
+        a[o + i] = v[i]
+    print('@%d %d' % (o + len(v), k))
+
+
+def s(q, y):
+    # step q on the staged sample with label y; a repeated q is answered from memory, a step that
+    # started and failed is never run again
+    global NQ, NR, NT
+    if q == NQ:
+        print('@' + NR)
+        return
+    if q == NT:
+        print('@' + STEP_FAILED)
+        return
+    NT = q
+    NR = ''
+    a = mem()
+    v = run(y)
+    n = NV[0]
+    h = '%d %s %d ' % (q, fbits(v), a)
+    h += ','.join([str(TK[i]) for i in range(n)]) + ' ' + ','.join([str(MA[i]) for i in range(n)])
+    NR = h + ' #' + str(nck(h))
+    NQ = q
+    print('@' + NR)
+
+
+def fbits(v):
+    # a float32's bits as 8 hex digits (exact)
+    b = bytes(array('f', [v]))
+    return '%02x%02x%02x%02x' % (b[3], b[2], b[1], b[0])
+
+
+def run(y):
+    # one step of the program: returns the loss; TK and MA hold each op's ticks and live heap
+    v = 0.0
+    clk0()
+    for n in range(NV[0]):
+        r = 8 * n
+        c = NP[r]
+        l = NP[r + 1]
+        i1 = NP[r + 2]
+        i2 = NP[r + 3]
+        i3 = NP[r + 4]
+        o1 = NP[r + 5]
+        o2 = NP[r + 6]
+        o3 = NP[r + 7]
+        g = l * NET_GEOM
+        k = NG[g] if l >= 0 else 0
+        t0 = now()
+        if c == OP_FWD:
+            x = NS[i1]
+            if k == L_DENSE:
+                NS[o1] = dense(x, WT[l], BS[l], NG[g + 3], NG[g + 6], NG[g + 13])
+            elif k == L_CONV:
+                NS[o1], NS[o2] = conv(x, WT[l], BS[l], NG, g)
+            elif k == L_DW:
+                NS[o1] = dw(x, WT[l], BS[l], NG, g)
+            elif k == L_GAP:
+                NS[o1] = gap(x, NG, g)
+            else:
+                NS[o1] = pool(x, NG, g, k == L_MAXPOOL)
+            x = None
+        elif c == OP_DX:
+            e = NS[i1]
+            if k == L_DENSE:
+                NS[o1] = dense_dx(e, WT[l], NG[g + 3], NG[g + 6])
+            elif k == L_CONV:
+                NS[o1], NS[o2] = conv_dx(e, WT[l], NG, g)
+            elif k == L_DW:
+                NS[o1] = dw_dx(e, WT[l], NG, g)
+            elif k == L_MAXPOOL:
+                NS[o1] = maxpool_dx(e, NS[i2], NS[i3], NG, g)
+            elif k == L_AVGPOOL:
+                NS[o1] = avgpool_dx(e, NG, g)
+            else:
+                NS[o1] = gap_dx(e, NG, g)
+            e = None
+        elif c == OP_WGRAD:
+            if k == L_DENSE:
+                NS[o1], NS[o2] = dense_wg(NS[i1], NS[i2], NG[g + 3], NG[g + 6])
+            elif k == L_CONV:
+                NS[o1], NS[o2], NS[o3] = conv_wg(NS[i1], NS[i2], NG, g)
+            else:
+                NS[o1], NS[o2] = dw_wg(NS[i1], NS[i2], NG, g)
+        elif c == OP_UPD:
+            w = WT[l]
+            sgd(w, NS[i1], VW[l], LR, MU, len(w))
+            w = BS[l]
+            sgd(w, NS[i2], VB[l], LR, MU, len(w))
+            w = None
+        elif c == OP_ACT:
+            e = NS[i1]
+            relu_back(e, NS[i2], len(e))
+            e = None
+        elif c == OP_LOSS:
+            x = NS[i1]
+            NS[o1], v = ce(x, y, len(x))
+            x = None
+        else:
+            NS[o1] = array('f', XS)
+        TK[n] = ticks(t0, now())
+        MA[n] = mem()
+        for i in range(NF[n], NF[n + 1]):
+            NS[NL[i]] = None
+    return v
