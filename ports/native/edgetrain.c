@@ -403,6 +403,15 @@ void et_gap_input_grad(const float *dz, float *dx, int n, int hw, int ch)
 
 /* ------------------------------------------------------------------------------ activation, loss */
 
+void et_bias_grad(const float *dz, float *db, int rows, int ch)
+{
+    for (int k = 0; k < ch; k++)
+        db[k] = 0.0f;
+    for (int r = 0; r < rows; r++, dz += ch)
+        for (int k = 0; k < ch; k++)
+            db[k] += dz[k];
+}
+
 void et_relu_backward(const float *y, float *g, int count)
 {
     for (int i = 0; i < count; i++)

@@ -54,6 +54,9 @@ void et_avgpool_input_grad(const float *dz, float *dx, int n, int h, int w, int 
 void et_gap_forward(const float *x, float *y, int n, int hw, int ch);
 void et_gap_input_grad(const float *dz, float *dx, int n, int hw, int ch);
 
+/* Bias gradient alone (bias-only updates): db[c] = sum over the rows of dz (rows = n * positions). */
+void et_bias_grad(const float *dz, float *db, int rows, int ch);
+
 /* ReLU backward, in place on the gradient: g = (y > 0) ? g : 0. */
 void et_relu_backward(const float *y, float *g, int count);
 
