@@ -75,10 +75,10 @@ def main() -> int:
           f"host CPUs: {os.cpu_count()}")
     # start the pool's fork server once, untimed (it imports the simulator and scikit-learn once for
     # every later pool in this process): both pool rows then measure the same thing
-    from simulator.sweep import _new_pool
+    from simulator.sweep.pool import new_pool
 
     t0 = time.perf_counter()
-    ex = _new_pool(1)
+    ex = new_pool(1)
     ex.submit(int).result()
     ex.shutdown()
     print(f"fork server start-up (excluded below): {time.perf_counter() - t0:.2f} s")

@@ -12,7 +12,7 @@ from .document import Document, Image, Section, Table, write_report
 
 
 def _ratio_row(what: str, measured, predicted, show) -> list[str]:
-    if plots.finite(measured) and plots.finite(predicted) and measured:
+    if fmt.finite(measured) and fmt.finite(predicted) and measured:
         err = (predicted - measured) / measured
         ok = "yes" if abs(err) <= AGREEMENT else "no"
         return [what, show(measured), show(predicted), fmt.signed_pct(err), ok]
@@ -61,7 +61,7 @@ def emulation_section(emu: dict, prefix: str = "") -> Section:
     if ops and meas and pred and len(ops) == len(meas) == len(pred):
         sec.blocks.append(Table(["op (step 1)", "instructions (board)", "instructions (simulator)", "error"],
                                 [[str(o), fmt.count(m), fmt.count(p),
-                                  fmt.signed_pct((p - m) / m) if plots.finite(m) and m else "n/a"]
+                                  fmt.signed_pct((p - m) / m) if fmt.finite(m) and m else "n/a"]
                                  for o, m, p in zip(ops, meas, pred, strict=True)],
                                 caption="Per-op instructions in the first step"))
     losses, host = list(emu.get("losses") or []), list(emu.get("host_losses") or [])

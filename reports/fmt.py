@@ -65,3 +65,8 @@ def quantity(v: Any, unit: str | None) -> str:
 
 def signed_pct(x: Any) -> str:
     return f"{100 * x:+.1f} %" if _num(x) and math.isfinite(x) else "n/a"
+
+
+def finite(x: Any) -> bool:
+    """A finite int or float, not a bool."""
+    return _num(x) and math.isfinite(x)

@@ -12,7 +12,7 @@ from .emulation import emulation_section
 
 def _runtime_reserved(result: dict) -> int | None:
     """RAM the runtime takes before the workload (from the result, else the device profile)."""
-    if plots.finite(result.get("ram_reserved_bytes")):
+    if fmt.finite(result.get("ram_reserved_bytes")):
         return result["ram_reserved_bytes"]
     try:
         from device_profiles import load_profile
@@ -31,7 +31,7 @@ def verdict_section(r: dict) -> Section:
     rows = []
     for c in r.get("constraints") or []:
         b, m = c.get("budget"), c.get("margin")
-        rel = (m / abs(b)) if plots.finite(b) and plots.finite(m) and b else None
+        rel = (m / abs(b)) if fmt.finite(b) and fmt.finite(m) and b else None
         rows.append([c.get("name", "?"), fmt.quantity(b, c.get("unit")), fmt.quantity(c.get("observed"), c.get("unit")),
                      fmt.quantity(m, c.get("unit")), fmt.signed_pct(rel), "ok" if c.get("ok") else "VIOLATED"])
     s.blocks.append(Table(["constraint", "budget", "observed", "margin", "margin (% of budget)", "status"], rows,
@@ -74,7 +74,7 @@ def memory_section(r: dict, tl: dict) -> Section:
                           "Memory over time stacked by tensor kind, with the RAM budget"))
 
     def ratio(a: Any, b: Any) -> str:
-        return f"{a / b:.2f}x" if plots.finite(a) and plots.finite(b) and b else "n/a"
+        return f"{a / b:.2f}x" if fmt.finite(a) and fmt.finite(b) and b else "n/a"
 
     s.blocks.append(Table(["figure", "bytes", "note"], [
         ["naive (every tensor live for the whole step)", fmt.nbytes(naive), f"{ratio(naive, planned)} the planned arena"],
@@ -143,7 +143,7 @@ def learning_section(r: dict, tl: dict) -> Section:
 
 
 def _delta(a: Any, b: Any) -> str:
-    return f"{100 * (a - b):+.1f} pp" if plots.finite(a) and plots.finite(b) else "n/a"
+    return f"{100 * (a - b):+.1f} pp" if fmt.finite(a) and fmt.finite(b) else "n/a"
 
 
 def _variant_label(v: dict, i: int) -> str:
@@ -168,7 +168,7 @@ def comparison_section(variants: list[dict]) -> Section:
     for lab, v in zip(labels, variants, strict=True):
         macs, b_macs = v.get("macs_total"), base.get("macs_total")
         rows.append([lab, fmt.count(macs), (f"{100 * (macs - b_macs) / b_macs:+.1f} %"
-                                            if plots.finite(macs) and plots.finite(b_macs) and b_macs else "n/a"),
+                                            if fmt.finite(macs) and fmt.finite(b_macs) and b_macs else "n/a"),
                      fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("lower_bound_ram_bytes")),
                      fmt.count(v.get("training_steps")), fmt.quantity(v.get("energy_per_day_j"), "J"),
                      fmt.pct(v.get("accuracy_after")), fmt.pct(v.get("retention_after")),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import fmt, plots
+from . import fmt
 from .document import Document, Image, Section, Table, write_report
+from .plots import gain_heatmap_plot, heatmap_plot
 
 
 def _cell_text(c: dict | None) -> str:
@@ -18,11 +19,10 @@ def _cell_text(c: dict | None) -> str:
     return f"{verdict}: {c.get('binding') or '-'} {margin}"
 
 
-def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
-    from simulator.sweep import feasibility
-
+def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Document:
+    """The sweep's report from its feasibility matrix ``fz`` (as the sweep wrote it) and its rows."""
     rows = sorted(rows, key=lambda r: r.get("index", 0))
-    fz = feasibility(rows)
+    # the matrix on disk has its keys sorted: order follows its device and schedule lists, not dict order
     devices, schedules, cells, best = fz["devices"], fz["schedules"], fz["cells"], fz["best"]
     n_err = sum(r["status"] != "ok" for r in rows)
     n_fit = sum(bool(c.get("fits")) for d in devices for c in cells[d].values())
@@ -38,16 +38,16 @@ def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
                            "margin (% of budget)"],
                           [[d, b["schedule"], _pp(b.get("accuracy_gain")), fmt.quantity(b.get("energy_per_day_j"), "J"),
                             str(b.get("binding") or "-"), fmt.signed_pct(b.get("rel_margin"))] if b else
-                           [d, "none fits", "n/a", "n/a", "-", "n/a"] for d, b in best.items()],
+                           [d, "none fits", "n/a", "n/a", "-", "n/a"] for d, b in ((d, best.get(d)) for d in devices)],
                           caption="Best feasible schedule per device"))
     v.blocks.append(f"Objective: {fz['objective']}.")
     doc.sections.append(v)
     m = Section("Feasibility matrix")
     m.blocks.append("Each cell: the verdict, the binding constraint (the violated one, or the one with the "
                     "least margin) and its margin as a percentage of its budget.")
-    m.blocks.append(Image("feasibility.png", plots.heatmap_plot(devices, schedules, cells),
+    m.blocks.append(Image("feasibility.png", heatmap_plot(devices, schedules, cells),
                           "Feasibility heat map: device x schedule"))
-    m.blocks.append(Image("accuracy_gain.png", plots.gain_heatmap_plot(devices, schedules, cells),
+    m.blocks.append(Image("accuracy_gain.png", gain_heatmap_plot(devices, schedules, cells),
                           "Accuracy gain from personalisation: device x schedule"))
     m.blocks.append(Table(["device"] + schedules, [[d] + [_cell_text(cells[d].get(s)) for s in schedules]
                                                    for d in devices], caption="Device x schedule"))
@@ -58,7 +58,7 @@ def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
                             f"{fmt.nbytes(c.get('peak_ram_bytes'))} / {fmt.nbytes(c.get('ram_budget_bytes'))}"
                             if c.get("fits") is not None else "n/a",
                             _pp(c.get("accuracy_gain")), fmt.quantity(c.get("energy_per_day_j"), "J")]
-                           for d in devices for s, c in cells[d].items()], caption="All cells"))
+                           for d in devices for s in schedules if (c := cells[d].get(s)) is not None], caption="All cells"))
     doc.sections.append(m)
     if n_err:
         e = Section("Errors")
@@ -70,11 +70,14 @@ def build_sweep_document(rows: list[dict], title: str = "sweep") -> Document:
 
 
 def _pp(x) -> str:
-    return f"{100 * x:+.1f} pp" if plots.finite(x) else "n/a"
+    return f"{100 * x:+.1f} pp" if fmt.finite(x) else "n/a"
 
 
 def render_sweep(rows: list[dict], out_dir: str | Path, title: str = "sweep") -> Path:
-    """Write report.html, report.md and the heat map for sweep ``rows`` into ``out_dir``; returns report.html."""
+    """Write report.html, report.md and the heat maps for sweep ``rows`` into ``out_dir``, from the
+    feasibility matrix the sweep wrote there (``matrix.json``, never recomputed); returns report.html."""
+    from simulator.sweep import read_matrix
+
     if not rows:
         raise ValueError("render_sweep: no finished scenarios to report")
-    return write_report(build_sweep_document(list(rows), title), out_dir)
+    return write_report(build_sweep_document(read_matrix(out_dir), list(rows), title), out_dir)

@@ -224,7 +224,7 @@ def _open_report(chromium, page: Path, tmp_path: Path) -> None:
 def sweep_report(tmp_path_factory) -> Path:
     """A real, small sweep (2 devices x 2 schedules) rendered as a report."""
     from reports import render_sweep
-    from simulator.sweep import parse_grid, run_sweep
+    from simulator.sweep import parse_grid, run_sweep, write_matrix
 
     tmp = tmp_path_factory.mktemp("sweep-report")
     grid = parse_grid({"name": "browser", "base": "demo",
@@ -234,6 +234,7 @@ def sweep_report(tmp_path_factory) -> Path:
                        "schedules": {"light": {"schedule.steps": 1}, "default": {}}})
     outcome = run_sweep(grid, tmp / "out", workers=2, progress=False)
     assert outcome.errors == 0, [r.get("error") for r in outcome.rows]
+    write_matrix(tmp / "out", outcome.rows)
     return render_sweep(outcome.rows, tmp / "out", title=grid.name)
 
 

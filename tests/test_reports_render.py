@@ -237,6 +237,14 @@ def test_emulation_report_when_the_board_runs_out_of_memory(tmp_path):
     assert "AGREES</strong>" in render_emulation(dict(oom, predicted_fits=False), tmp_path / "b").read_text()
 
 
+def _sweep_report(rows: list[dict], out: Path, title: str = "sweep") -> Path:
+    """As the sweep does it: write the matrix of ``rows`` into ``out``, then render from it."""
+    from simulator.sweep import write_matrix
+
+    write_matrix(out, rows)
+    return render_sweep(rows, out, title=title)
+
+
 def test_sweep_report_from_rows(tmp_path):
     def row(i, dev, sched, fits, status="ok"):
         res = tiny_result(fits)
@@ -246,18 +254,36 @@ def test_sweep_report_from_rows(tmp_path):
 
     rows = [row(0, "a", "s1", True), row(1, "a", "s2", False), row(2, "b", "s1", False),
             row(3, "b", "s2", True, status="error")]
-    page = render_sweep(rows, tmp_path, title="unit")
+    page = _sweep_report(rows, tmp_path, title="unit")
     p = check_report(page, ["Verdict", "Feasibility matrix", "Errors"])
     text = page.read_text()
     assert "1 of 4" in text and "none fits" in text and "ValueError: nope" in text
     matrix = p.tables[1]
     assert matrix[0] == ["device", "s1", "s2"] and matrix[1][0] == "a"
     assert (tmp_path / "feasibility.png").stat().st_size > 5000
-    again = render_sweep(list(reversed(rows)), tmp_path / "again", title="unit")   # completion order
+    again = _sweep_report(list(reversed(rows)), tmp_path / "again", title="unit")   # completion order
     for name in ("report.html", "report.md", "feasibility.png"):
         assert (again.parent / name).read_bytes() == (tmp_path / name).read_bytes(), name
     with pytest.raises(ValueError, match="no finished scenarios"):
         render_sweep([], tmp_path)
+
+
+def test_sweep_report_reads_the_matrix_the_sweep_wrote(tmp_path):
+    """The report shows matrix.json as written (it does not compute its own), and says when it is missing."""
+    import json
+
+    from simulator.sweep import MATRIX_FILE, write_matrix
+
+    res = tiny_result(True)
+    res.pop("timelines")
+    rows = [{"key": "a|s1", "index": 0, "device": "a", "schedule": "s1", "seed": 0, "status": "ok", "result": res}]
+    with pytest.raises(ValueError, match=MATRIX_FILE):
+        render_sweep(rows, tmp_path / "none")
+    fz = write_matrix(tmp_path, rows)
+    assert fz["best"]["a"]["schedule"] == "s1"
+    fz["best"]["a"]["schedule"] = "planted-in-the-matrix"
+    (tmp_path / MATRIX_FILE).write_text(json.dumps(fz))
+    assert "planted-in-the-matrix" in render_sweep(rows, tmp_path).read_text()
 
 
 def test_document_escapes_text_and_renders_markdown_tables():
@@ -276,7 +302,7 @@ def test_every_plot_is_labelled(tmp_path):
         render_run(tiny_result(), tmp_path / "run", emulation=EMU)
         render_emulation(EMU, tmp_path / "emu")
         res = tiny_result()
-        render_sweep([{"key": "k", "index": 0, "device": "d", "schedule": "s", "seed": 0, "status": "ok",
-                       "result": res}], tmp_path / "sweep")
+        _sweep_report([{"key": "k", "index": 0, "device": "d", "schedule": "s", "seed": 0, "status": "ok",
+                        "result": res}], tmp_path / "sweep")
     assert len(figs) == 6 + 1 + 2
     check_figures(figs)

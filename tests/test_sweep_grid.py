@@ -182,7 +182,7 @@ def test_point_is_picklable_for_process_pools():
 def test_results_are_made_plain_json_without_touching_strings():
     import numpy as np
 
-    from simulator.sweep import _plain
+    from simulator.sweep.worker import plain as _plain
 
     out = _plain({"a": np.float32(1.5), "b": [float("nan"), float("inf"), -float("inf")], "c": np.arange(2),
                   "msg": "NaN and Infinity stay words"})

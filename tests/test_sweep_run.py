@@ -66,6 +66,15 @@ def _session_pids(sid: int) -> list[int]:
     return out
 
 
+def _survivors(sid: int, timeout: float = 15.0) -> list[int]:
+    """Wait until session ``sid`` has no live process (its workers may take a moment to be reaped after
+    the sweep exits) and return whatever is still alive at the deadline: [] when all ended."""
+    deadline = time.monotonic() + timeout
+    while (alive := _session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -104,8 +113,7 @@ def finished(tmp_path_factory):
         _wait_lines(out / RESULTS_FILE, 3, proc)
         os.killpg(proc.pid, signal.SIGINT)           # Ctrl-C reaches the whole foreground group
         stdout, stderr = proc.communicate(timeout=60)
-        time.sleep(0.5)
-        leftovers = _session_pids(proc.pid)
+        leftovers = _survivors(proc.pid)
     finally:
         _end_session(proc)
     first = (out / RESULTS_FILE).read_bytes()
@@ -189,10 +197,7 @@ def test_a_sweep_killed_outright_leaves_no_workers_and_resumes(tmp_path):
         _wait_lines(out / RESULTS_FILE, 2, proc)
         proc.kill()
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while _session_pids(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        leftovers = _session_pids(proc.pid)
+        leftovers = _survivors(proc.pid)
     finally:
         _end_session(proc)
     assert leftovers == [], "pool workers outlived a killed sweep"

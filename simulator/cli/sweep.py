@@ -1,7 +1,6 @@
 """``edgesim sweep``: run a grid of scenarios, write results.jsonl, the feasibility matrix and a report."""
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -29,8 +28,7 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def _run(args) -> int:
     from reports import render_sweep
-    from simulator.files import write_atomic
-    from simulator.sweep import MATRIX_FILE, RESULTS_FILE, feasibility, load_grid, run_sweep
+    from simulator.sweep import MATRIX_FILE, RESULTS_FILE, load_grid, run_sweep, write_matrix
 
     grid = load_grid(args.grid)
     out = Path(args.out) if args.out else Path("edgesim-out") / grid.name
@@ -50,8 +48,7 @@ def _run(args) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)
-    fz = feasibility(outcome.rows)
-    write_atomic(out / MATRIX_FILE, (json.dumps(fz, sort_keys=True, indent=2, default=str) + "\n").encode())
+    fz = write_matrix(out, outcome.rows)
     report = render_sweep(outcome.rows, out, title=grid.name) if outcome.rows else None
     any_fit = any(c.get("fits") for d in fz["cells"].values() for c in d.values())
     if args.json:

@@ -1,0 +1,35 @@
+"""The cluster backend: grid points on a Dask scheduler (``--scheduler tcp://HOST:PORT``).
+``dask.distributed`` is imported only here, so the core needs no Dask."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .grid import Grid, Point
+from .worker import load_base, lost_row, run_point
+
+
+def run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None],
+             connect_timeout_s: float = 10.0, runner: Callable[..., dict] = run_point) -> None:
+    """Dask loop. A worker that dies is retried by Dask; a scenario Dask gives up on becomes an error row."""
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError as e:
+        raise ValueError(f"--scheduler needs dask.distributed: pip install 'edgesim[dask]' ({e})") from None
+    try:
+        client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+    except OSError as e:
+        raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
+    try:
+        # the base scenario travels as data: a remote worker need not have the file
+        base = load_base(grid.base)
+        futs = [client.submit(runner, p, base, grid.keep_timelines, None, pure=False) for p in todo]
+        by_fut = dict(zip(futs, todo, strict=True))
+        for fut in as_completed(futs):
+            p = by_fut[fut]
+            try:
+                row = fut.result()
+            except Exception as e:  # noqa: BLE001 - e.g. KilledWorker: record it and go on
+                row = lost_row(p, f"{type(e).__name__}: {e}")
+            record(row)
+    finally:
+        client.close()
