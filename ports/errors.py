@@ -53,3 +53,16 @@ class GuestMemoryError(GuestError):
     def __init__(self, message: str, failed_alloc_bytes: int | None = None, **kw) -> None:
         self.failed_alloc_bytes = failed_alloc_bytes
         super().__init__(message, **kw)
+
+
+class TwinUnavailable(QemuMissing):
+    """A twin cannot be built here: the cross toolchain or the MicroPython source is missing. The message
+    names the command that installs it."""
+
+
+class FirmwareBuildError(PortError):
+    """Building a twin's firmware failed; ``log_path`` holds the compiler's output."""
+
+
+class QmpError(PortError):
+    """QEMU's monitor (QMP) did not answer or refused a command."""

@@ -107,19 +107,22 @@ _MPS2_COMMON = dict(
 MACHINES: dict[str, Machine] = {m.name: m for m in (
     Machine(name="mps2-an385", qemu_machine="mps2-an385", cpu="Cortex-M3", arch="armv7-m", fpu="none",
             gcc_cpu="cortex-m3", gcc_fpu=None, gcc_float_abi="soft", blob_load_address=0x2100_0000,
-            micropython_board="EDGESIM_AN385", micropython_board_is_ours=True, **_MPS2_COMMON),
+            micropython_board="MPS2_AN385", micropython_board_is_ours=False, **_MPS2_COMMON),
     Machine(name="mps2-an385-armv6m", qemu_machine="mps2-an385", cpu="Cortex-M3 running Armv6-M code",
             arch="armv6-m", fpu="none", gcc_cpu="cortex-m0plus", gcc_fpu=None, gcc_float_abi="soft",
-            blob_load_address=0x2100_0000, micropython_board="EDGESIM_AN385_M0PLUS",
+            blob_load_address=0x2100_0000, micropython_board="MPS2_AN385_ARMV6M",
             micropython_board_is_ours=True,
             note="Armv6-M (Cortex-M0+) code is a subset of Armv7-M: the M3 runs it unchanged",
             **_MPS2_COMMON),
     Machine(name="mps2-an386", qemu_machine="mps2-an386", cpu="Cortex-M4F", arch="armv7e-m", fpu="sp",
             gcc_cpu="cortex-m4", gcc_fpu="fpv4-sp-d16", gcc_float_abi="hard", blob_load_address=0x2100_0000,
-            micropython_board="EDGESIM_AN386", micropython_board_is_ours=True, **_MPS2_COMMON),
-    Machine(name="mps2-an500", qemu_machine="mps2-an500", cpu="Cortex-M7", arch="armv7e-m", fpu="dp",
-            gcc_cpu="cortex-m7", gcc_fpu="fpv5-d16", gcc_float_abi="hard", blob_load_address=0x6000_0000,
-            micropython_board="EDGESIM_AN500", micropython_board_is_ours=True, **_MPS2_COMMON),
+            micropython_board="MPS2_AN386", micropython_board_is_ours=True, **_MPS2_COMMON),
+    Machine(name="mps2-an500", qemu_machine="mps2-an500", cpu="Cortex-M7", arch="armv7e-m", fpu="sp",
+            gcc_cpu="cortex-m7", gcc_fpu="fpv5-sp-d16", gcc_float_abi="hard", blob_load_address=0x6000_0000,
+            micropython_board="MPS2_AN500", micropython_board_is_ours=True,
+            note="QEMU's M7 has the double-precision FPv5; code is built for FPv5-SP like the STM32F746 "
+                 "(single precision only), a subset the machine runs",
+            **_MPS2_COMMON),
     Machine(name="netduinoplus2", qemu_machine="netduinoplus2", cpu="Cortex-M4F (STM32F405)", arch="armv7e-m",
             fpu="sp", gcc_cpu="cortex-m4", gcc_fpu="fpv4-sp-d16", gcc_float_abi="hard",
             code_base_address=0x0800_0000, code_size_bytes=1 << 20,        # flash, aliased at 0 for reset
@@ -129,7 +132,7 @@ MACHINES: dict[str, Machine] = {m.name: m for m in (
             timer_name="STM32 TIM2 (1 GHz in QEMU)", timer_count_address=_STM32_TIM2 + 0x24,
             timer_counts_down=False, timer_start_writes=_STM32_TIM2_WRITES, timer_start_count=0,
             timer_period_ticks=SMALL_INT_PERIOD_TICKS, instructions_per_timer_tick=1, semihosting=True,
-            micropython_board="EDGESIM_NETDUINOPLUS2", micropython_board_is_ours=True,
+            micropython_board="NETDUINOPLUS2", micropython_board_is_ours=True,
             note="TIM2 counts 32 bits; restart it (timer_start_writes) before intervals near 2**30 instructions"),
 )}
 
