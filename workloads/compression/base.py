@@ -133,7 +133,7 @@ def magnitude_mask(M: np.ndarray, prune: float, what: str = "layer") -> np.ndarr
     n = M.size
     k = keep_count(n, prune)
     if k <= 0:
-        raise ValueError(f"{PRUNE_FLAG} {prune}: {what} ({n} weights) would keep no weight")
+        raise ValueError(f"{PRUNE_FLAG} {prune}: a {what} of {n} weights would keep no weight")
     mask = np.zeros(n, bool)
     if k == n:
         mask[:] = True

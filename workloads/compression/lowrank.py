@@ -19,8 +19,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Encoded, as_rows, check_bits, check_prune, from_rows, keep_count, kept_values, magnitude_mask
-from .base import scatter, width
+from .base import (
+    Encoded,
+    as_rows,
+    check_bits,
+    check_prune,
+    from_rows,
+    keep_count,
+    kept_values,
+    magnitude_mask,
+    scatter,
+    width,
+)
 
 FORMAT = "lowrank"
 BITS = (32, 8, 1)
@@ -42,27 +52,27 @@ def _rectangles(G: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
         for i0 in starts:
             if pos[i0] <= 0:
                 break
-            J = G[i0] > 0
-            I = np.zeros(G.shape[0], bool)
+            Cs = G[i0] > 0
+            Rs = np.zeros(G.shape[0], bool)
             for _r in range(_ROUNDS):
-                I2 = G[:, J].sum(axis=1) > 0
-                if not I2.any():
+                rows2 = G[:, Cs].sum(axis=1) > 0
+                if not rows2.any():
                     break
-                J2 = G[I2].sum(axis=0) > 0
-                if (I2 == I).all() and (J2 == J).all():
+                cols2 = G[rows2].sum(axis=0) > 0
+                if (rows2 == Rs).all() and (cols2 == Cs).all():
                     break
-                I, J = I2, J2
-            if not I.any() or not J.any():
+                Rs, Cs = rows2, cols2
+            if not Rs.any() or not Cs.any():
                 continue
-            gain = float(G[np.ix_(I, J)].sum())
+            gain = float(G[np.ix_(Rs, Cs)].sum())
             if gain > best_gain:
-                best, best_gain = (I.copy(), J.copy()), gain
+                best, best_gain = (Rs.copy(), Cs.copy()), gain
         if best is None:
             break
-        I, J = best
-        us.append(I)
-        vs.append(J)
-        G[np.ix_(I, J)] = 0.0
+        Rs, Cs = best
+        us.append(Rs)
+        vs.append(Cs)
+        G[np.ix_(Rs, Cs)] = 0.0
     tr, tc = G.shape
     U = np.stack(us, axis=1) if us else np.zeros((tr, 0), bool)
     V = np.stack(vs, axis=0) if vs else np.zeros((0, tc), bool)

@@ -29,9 +29,19 @@ import numpy as np
 
 from . import gf2
 from . import lowrank as LR
-from .base import (Encoded, as_rows, binary_code, binary_values, check_bits, check_prune, from_rows, gamma_bits,
-                   magnitude_mask, width)
-from .base import SCALE_BITS
+from .base import (
+    SCALE_BITS,
+    Encoded,
+    as_rows,
+    binary_code,
+    binary_values,
+    check_bits,
+    check_prune,
+    from_rows,
+    gamma_bits,
+    magnitude_mask,
+    width,
+)
 from .csr import index_bits as csr_index_bits
 
 FORMAT = "xor"
