@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "simulator.cli.plan",       # plan, demo
     "simulator.cli.sweep",      # sweep
     "simulator.cli.emulate",    # emulate, calibrate
+    "simulator.cli.port",       # port
 )
 
 DESCRIPTION = """\
