@@ -88,11 +88,24 @@ class Battery:
         return self.capacity_mah * 3.6 * self.voltage_v
 
 
+# Virtual twins (DESIGN.md §4b): the machine table itself is ports/twin/machines.py, which checks on import
+# that it defines exactly these names (profiles sit below ports and cannot import it).
+TWINS = ("mps2-an385", "mps2-an385-armv6m", "mps2-an386", "mps2-an500", "netduinoplus2")
+
+
 @dataclass(frozen=True)
 class Emulator:
-    qemu_machine: str
-    firmware_path: str
+    """``[emulator]``: either a virtual ``twin`` (built from source with ``micropython_heap_bytes``) or a
+    fixed ``qemu_machine`` with a prebuilt ``firmware_path``. A table holding only ``no_twin_reason``
+    says why the board has neither (the profile's ``emulator`` is then None)."""
+
+    twin: str = ""
+    micropython_heap_bytes: int = 0     # MICROPY_HEAP_SIZE of the twin's firmware: the GC heap incl. its tables
+    qemu_machine: str = ""
+    firmware_path: str = ""
     qemu_args: tuple[str, ...] = ()
+    twin_note: str = ""                 # how the twin differs from the board (e.g. Armv6-M code on an M3)
+    no_twin_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,17 @@ class DeviceProfile:
     emulator: Emulator | None = None
     sources: dict[str, str] = field(default_factory=dict)     # "core.clock_hz" -> "nRF51822 PS v3.4 §..."
     estimates: frozenset[str] = frozenset()                   # fields whose source starts with "estimate"
+    no_twin_reason: str = ""                                  # why there is no emulator (when emulator is None)
+
+    @property
+    def emulator_summary(self) -> str:
+        """One cell for tables: the twin and its heap, the fixed QEMU machine, or why there is none."""
+        em = self.emulator
+        if em is None:
+            return f"none: {self.no_twin_reason}" if self.no_twin_reason else "-"
+        if em.twin:
+            return f"twin {em.twin}, heap {em.micropython_heap_bytes / 1024:g} KiB"
+        return f"QEMU {em.qemu_machine}"
 
     @property
     def active_power_w(self) -> float:
@@ -269,11 +293,48 @@ def _parse(path: Path) -> DeviceProfile:
                            f"({memory.flash_bytes}) (got {flash.erase_page_bytes})")
     battery = _check_table(p, "battery", raw["battery"], Battery, sources, estimates)
     emulator = None
+    no_twin_reason = ""
     if "emulator" in raw:
-        emulator = _check_table(p, "emulator", raw["emulator"], Emulator, sources, estimates)
+        emulator = _check_emulator(p, raw["emulator"], memory, sources, estimates)
+        if not (emulator.twin or emulator.qemu_machine):
+            no_twin_reason, emulator = emulator.no_twin_reason, None
     return DeviceProfile(name=name, display_name=display, path=p, core=core, memory=memory, runtime=runtime,
                          power=power, flash=flash, battery=battery, emulator=emulator, sources=sources,
-                         estimates=frozenset(estimates))
+                         estimates=frozenset(estimates), no_twin_reason=no_twin_reason)
+
+
+def _check_emulator(p: str, table: Any, memory: Memory, sources: dict, estimates: set) -> Emulator:
+    """``[emulator]`` holds exactly one of: a twin (+ its heap), a QEMU machine (+ firmware), a reason."""
+    em = _check_table(p, "emulator", table, Emulator, sources, estimates)
+    kinds = [k for k in ("twin", "qemu_machine", "no_twin_reason") if getattr(em, k)]
+    if len(kinds) != 1:
+        got = ", ".join(f"{k}={getattr(em, k)!r}" for k in kinds) or "none of them"
+        raise ProfileError(f"{p}: [emulator] needs exactly one of twin, qemu_machine, no_twin_reason (got {got})")
+    if em.twin:
+        if em.twin not in TWINS:
+            raise ProfileError(f"{p}: emulator.twin must be one of {', '.join(TWINS)} (got {em.twin!r})")
+        if not em.micropython_heap_bytes:
+            raise ProfileError(f"{p}: emulator.micropython_heap_bytes is missing: a twin needs its heap size")
+        if em.micropython_heap_bytes >= memory.ram_bytes:
+            raise ProfileError(f"{p}: emulator.micropython_heap_bytes must be < memory.ram_bytes "
+                               f"({memory.ram_bytes}) (got {em.micropython_heap_bytes})")
+        for k in ("firmware_path", "qemu_args", "no_twin_reason"):
+            if getattr(em, k):
+                raise ProfileError(f"{p}: emulator.{k} does not go with a twin (got {getattr(em, k)!r}); "
+                                   "the twin's firmware is built from source")
+    elif em.qemu_machine:
+        if not em.firmware_path:
+            raise ProfileError(f"{p}: emulator.firmware_path is missing: qemu_machine needs a firmware image")
+        for k in ("micropython_heap_bytes", "twin_note"):
+            if getattr(em, k):
+                raise ProfileError(f"{p}: emulator.{k} goes with a twin, not a fixed qemu_machine "
+                                   f"(got {getattr(em, k)!r})")
+    else:
+        extra = [k for k in ("micropython_heap_bytes", "firmware_path", "qemu_args", "twin_note") if getattr(em, k)]
+        if extra:
+            raise ProfileError(f"{p}: emulator.{extra[0]} does not go with no_twin_reason "
+                               f"(got {getattr(em, extra[0])!r})")
+    return em
 
 
 def profile_paths() -> list[Path]:

@@ -150,12 +150,16 @@ def test_coefficients_follow_the_hardware():
             assert prof.runtime["micropython"].cycles_per_mac_f32 > 2 * nat.cycles_per_mac_f32, prof.name
 
 
-def test_only_the_microbit_v1_has_an_emulator_table():
-    emulated = {p.name: p.emulator for p in list_profiles() if p.emulator is not None}
-    assert set(emulated) == {"bbc-microbit-v1"}, "mps2-an385/netduinoplus2 have no firmware packaged in Debian"
-    emu = emulated["bbc-microbit-v1"]
-    assert emu.qemu_machine == "microbit"
+def test_emulator_tables_name_a_twin_a_fixed_machine_or_why_not():
+    profiles = {p.name: p for p in list_profiles()}
+    emu = profiles["bbc-microbit-v1"].emulator
+    assert (emu.qemu_machine, emu.twin) == ("microbit", "")
     assert emu.firmware_path == "/usr/share/firmware-microbit-micropython/firmware.hex"
+    twins = {n: p.emulator.twin for n, p in profiles.items() if p.emulator and p.emulator.twin}
+    assert twins["stm32f405-pyboard"] == "netduinoplus2" and twins["stm32f746-disco"] == "mps2-an500"
+    assert len(twins) >= 5 and len(set(twins.values())) >= 3
+    for n in ("esp32-devkitc", "rpi-zero-2w"):
+        assert profiles[n].emulator is None and profiles[n].no_twin_reason, n
 
 
 def test_the_demo_board_is_a_mid_range_cortex_m4f():

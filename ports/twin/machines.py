@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from device_profiles.loader import TWINS
+
 SMALL_INT_PERIOD_TICKS = 1 << 30      # MicroPython small ints hold 31 bits: stay below 2**30, allocate nothing
 
 # CMSDK APB timer 0 of the MPS2 FPGA images (ARM DAI0385D/AN386/AN500 memory map): CTRL +0, VALUE +4,
@@ -136,10 +138,9 @@ MACHINES: dict[str, Machine] = {m.name: m for m in (
             note="TIM2 counts 32 bits; restart it (timer_start_writes) before intervals near 2**30 instructions"),
 )}
 
-NO_TWIN_REASONS = {
-    "xtensa": "QEMU 7.2 (qemu-system-arm) has no ESP32/Xtensa machine",
-    "cortex-a": "a Cortex-A board runs Linux: its Python is CPython, not MicroPython on bare metal",
-}
+if tuple(MACHINES) != TWINS:       # profiles validate twin names against device_profiles.loader.TWINS
+    raise RuntimeError(f"ports/twin/machines.py defines {tuple(MACHINES)} but device_profiles.loader.TWINS "
+                       f"is {TWINS}: keep them the same")
 
 
 def get_machine(name: str) -> Machine:
