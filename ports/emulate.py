@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from .boards import Board
-from .errors import GuestMemoryError, ProtocolError
+from .errors import GuestError, GuestMemoryError, ProtocolError
+from .micropython import protocol as P
 from .predict import PortFootprint, predict_trace
 from .repl import checksum
 from .session import BoardSession
 
 MODULES = ("mlpk.py", "mlp.py", "srv.py")   # import order: each compiles on a clean heap
-WEIGHTS_PER_LINE = 12
+WEIGHTS_PER_LINE = P.FLOATS_PER_LINE
 LINE_TIMEOUT_S = 5.0     # a data line is answered at once; no answer means the line was lost: resend
 LR = 0.05
 LOSS_RTOL = 1e-3      # float32 on both sides; the board sums in a different order and has its own exp/log
@@ -37,8 +38,22 @@ def mlp_sizes(job: Any) -> list[int]:
 
     layers = job.model.layers
     if not layers or not all(isinstance(layer, Dense) for layer in layers):
-        raise ValueError(f"workload {job.name!r}: the MicroPython port trains MLPs only (mlp:IN-...-OUT specs)")
+        raise ValueError(f"workload {job.name!r}: the micro:bit's MicroPython port trains MLPs only "
+                         "(mlp:IN-...-OUT specs)")
+    if len(layers) > P.MLP_MAX_LAYERS:
+        raise ValueError(f"workload {job.name!r}: {len(layers)} dense layers, the micro:bit port holds at most "
+                         f"{P.MLP_MAX_LAYERS} (protocol.MLP_MAX_LAYERS)")
+    ops = mlp_op_count(len(layers))
+    if ops > P.MLP_MAX_OPS:
+        raise ValueError(f"workload {job.name!r}: {ops} ops per step, the micro:bit port records at most "
+                         f"{P.MLP_MAX_OPS} (protocol.MLP_MAX_OPS)")
     return [layers[0].in_shape[0]] + [layer.out_shape[0] for layer in layers]
+
+
+def mlp_op_count(n_layers: int) -> int:
+    """Ops mlp.step() records for ``n_layers`` dense layers: the input copy, the loss, and per layer a
+    forward, dW and update, plus a ReLU backward and a dx for all but one layer."""
+    return 2 + P.MLP_OPS_PER_LAYER * n_layers - 2
 
 
 def hex_floats(values: np.ndarray) -> str:
@@ -126,7 +141,10 @@ def send_floats(session: BoardSession, kind: str, index: int, arr: np.ndarray) -
         h = hex_floats(piece)
         ck = checksum(h.encode())
         want = f"{o + len(piece)} {ck}"
-        session.repl.exchange(f"{kind} {index} {o} {ck} {h}", lambda a, w=want: a == w, timeout=LINE_TIMEOUT_S)
+        line = f"{kind} {index} {o} {ck} {h}"
+        if len(line) > P.LINE_BYTES:
+            raise ValueError(f"data line of {len(line)} bytes exceeds protocol.LINE_BYTES ({P.LINE_BYTES})")
+        session.repl.exchange(line, lambda a, w=want: a == w, timeout=LINE_TIMEOUT_S)
 
 
 def board_step(session: BoardSession, q: int, x: np.ndarray, y: int, timeout_s: float) -> BoardStep:
@@ -136,8 +154,16 @@ def board_step(session: BoardSession, q: int, x: np.ndarray, y: int, timeout_s: 
         body, sep, c = a.rpartition(" #")
         return bool(sep) and c.isdigit() and checksum(body.encode()) == int(c)
 
-    ans = session.repl.exchange(f"s {q} {y}", ok, timeout=timeout_s)
+    ans = session.repl.exchange(f"s {q} {y}", lambda a: a == P.STEP_FAILED or ok(a), timeout=timeout_s)
+    if ans == P.STEP_FAILED:
+        raise step_failed(session, q)
     return parse_step(ans.rpartition(" #")[0], q)
+
+
+def step_failed(session: Any, q: int) -> GuestError:
+    """The board says step ``q`` started before and did not finish: it is not run again."""
+    return GuestError(f"step {q} failed half-way on the board (its updates may be partly applied), so it "
+                      "is not run again", serial_tail=session.qemu.tail(), log_path=session.log_path)
 
 
 def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float = LR,

@@ -64,7 +64,7 @@ def check_job(job: Any) -> None:
     if not job.techniques.fused_update:
         raise ValueError(f"workload {job.name!r}: the MicroPython port needs techniques.fused_update")
     if not isinstance(job.opt, SGD):
-        raise ValueError(f"workload {job.name!r}: the MicroPython port trains with SGD (got {job.optimizer_name})")
+        raise ValueError(f"workload {job.name!r}: the MicroPython port trains with SGD (got {type(job.opt).__name__})")
 
 
 def build_program(job: Any, ops: list) -> StepProgram:

@@ -72,3 +72,40 @@ class FaultyQemu(Qemu):
             data = data[:i] + b"#~?garbage?~#" + data[i:]
             self.garbled += 1
         return data
+
+
+class _Mem32:
+    """A stand-in for ``machine.mem32``: the timer advances 7 ticks per read; writes set it."""
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def __getitem__(self, addr: int) -> int:
+        self.t += 7
+        return self.t
+
+    def __setitem__(self, addr: int, value: int) -> None:
+        self.t = value
+
+
+def device_namespace(files: tuple[str, ...] = ("protocol.py", "netk.py", "net.py")) -> tuple[dict, list[str]]:
+    """The twin's device files, as they are, run by CPython in one namespace (as the raw REPL runs them
+    on the board): ``gc`` and ``machine`` are stand-ins, ``print`` is captured into the returned list."""
+    import builtins
+    import types
+
+    from ports.session import DEVICE_DIR
+
+    fakes = {"gc": types.SimpleNamespace(collect=lambda: None, mem_alloc=lambda: 0),
+             "machine": types.SimpleNamespace(mem32=_Mem32())}
+    real_import = builtins.__import__
+
+    def imp(name, *a, **kw):
+        return fakes[name] if name in fakes else real_import(name, *a, **kw)
+
+    printed: list[str] = []
+    b = dict(vars(builtins), __import__=imp, print=lambda *a: printed.append(" ".join(str(x) for x in a)))
+    ns: dict = {"__builtins__": b, "__name__": "__main__"}
+    for f in files:
+        exec(compile((DEVICE_DIR / f).read_text(), f, "exec"), ns)
+    return ns, printed

@@ -261,3 +261,162 @@ def test_cli_unknown_board_is_exit_2(capsys):
 
     assert main(["emulate", "--board", "no-such-board"]) == 2
     assert "no-such-board" in capsys.readouterr().err
+
+
+# --- the protocol module, the micro:bit's limits and its step guard ----------------------------------
+def test_micro_bit_files_use_the_protocol_limits():
+    """mlp.py and srv.py write protocol.py's sizes out (its names would not fit the 10 KB heap): same values."""
+    from ports.micropython import protocol as P
+
+    mlp, srv = (DEVICE_DIR / "mlp.py").read_text(), (DEVICE_DIR / "srv.py").read_text()
+    assert f"TK = array('H', range({P.MLP_MAX_OPS}))" in mlp and f"MA = array('H', range({P.MLP_MAX_OPS}))" in mlp
+    assert f"L = bytearray({P.LINE_BYTES})" in srv and f"n < {P.LINE_BYTES} and" in srv
+    assert f"print('@{P.STEP_FAILED}')" in srv
+    assert P.MLP_MAX_OPS == P.MLP_OPS_PER_LAYER * P.MLP_MAX_LAYERS
+
+
+def test_micro_bit_limits_are_checked_before_boot():
+    from ports.emulate import mlp_op_count
+
+    assert mlp_sizes(make_mlp_job("mlp:16-8-8-8-8-10")) == [16, 8, 8, 8, 8, 10]   # 5 layers, 25 ops: fits
+    assert mlp_op_count(5) == 25
+    with pytest.raises(ValueError, match="MLP_MAX_LAYERS"):
+        mlp_sizes(make_mlp_job("mlp:16-8-8-8-8-8-10"))
+
+
+def test_micro_bit_step_that_failed_half_way_is_not_run_again():
+    """srv.serve: a step whose first run raised is answered X on the retry, and step() ran once."""
+    calls = []
+
+    def step(y):
+        calls.append(y)
+        raise IndexError("op table overrun")
+
+    fake_mlp = types.SimpleNamespace(step=step, TK=[], MA=[], N=0)
+    out: list[str] = []
+    srv = device_functions("srv.py", ("serve", "ck"), mlp=fake_mlp, R="", Q=-1, T=-1,
+                           gc=types.SimpleNamespace(collect=lambda: None, mem_alloc=lambda: 0),
+                           print=lambda *a: out.append(" ".join(map(str, a))))
+    assert srv.serve(["s", "0", "3"]) and out[-1] == "@E"
+    assert srv.serve(["s", "0", "3"]) and out[-1] == "@X"
+    assert calls == [3]
+
+
+# --- the twin network port (net.py + netk.py), run by CPython against the host -----------------------
+TWIN_WORKLOADS = ["mlp-digits", "lenet-digits", "dscnn-digits", "cnn1d-accel", "mlp-microbit",
+                  "cnn:8x8x1-c4k3s2same-a2-d10", "cnn:8x8x1-dw3-c5k2-p3-gap-d10", "mlp:64-16-16-10"]
+
+
+def _twin_job(workload: str):
+    from workloads import make_job
+    from workloads.techniques import Techniques
+
+    return make_job(workload, optimizer="sgd", momentum=0.9, techniques=Techniques(fused_update=True))
+
+
+def _twin(job, steps: int, mem=None):
+    """(host losses, host traces, device namespace, device steps) for ``steps`` steps of ``job``."""
+    import itertools
+
+    from emulator_support import device_namespace
+
+    from ports.netrun import TwinPort
+    from ports.program import build_program
+    from workloads.trace import collect
+
+    params = [p.copy() for p in job.model.parameters()]
+    samples = list(itertools.islice(iter(job.labelled_stream()), steps))
+    losses, traces = [], []
+    for x, y in samples:
+        ops, loss = collect(job.train_step(np.asarray(x)[None], np.array([y])))
+        losses.append(loss)
+        traces.append(ops)
+    ns, printed = device_namespace()
+    if mem is not None:
+        ns["mem"] = lambda: mem(ns)
+
+    def run(cmd: str) -> str:
+        n = len(printed)
+        exec(cmd, ns)
+        return "\n".join(printed[n:])
+
+    port = TwinPort(run)
+    prog = build_program(job, traces[0])
+    port.setup(prog, job.lr, 0.9, (0, 0, 1 << 30, [(0, 0)]))
+    port.send_params(job.model.layers, params)
+    dev = [port.step(q, x, y) for q, (x, y) in enumerate(samples)]
+    return losses, traces, ns, dev, port, samples
+
+
+@pytest.mark.parametrize("workload", TWIN_WORKLOADS)
+def test_twin_port_trains_like_the_host(workload):
+    """Three SGD-momentum steps of the device code: the host's losses and weights, float32 tolerance."""
+    job = _twin_job(workload)
+    losses, _, ns, dev, _, _ = _twin(job, 3)
+    np.testing.assert_allclose([d.loss for d in dev], losses, rtol=1e-4, atol=1e-5)
+    it = iter(job.model.parameters())
+    for i, ly in enumerate(job.model.layers):
+        if ly.params:
+            W, b = next(it), next(it)
+            np.testing.assert_allclose(np.asarray(ns["WT"][i]), W.ravel(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(ns["BS"][i]), b.ravel(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(ns["VW"][i]), job._state[id(ly.params[0])][0].ravel(),
+                                       rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("workload", ["lenet-digits", "dscnn-digits", "cnn1d-accel", "mlp:64-16-16-10"])
+def test_twin_port_holds_the_buffers_the_trace_holds(workload):
+    """After each op (before its frees) the board's step buffers are the trace's live tensors, byte for byte."""
+    def slot_bytes(ns) -> int:
+        return sum(4 * len(a) for a in ns["NS"] if a is not None)
+
+    job = _twin_job(workload)
+    _, traces, _, dev, _, _ = _twin(job, 1, mem=slot_bytes)
+    live, want = {}, []
+    for op in traces[0]:
+        for t in op.alloc:
+            live[t.id] = t.nbytes
+        want.append(sum(live.values()))
+        for i in op.free:
+            live.pop(i)
+    assert dev[0].op_heap_bytes == want
+    assert max(want) > 0
+
+
+def test_twin_repeated_step_is_answered_from_memory_and_a_failed_step_never_reruns():
+    job = _twin_job("mlp-microbit")
+    _, _, ns, dev, port, samples = _twin(job, 1)
+    W0 = np.asarray(ns["WT"][0]).copy()
+    again = port.step(0, *samples[0])                       # the same step: the stored answer, no update
+    assert again == dev[0]
+    np.testing.assert_array_equal(np.asarray(ns["WT"][0]), W0)
+    ns["dense_wg"] = lambda *a: (_ for _ in ()).throw(MemoryError("memory allocation failed"))
+    with pytest.raises(MemoryError):
+        port.step(1, *samples[0])
+    half = np.asarray(ns["WT"][1]).copy()                    # the last layer was updated before the failure
+    from ports.netrun import StepFailed
+
+    with pytest.raises(StepFailed, match="not run again"):
+        port.step(1, *samples[0])
+    np.testing.assert_array_equal(np.asarray(ns["WT"][1]), half)
+
+
+def test_twin_limits_and_techniques_are_checked_before_boot():
+    from ports.program import build_program
+    from workloads import make_job
+    from workloads.techniques import Techniques
+    from workloads.trace import collect
+
+    def trace(job):
+        x, y = next(iter(job.labelled_stream()))
+        return collect(job.train_step(np.asarray(x)[None], np.array([y])))[0]
+
+    deep = _twin_job("mlp:16-" + "-".join(["4"] * 30) + "-10")
+    with pytest.raises(ValueError, match="NET_MAX_LAYERS"):
+        build_program(deep, trace(deep))
+    pruned = make_job("lenet-digits", optimizer="sgd", techniques=Techniques(fused_update=True, error_map_prune=0.5))
+    with pytest.raises(ValueError, match="error_map_prune"):
+        build_program(pruned, trace(pruned))
+    adam = make_job("mlp-digits", optimizer="adam", techniques=Techniques(fused_update=True))
+    with pytest.raises(ValueError, match="SGD"):
+        build_program(adam, trace(adam))

@@ -4,7 +4,9 @@
 # techniques fused_update (workloads/job.py): a layer's weight gradient lives only until its update.
 # Each op is timed with time.ticks_us() (under QEMU -icount shift=0 one microsecond is 1000 guest
 # instructions); then, outside the timed window, gc.collect() and gc.mem_alloc() sample the live
-# heap before the op's inputs are dropped. srv.py serves the host's lines.
+# heap before the op's inputs are dropped. srv.py serves the host's lines. Table sizes are protocol.py's
+# MLP_MAX_LAYERS (5) and MLP_MAX_OPS (25), written out: importing the protocol module would take ~0.4 KB of
+# this 10 KB heap; the host checks a model against them before boot and a test checks they agree.
 from array import array
 import gc
 import mlpk as k
@@ -16,8 +18,8 @@ A = [None] * 6        # A[0] the input, A[l + 1] the output of layer l
 S = []                # layer sizes
 XS = None             # the sample as received (staging: the serial line's buffer)
 LR = 0.05
-TK = array('H', range(22))   # per-op microseconds of the last step
-MA = array('H', range(22))   # per-op live heap bytes, sampled after the op
+TK = array('H', range(25))   # per-op microseconds of the last step
+MA = array('H', range(25))   # per-op live heap bytes, sampled after the op
 N = 0                 # ops recorded in this step
 
 

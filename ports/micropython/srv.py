@@ -4,7 +4,9 @@
 # readline history: ~1 KB of a 10 KB heap) and end with \r. Lines: "w|b|x <layer> <offset> <ck> <hex>" writes weights, biases or the sample (x);
 # "s <seq> <label>" runs one step on the sample; "e" ends. Floats travel as the 8 hex digits of their
 # uint32 bits (exact); <ck> is a checksum of the hex. A bad line is answered @E and the host sends it
-# again; a repeated step is answered from memory, not run twice.
+# again; a repeated step is answered from memory, not run twice; a step that started and failed half-way
+# is answered X (protocol.STEP_FAILED) and never run again. L is protocol.LINE_BYTES long (written out,
+# as in mlp.py).
 import gc
 import ustruct
 import mlp
@@ -12,6 +14,7 @@ from microbit import uart
 
 R = ''
 Q = -1
+T = -1
 L = bytearray(120)
 
 
@@ -55,14 +58,18 @@ def main(z, lr):
 
 
 def serve(h):
-    global R, Q
+    global R, Q, T
     c = h[0] if h else ''
     if c == 'e':
         return False
     try:
         if c == 's':
             q = int(h[1])
+            if q == T and q != Q:
+                print('@X')
+                return True
             if q != Q:
+                T = q
                 # the step's answer: seq, loss bits, heap before, per-op us, per-op heap, checksum
                 y = int(h[2])
                 h = R = None
