@@ -12,6 +12,7 @@ from collections.abc import Generator, Iterator
 import numpy as np
 
 from . import datasets as D
+from .compression.config import CompressionSpec, compress_frozen
 from .model import build_model, resolve
 from .optim import make_optimizer
 from .pretrain import pretrained_state, single_thread_blas
@@ -39,7 +40,7 @@ class Job:
 
     def __init__(self, workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
                  techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
-                 momentum: float = 0.9, seed: int = 0, pretrain: bool = True):
+                 momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None):
         if isinstance(techniques, dict):
             techniques = Techniques.from_dict(techniques)
         if not isinstance(techniques, Techniques):
@@ -80,8 +81,10 @@ class Job:
         self._w_size = 1 if t.int8 else 4
         self._qscale: dict[int, float] = quantise_weights(self.model) if t.int8 else {}
         self._choose_trainable()
+        self.compressed = self._compress(compression)
         self._make_persistent()
-        self._steps = StepBuilder(self.model, t, self.trainable, self.opt, self._state, self._qscale, self._rng)
+        self._steps = StepBuilder(self.model, t, self.trainable, self.opt, self._state, self._qscale, self._rng,
+                                  self.compressed)
         self.last_step: dict = {}     # figures of the last train_step (kept samples, error entries kept)
         self._infer_template: list | None = None
 
@@ -97,12 +100,23 @@ class Job:
         if not self.trainable:
             raise ValueError(f"{self.name}: nothing to train with techniques {t.active()}")
 
+    def _compress(self, compression) -> dict:
+        """Frozen layers kept compressed in flash (``workloads.compression.config``): {name: Encoded}."""
+        if compression is None:
+            return {}
+        if isinstance(compression, dict):
+            compression = CompressionSpec.from_dict(compression)
+        if self.techniques.int8:
+            raise ValueError("workload.compression: cannot be combined with techniques.int8 (both re-encode weights)")
+        return compress_frozen(self.model, compression, self.trainable)
+
     def _make_persistent(self) -> None:
         self._persistent: list[Tensor] = []
         self._state: dict[int, list[np.ndarray]] = {}
         for ly in self.model.param_layers():
             W, b = ly.params
-            self._persistent.append(Tensor(new_tensor_id(), W.size * self._w_size, "weight", f"{ly.name}.W"))
+            if ly.name not in self.compressed:     # compressed weights stay in flash, decoded per use
+                self._persistent.append(Tensor(new_tensor_id(), W.size * self._w_size, "weight", f"{ly.name}.W"))
             self._persistent.append(Tensor(new_tensor_id(), b.size * 4, "bias", f"{ly.name}.b"))
             for p, flag, pname in zip(ly.params, self.trainable.get(ly.name, [False, False]), ("W", "b"), strict=True):
                 if flag:
@@ -123,7 +137,9 @@ class Job:
         return total
 
     def flash_bytes(self) -> int:
-        return sum(ly.params[0].size * self._w_size + ly.params[1].size * 4 for ly in self.model.param_layers())
+        """The model in flash: compressed layers at their encoded size, the others dense; biases float32."""
+        return sum((self.compressed[ly.name].flash_bytes if ly.name in self.compressed else ly.params[0].size * self._w_size)
+                   + ly.params[1].size * 4 for ly in self.model.param_layers())
 
     def labelled_stream(self) -> Iterator[tuple[np.ndarray, int]]:
         X, y = self.split.user_train
@@ -191,14 +207,15 @@ class Job:
 
 def make_job(workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
              techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
-             momentum: float = 0.9, seed: int = 0, pretrain: bool = True) -> Job:
+             momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None) -> Job:
     """A traced personalisation job for a zoo name or spec (see ``workloads.api.TrainingJob``).
 
     ``dataset`` defaults to the zoo entry's, else by input shape (64 / 8x8x1: digits8, 16 / 4x4x1:
     digits4, 64x3: accel). ``story``: one of ``datasets.STORIES`` (plain: no pre-training, one
     train/test split). Pre-training is host-side and untraced, cached per (spec, dataset, story, seed).
     ``lr=None`` takes ``default_lr``. ``pretrain=False`` starts from the seeded initial weights (see
-    ``workloads.model``).
+    ``workloads.model``). ``compression``: a ``[workload.compression]`` table (dict) or
+    ``compression.config.CompressionSpec``: frozen layers kept compressed in flash, decoded per use.
     """
     return Job(workload, dataset=dataset, story=story, techniques=techniques, optimizer=optimizer, lr=lr,
-               momentum=momentum, seed=seed, pretrain=pretrain)
+               momentum=momentum, seed=seed, pretrain=pretrain, compression=compression)

@@ -40,8 +40,10 @@ class StepBuilder:
     ``opt_state`` maps ``id(param)`` to its optimiser state; ``qscale`` the int8 grid by ``id(W)``."""
 
     def __init__(self, model: Model, techniques: Techniques, trainable: dict[str, list[bool]], opt,
-                 opt_state: dict[int, list[np.ndarray]], qscale: dict[int, float], rng: np.random.Generator):
+                 opt_state: dict[int, list[np.ndarray]], qscale: dict[int, float], rng: np.random.Generator,
+                 decoders: dict | None = None):
         self.model, self.techniques, self.trainable = model, techniques, trainable
+        self.decoders = decoders or {}      # layer name -> compression.Encoded: weights kept compressed in flash
         self.opt, self.opt_state, self.qscale, self.rng = opt, opt_state, qscale, rng
         self.act_size = 1 if techniques.int8 else 4
         self.w_size = 1 if techniques.int8 else 4
@@ -75,9 +77,21 @@ class StepBuilder:
                 self.out_key[i] = cur
                 continue
             out = f"{ly.name}.y"
-            program.append(self.forward_op(ly, cur, out, values, dt, f"{ly.name}.forward", lambda: n))
+            program += self.decoded(ly, "decode", self.forward_op(ly, cur, out, values, dt, f"{ly.name}.forward",
+                                                                 lambda: n))
             self.out_key[i] = cur = out
         return program
+
+    def decoded(self, ly: L.Layer, tag: str, op: ProgramOp) -> list[ProgramOp]:
+        """``op``, preceded by a ``decode`` op when ly's weights are compressed: it reads them from flash
+        and writes a dense float32 buffer that ``op`` reads (and frees as its last user)."""
+        enc = self.decoders.get(ly.name)
+        if enc is None:
+            return [op]
+        key, nb = f"{ly.name}.{tag}.W", ly.params[0].size * 4
+        op.reads.append(key)
+        return [ProgramOp(f"{ly.name}.{tag}", "decode", "f32", lambda: (enc.decode_ops, enc.flash_bytes, nb), [],
+                          [(key, "workspace", lambda: nb)]), op]
 
     def param_bytes(self, ly: L.Layer) -> int:
         return ly.params[0].size * self.w_size + ly.params[1].size * 4 if ly.params else 0
@@ -158,9 +172,10 @@ class StepBuilder:
                 for j in segments[seg_of[i]][:-1]:
                     src = akey(self.in_key[j])
                     lj = model.layers[j]
-                    program.append(self.forward_op(lj, src, akey(self.out_key[j]), values,
-                                                   "i8" if t.int8 else "f32", f"{lj.name}.recompute",
-                                                   lambda: st.nk, recompute_state=st))
+                    program += self.decoded(lj, "decode_recompute",
+                                            self.forward_op(lj, src, akey(self.out_key[j]), values,
+                                                            "i8" if t.int8 else "f32", f"{lj.name}.recompute",
+                                                            lambda: st.nk, recompute_state=st))
             x_key, y_key = akey(self.in_key[i]), akey(self.out_key[i])
             program += self.layer_backward(i, ly, g, x_key, y_key, values, st, updates)
             if i > self.first_bwd:
@@ -235,7 +250,8 @@ class StepBuilder:
                                lambda: ly.fan_in * 4))
             kind = ly.kind if ly.params else ("reduce" if ly.kind == "reduce" else "eltwise")
             reads = [g] + ([x_key] if ly.needs_input else []) + ([y_key] if pool_y else [])
-            ops.append(ProgramOp(f"{ly.name}.backward_input", kind, "f32", dx_run, reads, allocs))
+            ops += self.decoded(ly, "decode_backward",
+                                ProgramOp(f"{ly.name}.backward_input", kind, "f32", dx_run, reads, allocs))
         if upd is not None:
             if t.fused_update:
                 ops.append(upd)

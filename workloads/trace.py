@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TENSOR_KINDS = ("weight", "bias", "activation", "grad", "wgrad", "optim", "workspace", "input")
-OP_KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy", "flash_read", "flash_write")
+OP_KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy", "flash_read", "flash_write", "decode")
 DTYPES = ("f32", "i8", "i32")
 
 _ids = itertools.count(1)
@@ -38,7 +38,8 @@ class Op:
     """One unit of work and what it cost.
 
     ``flash_read``/``flash_write`` ops carry their traffic in ``bytes_read``/``bytes_written`` and
-    zero MACs (swap to flash). ``free`` lists tensor ids released *after* this op.
+    zero MACs (swap to flash). A ``decode`` op expands compressed weights from flash into a dense buffer:
+    ``macs`` counts its decode operations (``workloads.compression``), ``bytes_read`` the compressed bytes. ``free`` lists tensor ids released *after* this op.
     """
 
     name: str

@@ -21,9 +21,9 @@ from ..optim import Adam
 from ..pretrain import pretrained_state, single_thread_blas
 from . import apply, compress_model
 
-STEPS = 1500
-EVERY = 25
-LR = 0.002
+STEPS = 3000
+EVERY = 2
+LR = 0.005
 
 
 def distorter(fmt: str, *, prune: float = 0.0, bits: int | None = None, layers: list[str] | None = None,
