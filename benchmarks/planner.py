@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 import workloads  # noqa: E402
-from simulator.memory import Heap, replay  # noqa: E402
-from simulator.planner import plan  # noqa: E402
+from simulator.memory import Heap, place_trace  # noqa: E402
+from simulator.planner import plan_arena  # noqa: E402
 
 NNTRAINER_NAIVE_OVER_PLANNED = "20-28x"   # NNTrainer (Moon et al., 2022): peak memory cut to 1/20-1/28
 TARGET_PLANNED_OVER_LB = 1.05
@@ -61,9 +61,9 @@ def best_of(repeats: int, fn, *args, **kwargs):
     return best, out
 
 
-def replay_fresh(policy: str, ops: list, persistent: tuple) -> Heap:
+def place_fresh(policy: str, ops: list, persistent: tuple) -> Heap:
     """Replay a trace on a new, unbounded heap with MicroPython's 16-byte blocks."""
-    return replay(Heap(1 << 40, block_bytes=16, policy=policy), ops, persistent)
+    return place_trace(Heap(1 << 40, block_bytes=16, policy=policy), ops, persistent)
 
 
 def kib(n: int) -> str:
@@ -81,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         job = workloads.make_job(name)
         pers = tuple(job.persistent_tensors())
         ops = step_ops(job, args.batch)
-        p = plan(ops, pers)
-        heap = replay(Heap(1 << 40, block_bytes=16, overhead_bytes=0), ops, pers)
+        p = plan_arena(ops, pers)
+        heap = place_trace(Heap(1 << 40, block_bytes=16, overhead_bytes=0), ops, pers)
         # timing: concatenate steps until the trace has at least --ops ops
         per_step = max(len(ops), 1)
         long_ops = ops + step_ops(job, args.batch, steps=-(-args.ops // per_step))
-        plan_s, lp = best_of(3, plan, long_ops, pers)
-        fresh_s, lp_fresh = best_of(3, plan, long_ops, pers, reuse=False)
+        plan_s, lp = best_of(3, plan_arena, long_ops, pers)
+        fresh_s, lp_fresh = best_of(3, plan_arena, long_ops, pers, reuse=False)
         assert lp.planned_bytes == lp_fresh.planned_bytes == p.planned_bytes
         events = len(pers) + sum(len(o.alloc) + len(o.free) for o in long_ops)
-        heap_s = {pol: best_of(3, replay_fresh, pol, long_ops, pers)[0] for pol in ("first-fit", "best-fit")}
+        heap_s = {pol: best_of(3, place_fresh, pol, long_ops, pers)[0] for pol in ("first-fit", "best-fit")}
         rows.append((name, len(ops), p, heap.high_water_bytes, len(long_ops), plan_s, fresh_s, events, heap_s))
 
     print(f"\nMemory planner, one training step at batch {args.batch} (sizes in KiB; plan time: best of 3)")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{p.planned_over_lower_bound:>9.3f}{p.naive_over_planned:>10.2f}x{step_only:>11.2f}x"
               f"{NNTRAINER_NAIVE_OVER_PLANNED:>10}{heap_hw / p.planned_bytes:>10.3f}"
               f"{n_long:>10,}{plan_s * 1e3:>9.1f}ms{fresh_s * 1e3:>8.0f}ms")
-    print("\nHeap model replaying the same long traces (every alloc and free placed at a real offset)")
+    print("\nHeap model placing the same long traces (every alloc and free placed at a real offset)")
     print(f"{'model':<14}{'ops':>7}{'allocs+frees':>14}{'first-fit':>12}{'best-fit':>12}")
     for name, _, _, _, n_long, _, _, events, heap_s in rows:
         per = {k: v / events * 1e6 for k, v in heap_s.items()}
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print("naive/planned: ours counts every tensor of one step live at once, persistent weights included;")
     print("(step only) leaves the persistent weights, biases and optimiser state out of both sides.")
     print("NNTrainer's 20-28x is for its own models and baseline framework, so compare only the kind, not the value.")
-    print("heap/plan: a first-fit heap with 16 B blocks (MicroPython's GC) replaying the same step, high-water mark.")
+    print("heap/plan: a first-fit heap with 16 B blocks (MicroPython's GC) placing the same step, high-water mark.")
     return 0
 
 

@@ -29,9 +29,9 @@ import simpy  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from device_profiles.loader import load_profile  # noqa: E402
-from simulator.api import job_for  # noqa: E402
-from simulator.engine import Simulation  # noqa: E402
+from simulator.inputs import job_for  # noqa: E402
 from simulator.scenario import SCENARIO_DIR, apply_overrides, load_scenario, scenario_dict  # noqa: E402
+from simulator.simulation import Simulation  # noqa: E402
 from workloads.trace import collect  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def alone_timed(sc, batches: list[tuple[list, list]], infers: list[np.ndarray]) 
     t = time.perf_counter()
     job.evaluate()
     stream = iter(probe.labelled_stream())
-    xs, ys = zip(*itertools.islice(stream, sc.schedule["batch"]), strict=True)
+    xs, ys = zip(*itertools.islice(stream, sc.schedule.batch), strict=True)
     collect(probe.infer(xs[0]))
     collect(probe.train_step(np.stack(xs), np.array(ys)))
     for x in infers:
@@ -175,12 +175,12 @@ def main() -> None:
     walls = [simulate_timed(sc, profile) for _ in range(args.repeat)]
     wall, sim = min(walls, key=lambda w: w[0])
     bare = min(bare_simpy(events) for _ in range(args.repeat))
-    print(f"   simulated {sc.duration_s:,.0f} s: {sim.inferences:,} inferences, {sim.training_steps:,} training "
-          f"steps, {sim.preemptions} preemptions, {events:,} SimPy events")
+    print(f"   simulated {sc.duration_s:,.0f} s: {sim.pipeline_stats.inferences:,} inferences, {sim.training.stats.steps:,} training "
+          f"steps, {sim.executor.preemptions} preemptions, {events:,} SimPy events")
     print(f"   wall time {wall:.2f} s -> sim-time / wall-time = {sc.duration_s / wall:,.0f}x")
     print(f"   events/s: simulation {events / wall:,.0f} (numpy training + inference included)   "
           f"bare SimPy loop, same {events:,} events: {events / bare:,.0f}   ratio {bare / wall:.3f}")
-    canned = Simulation(sc, profile, Canned(job_for(sc), sc.schedule["batch"]), probe_job=job_for(sc))
+    canned = Simulation(sc, profile, Canned(job_for(sc), sc.schedule.batch), probe_job=job_for(sc))
     n2 = count_events(canned)
     t = time.perf_counter()
     canned.run()

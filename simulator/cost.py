@@ -83,9 +83,3 @@ class CostModel:
             e += en
             cum_t[i + 1], cum_e[i + 1] = t, e
         return cum_t, cum_e
-
-    def flash_write(self, nbytes: int) -> tuple[float, float]:
-        """(seconds, energy_j) of programming ``nbytes`` of flash (a checkpoint)."""
-        cycles = self.runtime.op_overhead_cycles + nbytes * self.runtime.cycles_per_byte_copy
-        s = cycles / self.clock_hz + nbytes / self.flash_bytes_per_s
-        return s, s * self.active_w + nbytes * self.flash_j_per_byte

@@ -1,4 +1,4 @@
-"""The device in the simulation: CPU, power states, battery, harvesting and flash (DESIGN.md §3).
+"""The device in the simulation: CPU, power states, battery, harvesting and flash (docs/architecture.md).
 
 - CPU: a ``simpy.PreemptiveResource`` of capacity 1. Inference requests with priority 0 and preempts
   training (priority 1). Every stretch of CPU work is a *segment* on the CPU timeline.
@@ -6,7 +6,7 @@
   sleeps until the next segment. Idle/sleep energy is charged from the gaps between segments.
 - Battery: a ``simpy.Container`` in joules, drained by each segment's op energy and by idle/sleep time,
   refilled by a harvesting profile (watts per hour of day). Draining more than is left is fatal.
-- Flash: bytes written by checkpoints, turned into page erase cycles against endurance.
+- Flash: bytes written by checkpoints and swaps (the result turns them into wear against endurance).
 """
 from __future__ import annotations
 
@@ -15,15 +15,9 @@ from typing import Any
 
 import simpy
 
+from .run_end import BatteryEmpty
+
 PRIO_INFERENCE, PRIO_TRAINING = 0, 1
-
-
-class BatteryEmpty(Exception):
-    """The battery ran out: ``time_s`` when it did, ``op`` what was running."""
-
-    def __init__(self, time_s: float, op: str) -> None:
-        self.time_s, self.op = time_s, op
-        super().__init__(f"battery empty at t={time_s:.1f} s during {op}")
 
 
 class Device:
@@ -54,7 +48,6 @@ class Device:
         self.harvested_j = 0.0
         self.wasted_harvest_j = 0.0
         self.flash_written_bytes = 0
-        self.flash_erase_cycles = 0
         self.cpu_log: list[tuple[float, float, str, bool]] = []   # (start, end, task, preempted)
         self.battery_log: list[tuple[float, float]] = [(0.0, self.battery.level)]
 
@@ -178,10 +171,16 @@ class Device:
             yield self.env.timeout(period_s)
             self.sample(self.env.now)
 
+    def figures(self, round_: Any) -> dict[str, Any]:
+        """The device's part of the result: energy and time by power state, flash bytes written."""
+        return {"energy_j": {"active": round_(self.energy_active_j), "idle": round_(self.energy_idle_j),
+                             "sleep": round_(self.energy_sleep_j), "harvested": round_(self.harvested_j)},
+                "time_in_state_s": {"active": round_(self.time_active_s), "idle": round_(self.time_idle_s),
+                                    "sleep": round_(self.time_sleep_s)},
+                "flash_writes_bytes": self.flash_written_bytes}
+
     # --- flash -------------------------------------------------------------------------------------
 
     def flash_write(self, nbytes: int) -> None:
-        """Count a checkpoint of ``nbytes``: every touched page is erased once."""
-        page = self.profile.flash.erase_page_bytes
+        """Count ``nbytes`` written to flash (a checkpoint or a swap)."""
         self.flash_written_bytes += nbytes
-        self.flash_erase_cycles += max(1, -(-nbytes // page))

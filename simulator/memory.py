@@ -1,4 +1,4 @@
-"""RAM as a heap that places real offsets (DESIGN.md §3), so fragmentation fails like on the board.
+"""RAM as a heap that places real offsets (docs/architecture.md), so fragmentation fails like on the board.
 
 Every allocation is rounded up to the runtime's block size after adding its per-object overhead
 (MicroPython's GC: 16-byte blocks on 32-bit ports). Free space is a sorted list of holes that
@@ -116,9 +116,6 @@ class Heap:
         need = -(-(nbytes + self.overhead_bytes) // b) * b
         return max(need, b)   # even an empty object takes a block
 
-    def offset_of(self, tensor_id: int) -> int:
-        return self._live[tensor_id][0]
-
     def __contains__(self, tensor_id: object) -> bool:
         return tensor_id in self._live
 
@@ -216,7 +213,7 @@ class Heap:
         insort(self._by_size, (size - need, rest))
 
 
-def replay(heap: Heap, ops: Iterable[Any], persistent: Iterable[Any] = ()) -> Heap:
+def place_trace(heap: Heap, ops: Iterable[Any], persistent: Iterable[Any] = ()) -> Heap:
     """Run a trace's allocations through ``heap``: persistent tensors first, then each op allocs its
     tensors and frees its ids. Returns the heap (see ``peak_bytes``, ``high_water_bytes``); raises
     OutOfMemory/Fragmentation naming the op where it ran out."""
@@ -228,3 +225,8 @@ def replay(heap: Heap, ops: Iterable[Any], persistent: Iterable[Any] = ()) -> He
         for tid in op.free:
             heap.free(tid)
     return heap
+
+
+# The old name, kept only until ports/predict.py (another owner) imports ``place_trace``: "replay" in the
+# simulator means charging a step from its recording.
+replay = place_trace

@@ -1,4 +1,4 @@
-"""The memory planner over a trace's tensor lifetimes (DESIGN.md §3).
+"""The memory planner over a trace's tensor lifetimes (docs/architecture.md).
 
 Given the ops of a training step (each allocs tensors and frees ids after it), the planner reports:
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +34,7 @@ ORDERINGS = ("size", "breadth", "size-duration", "duration", "first-op")   # the
 
 
 @dataclass
-class MemoryPlan:
+class ArenaPlan:
     """What the planner found for one trace. Byte figures include the persistent tensors."""
 
     naive_bytes: int
@@ -65,19 +64,13 @@ class MemoryPlan:
     def naive_over_planned(self) -> float:
         return self.naive_bytes / self.planned_bytes if self.planned_bytes else 1.0
 
-    def summary(self) -> dict[str, Any]:
-        """The headline figures as a JSON-able dict."""
-        return {"naive_bytes": self.naive_bytes, "lower_bound_bytes": self.lower_bound_bytes,
-                "planned_bytes": self.planned_bytes, "persistent_bytes": self.persistent_bytes,
-                "peak_op": self.peak_op_name, "inplace_pairs": len(self.inplace), "ordering": self.ordering}
-
 
 def _aligned(nbytes: int, align: int) -> int:
     return -(-int(nbytes) // align) * align
 
 
-def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool = True,
-         align_bytes: int = 1, restarts: int = 64, reuse: bool = True) -> MemoryPlan:
+def plan_arena(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool = True,
+               align_bytes: int = 1, restarts: int = 64, reuse: bool = True) -> ArenaPlan:
     """Plan an arena for ``ops``; ``persistent`` tensors (weights, optimiser state) live throughout.
 
     Sizes are rounded up to ``align_bytes``. ``restarts``: extra noisy size orderings tried on a piece
@@ -86,7 +79,7 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
     for a malformed trace (an id allocated twice, freed twice or never allocated), naming the op.
     """
     if isinstance(align_bytes, bool) or not isinstance(align_bytes, int) or align_bytes < 1:
-        raise ValueError(f"plan: align_bytes must be an integer >= 1 (got {align_bytes!r})")
+        raise ValueError(f"plan_arena: align_bytes must be an integer >= 1 (got {align_bytes!r})")
     ops = list(ops)
     n = len(ops)
     last_op = max(n - 1, 0)
@@ -97,9 +90,9 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
     pers_ids: list[int] = []
     for t in persistent:
         if t.id in sizes:
-            raise ValueError(f"plan: persistent tensor {t.id} ({t.name or t.kind}) is listed twice")
+            raise ValueError(f"plan_arena: persistent tensor {t.id} ({t.name or t.kind}) is listed twice")
         if t.nbytes < 0:
-            raise ValueError(f"plan: persistent tensor {t.id} has nbytes {t.nbytes} < 0")
+            raise ValueError(f"plan_arena: persistent tensor {t.id} has nbytes {t.nbytes} < 0")
         sizes[t.id], kinds[t.id] = _aligned(t.nbytes, align_bytes), t.kind
         first[t.id], last[t.id] = 0, last_op
         pers_ids.append(t.id)
@@ -108,18 +101,18 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
     for i, op in enumerate(ops):
         for t in op.alloc:
             if t.id in sizes:
-                raise ValueError(f"plan: op {i} {op.name!r} allocates tensor {t.id}, which is already allocated")
+                raise ValueError(f"plan_arena: op {i} {op.name!r} allocates tensor {t.id}, which is already allocated")
             if t.nbytes < 0:
-                raise ValueError(f"plan: op {i} {op.name!r} allocates tensor {t.id} with nbytes {t.nbytes} < 0")
+                raise ValueError(f"plan_arena: op {i} {op.name!r} allocates tensor {t.id} with nbytes {t.nbytes} < 0")
             sizes[t.id], kinds[t.id], first[t.id] = _aligned(t.nbytes, align_bytes), t.kind, i
         freed = []
         for tid in op.free:
             if tid not in sizes:
-                raise ValueError(f"plan: op {i} {op.name!r} frees tensor {tid}, which was never allocated")
+                raise ValueError(f"plan_arena: op {i} {op.name!r} frees tensor {tid}, which was never allocated")
             if tid in pers_set:
                 continue   # persistent tensors stay live for the whole trace
             if tid in last:
-                raise ValueError(f"plan: op {i} {op.name!r} frees tensor {tid} a second time")
+                raise ValueError(f"plan_arena: op {i} {op.name!r} frees tensor {tid} a second time")
             last[tid] = i
             freed.append(tid)
         if inplace and op.kind in INPLACE_OP_KINDS and op.alloc and freed:
@@ -179,7 +172,7 @@ def plan(ops: Iterable[Op], persistent: Iterable[Tensor] = (), *, inplace: bool 
         if seg_arena > arena:
             arena, ordering = seg_arena, seg_ordering
     used_pairs = {o: i for o, i in pairs.items() if offsets[o] == offsets[i]}
-    return MemoryPlan(
+    return ArenaPlan(
         naive_bytes=sum(sizes.values()), lower_bound_bytes=lower, planned_bytes=base + arena,
         persistent_bytes=persistent_bytes, offsets=offsets, sizes=sizes,
         lifetimes={t: (first[t], last[t]) for t in sizes}, kinds=kinds, op_names=[op.name for op in ops],

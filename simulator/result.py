@@ -1,4 +1,4 @@
-"""The run result: what ``simulator.api.run_scenario`` returns, ``plan --json`` prints, sweeps stream
+"""The run result: what ``simulator.run_scenario`` returns, ``plan --json`` prints, sweeps stream
 and reports render. A plain JSON-able dict so it crosses process pools, Dask and JSONL unchanged.
 
 Keys (units in the names; every key is always present, ``None`` where it does not apply):
@@ -53,6 +53,26 @@ Added by the simulator (always present too):
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import table
+from .rounding import rounded
+from .timeline import cpu_timeline
+from .training import TrainingStats, checkpoint_bytes
+from .verdict import first_violation, verdict_rows
+
+if TYPE_CHECKING:   # pragma: no cover
+    from .device import Device
+    from .pipeline import PipelineStats
+    from .ram import Ram
+    from .run_end import RunEnded
+    from .scenario import Scenario
+
+DAY_S = 86400.0
+YEAR_S = 365.0 * DAY_S
+
 RESULT_KEYS_ADDED = (
     "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
     "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
@@ -68,3 +88,116 @@ RESULT_KEYS = (
     "battery_life_days", "flash_writes_bytes", "flash_wear_fraction_per_year", "macs_total",
     "accuracy_before", "accuracy_after", "retention_before", "retention_after", "techniques", "timelines",
 )
+
+
+def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity_j: float, ended: RunEnded | None,
+                    device: Device, ram: Ram | None, pipeline: PipelineStats, training: TrainingStats | None,
+                    preemptions: int, evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result dict of a finished run from the records its parts own: figures, verdict, timelines."""
+    _r = rounded
+    tr = training or TrainingStats()
+    dev = device
+    end = end_s
+    fatal = ended.to_dict() if ended else None
+    if fatal:
+        fatal["time_s"] = _r(fatal["time_s"])
+    elapsed = max(end, 1e-9)
+    ran = end >= 1.0          # a run stopped in its first second says nothing about energy
+    energy_per_day = dev.consumed_j / elapsed * DAY_S if ran else None
+    net_w = (dev.consumed_j - dev.harvested_j) / elapsed
+    if fatal and fatal["kind"] == "battery_empty":
+        battery_days = fatal["time_s"] / DAY_S
+    elif not ran:
+        battery_days = None
+    elif net_w > 0:
+        battery_days = capacity_j / net_w / DAY_S
+    else:
+        battery_days = None   # energy-neutral: the harvester covers the load
+    rt = prof.runtime_for(sc.runtime)
+    page = prof.flash.erase_page_bytes
+    swap_bytes = -(-tr.swap_region_bytes // page) * page
+    flash_need = rt.flash_reserved_bytes + int(job.flash_bytes()) + checkpoint_bytes(job, sc.schedule) + swap_bytes
+    # each write of a region erases each of its pages once (no wear levelling): the busier region counts
+    wear = max(tr.checkpoints, tr.swap_steps) / elapsed * YEAR_S / prof.flash.endurance_cycles
+    step_latency = max(tr.step_latencies) if tr.step_latencies else None
+    miss_rate = pipeline.miss_rate
+    b = sc.budgets
+    energy_budget = b.energy_per_day_j or capacity_j / b.battery_life_days
+    mem = ram.figures() if ram else {"peak_ram_bytes": rt.ram_reserved_bytes, "naive_ram_bytes": None,
+                                     "lower_bound_ram_bytes": None, "planned_ram_bytes": None, "arena_bytes": None}
+    peak = mem["peak_ram_bytes"]
+    no_energy = "the run stopped before it used energy"
+    rows = verdict_rows(
+        budgets={"peak_ram": prof.memory.ram_bytes, "flash": prof.memory.flash_bytes,
+                 "step_latency": b.step_latency_s, "deadline_miss_rate": b.deadline_miss_rate,
+                 "energy_per_day": _r(energy_budget, 6), "battery_life": b.battery_life_days,
+                 "flash_wear": b.flash_wear_per_year},
+        observed={"peak_ram": peak, "flash": flash_need, "step_latency": _r(step_latency),
+                  "deadline_miss_rate": _r(miss_rate), "energy_per_day": _r(energy_per_day, 6),
+                  "battery_life": _r(battery_days, 6), "flash_wear": _r(wear)},
+        notes={"step_latency": "" if tr.step_latencies else "no training step ran",
+               "energy_per_day": "" if ran else no_energy,
+               "battery_life": "" if battery_days is not None else "energy-neutral: harvesting covers the load"
+               if ran else no_energy})
+    if fatal and fatal["kind"] != "battery_empty":
+        need = fatal.get("ram_needed_bytes")
+        rows[0]["observed"] = need
+        rows[0]["margin"] = None if need is None else prof.memory.ram_bytes - need
+        rows[0]["ok"] = False
+        rows[0]["note"] = f"{fatal['kind'].replace('_', ' ')} at op {fatal['op']!r}: the run stopped (observed = RAM " \
+                          "in use + the allocation that failed)"
+    when = {"step_latency": tr.first_slow_step or (end, ""),
+            "deadline_miss_rate": (pipeline.first_miss_s, "inference") if pipeline.first_miss_s is not None
+            else (end, ""),
+            "energy_per_day": (end, ""), "battery_life": (end, ""),
+            "flash_wear": tr.first_flash_write or (end, ""),
+            "flash": (0.0, "firmware + model"), "peak_ram": (0.0, "")}
+    when = {k: (_r(t), op) for k, (t, op) in when.items()}
+    fv = first_violation(rows, when, fatal)
+    fits = fatal is None and all(r["ok"] for r in rows)
+    first, last = (evals[0], evals[-1]) if evals else ({}, {})
+    cpu = cpu_timeline(dev.cpu_log, end)
+    result: dict[str, Any] = {
+        "scenario": sc.name, "device": prof.name, "workload": sc.workload.model, "runtime": sc.runtime,
+        "seed": sc.seed, "duration_s": sc.duration_s, "fits": fits, "constraints": rows,
+        "first_violation": fv, "fatal": fatal,
+        "ram_budget_bytes": prof.memory.ram_bytes, "ram_reserved_bytes": rt.ram_reserved_bytes,
+        **mem,
+        "memory_policy": sc.schedule.memory_policy,
+        "flash_bytes": flash_need, "flash_budget_bytes": prof.memory.flash_bytes,
+        "step_latency_s": _r(step_latency),
+        "mean_step_latency_s": _r(float(np.mean(tr.step_latencies))) if tr.step_latencies else None,
+        "deadline_miss_rate": _r(miss_rate), "deadline_misses": pipeline.deadline_misses,
+        "worst_inference_latency_s": _r(pipeline.worst_inference_latency_s),
+        "inferences": pipeline.inferences, "dropped_frames": pipeline.dropped_frames,
+        "dropped_windows": pipeline.dropped_windows, "frames": pipeline.frames, "labels": pipeline.labels,
+        "dropped_labels": pipeline.dropped_labels,
+        "training_steps": tr.steps, "preemptions": preemptions, "checkpoints": tr.checkpoints,
+        "swap_steps": tr.swap_steps, "idle_skips": tr.idle_skips, "swap_region_bytes": swap_bytes,
+        "energy_per_day_j": _r(energy_per_day, 6), "battery_life_days": _r(battery_days, 6),
+        **dev.figures(_r),
+        "battery_capacity_j": _r(capacity_j, 6),
+        "flash_wear_fraction_per_year": _r(wear),
+        "macs_total": int(tr.macs_total),
+        "accuracy_before": first.get("user_accuracy"), "accuracy_after": last.get("user_accuracy"),
+        "retention_before": first.get("retention_accuracy"), "retention_after": last.get("retention_accuracy"),
+        "online_accuracy": _r(pipeline.online_correct / pipeline.sunk) if pipeline.sunk else None,
+        "techniques": sc.techniques.active(),
+        "schedule": table(sc.schedule),
+        "pipeline": table(sc.pipeline),
+        "budgets": table(sc.budgets),
+        "comparison": None,
+        "timelines": {
+            "memory": ram.timeline.series(end) if ram else {"time_s": [], "by_kind": {}},
+            "cpu": cpu["segments"],
+            "cpu_truncated": cpu["truncated"],
+            "cpu_busy_by_hour": cpu["by_hour"],
+            "battery": {"time_s": [_r(t, 6) for t, _ in dev.battery_log],
+                        "charge_j": [_r(c, 6) for _, c in dev.battery_log], "capacity_j": _r(capacity_j, 6)},
+            "learning": {"step": [s for s, _, _ in tr.losses], "time_s": [_r(t, 6) for _, t, _ in tr.losses],
+                         "loss": [_r(v) for _, _, v in tr.losses], "eval": evals},
+        },
+    }
+    missing = [k for k in RESULT_KEYS + RESULT_KEYS_ADDED if k not in result]
+    assert not missing, f"result lacks {missing}"
+    return result

@@ -1,26 +1,41 @@
-"""Scenario files: what to simulate, validated at load (DESIGN.md §3).
+"""Scenario files: what to simulate, validated at load (docs/architecture.md).
 
 A scenario is a TOML table (or the same dict). Every field has a default stated in ``DEFAULTS``;
 unknown keys and bad values raise ``ValueError`` naming the file, the dotted field and the value.
-Sweeps change fields with :func:`apply_overrides` (dotted keys such as ``"schedule.batch"``).
+A loaded :class:`Scenario` holds typed, frozen configs (``simulator.config``). Sweeps change fields
+with :func:`apply_overrides` (dotted keys such as ``"schedule.batch"``).
 """
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_profiles.loader import read_toml
+from device_profiles.loader import RUNTIMES, read_toml
+from workloads import STORIES
 from workloads.techniques import Techniques
 
+from .config import (
+    MEMORY_POLICIES,
+    TRIGGERS,
+    BatteryConfig,
+    BudgetsConfig,
+    EvalConfig,
+    PipelineConfig,
+    PowerConfig,
+    ScheduleConfig,
+    Variant,
+    WorkloadConfig,
+)
+from .memory import POLICIES as HEAP_POLICIES
+
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-RUNTIMES = ("native", "micropython")
-TRIGGERS = ("every-n", "periodic", "idle", "charging")
-MEMORY_POLICIES = ("planned", "heap")
-STORIES = ("new-class", "shift", "plain")
 OPTIMIZERS = ("sgd", "adam")
+# On-device fine-tuning wants a smaller step than workloads.default_lr (which sets up a job from
+# scratch: 0.05 for MLPs): the scenario's default is the CNNs' fine-tuning rate for every model.
+FINE_TUNE_LR = 0.005
 
 # Every field and its default. A value of None means "derived" (explained beside it).
 DEFAULTS: dict[str, Any] = {
@@ -34,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "dataset": "auto",            # auto: the zoo entry's / the input shape's data set
         "story": "new-class",         # new-class | shift | plain (no pre-training)
         "optimizer": "sgd",
-        "lr": 0.005,                  # on-device fine-tuning wants a small step
+        "lr": FINE_TUNE_LR,           # on-device fine-tuning wants a small step
         "momentum": 0.9,              # SGD momentum; 0 = plain SGD, no optimiser state (the micro:bit port)
     },
     "pipeline": {
@@ -95,24 +110,23 @@ _INT_FIELDS_NONNEG = {"seed", "schedule.checkpoint_every_steps", "schedule.max_s
 
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario. ``data`` is the full dict (defaults filled in) for results and sweeps."""
+    """A validated scenario: typed tables, the techniques it trains with, and where it came from."""
 
     name: str
     seed: int
     duration_s: float
     device: str
     runtime: str
-    workload: dict[str, Any]
-    pipeline: dict[str, Any]
-    schedule: dict[str, Any]
+    workload: WorkloadConfig
+    pipeline: PipelineConfig
+    schedule: ScheduleConfig
     techniques: Techniques
-    power: dict[str, Any]
-    battery: dict[str, Any]
-    budgets: dict[str, Any]
-    eval: dict[str, Any]
-    compare: list[dict[str, Any]]
+    power: PowerConfig
+    battery: BatteryConfig
+    budgets: BudgetsConfig
+    eval: EvalConfig
+    compare: tuple[Variant, ...]
     where: str = "<scenario>"
-    data: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
@@ -152,7 +166,7 @@ def _check(d: dict, where: str) -> None:
             raise bad(f, "a non-empty string")
     for f, choices in (("runtime", RUNTIMES), ("schedule.trigger", TRIGGERS),
                        ("schedule.memory_policy", MEMORY_POLICIES), ("workload.story", STORIES),
-                       ("workload.optimizer", OPTIMIZERS), ("schedule.heap_policy", ("first-fit", "best-fit"))):
+                       ("workload.optimizer", OPTIMIZERS), ("schedule.heap_policy", HEAP_POLICIES)):
         if _get(d, f) not in choices:
             raise bad(f, "one of " + ", ".join(choices))
     for f in _NUMBER_FIELDS_POSITIVE:
@@ -218,10 +232,16 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
         msg = str(e)
         raise ValueError(msg if msg.startswith(where) else f"{where}: schedule.{msg}") from None
     _check(d, where)
+    schedule = {k: v for k, v in d["schedule"].items() if k != "techniques"}
+    battery = {**d["battery"], "harvest_w_by_hour": tuple(d["battery"]["harvest_w_by_hour"])}
+    variants = tuple(Variant(v["label"], Techniques.from_dict(v.get("techniques", {})))
+                     for v in d["compare"]["variants"])
     return Scenario(name=d["name"], seed=d["seed"], duration_s=float(d["duration_s"]), device=d["device"],
-                    runtime=d["runtime"], workload=d["workload"], pipeline=d["pipeline"], schedule=d["schedule"],
-                    techniques=techniques, power=d["power"], battery=d["battery"], budgets=d["budgets"],
-                    eval=d["eval"], compare=d["compare"]["variants"], where=where, data=d)
+                    runtime=d["runtime"], workload=WorkloadConfig(**d["workload"]),
+                    pipeline=PipelineConfig(**d["pipeline"]), schedule=ScheduleConfig(**schedule),
+                    techniques=techniques, power=PowerConfig(**d["power"]), battery=BatteryConfig(**battery),
+                    budgets=BudgetsConfig(**d["budgets"]), eval=EvalConfig(**d["eval"]), compare=variants,
+                    where=where)
 
 
 def scenario_dict(path_or_dict: str | Path | dict) -> dict:

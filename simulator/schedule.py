@@ -1,6 +1,6 @@
-"""Training schedules: when to train and how much (DESIGN.md §3).
+"""Training schedules: when to train and how much (docs/architecture.md).
 
-Triggers:
+Triggers (``config.TRIGGERS``):
 - ``every-n``   after every N new labelled samples;
 - ``periodic``  every ``period_s`` seconds, on what has arrived since;
 - ``idle``      after N new labelled samples, each step only in an idle gap: no inference queued or
@@ -15,85 +15,87 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
+import simpy
 
-if TYPE_CHECKING:   # pragma: no cover
-    from .engine import Simulation
+from .config import ScheduleConfig
+from .device import Device
+from .pipeline import InferenceDone, Queues
+from .training import Training
 
 
-def _collect(sim: Simulation, recent: deque, n: int):
+def _collect(labels: simpy.Store, recent: deque, n: int):
     """Wait for ``n`` labelled samples from the label queue."""
     for _ in range(n):
-        recent.append((yield sim.q_labels.get()))
+        recent.append((yield labels.get()))
 
 
-def _drain(sim: Simulation, recent: deque):
+def _drain(labels: simpy.Store, recent: deque):
     """Take whatever labelled samples are queued now, without waiting."""
-    for _ in range(len(sim.q_labels.items)):
-        recent.append((yield sim.q_labels.get()))
+    for _ in range(len(labels.items)):
+        recent.append((yield labels.get()))
 
 
-def _until_charging(sim: Simulation):
+def _until_charging(env: simpy.Environment, device: Device):
     """Wait until the harvester delivers power (the profile changes on the hour)."""
-    dev, env = sim.device, sim.env
     for _ in range(25):
-        if dev.harvest_w(env.now) > 0:
+        if device.harvest_w(env.now) > 0:
             return
         yield env.timeout((math.floor(env.now / 3600) + 1) * 3600.0 - env.now)
 
 
-def _until_idle_gap(sim: Simulation):
-    """Wait for an idle gap long enough for one step; False if no gap can ever hold it."""
-    env, p = sim.env, sim.sc.pipeline
-    period = p["window"] / p["sensor_rate_hz"]
-    if sim.last_step_s > period:
+def _until_idle_gap(env: simpy.Environment, device: Device, windows: simpy.Store, period: float, step_s: float,
+                    done: InferenceDone):
+    """Wait for an idle gap long enough for one step of ``step_s``; False if no gap can ever hold it."""
+    if step_s > period:
         return False
     while True:
-        if not sim.device.cpu.count and not sim.q_windows.items:
+        if not device.cpu.count and not windows.items:
             nxt = (math.floor(env.now / period + 1e-9) + 1) * period
-            if sim.last_step_s <= nxt - env.now:
+            if step_s <= nxt - env.now:
                 return True
-        yield sim.infer_done
+        yield done.event
 
 
-def trainer(sim: Simulation):
+def trainer(env: simpy.Environment, s: ScheduleConfig, seed: int, queues: Queues, device: Device,
+            training: Training, window_period_s: float, done: InferenceDone):
     """The training process: wait for the trigger, then run ``steps`` steps (preemptible)."""
-    env, s = sim.env, sim.sc.schedule
-    trigger, batch, steps = s["trigger"], s["batch"], s["steps"]
-    recent: deque = deque(maxlen=max(s["replay"], batch))
-    rng = random.Random(sim.sc.seed + 7919)   # batch draws: seeded, cheap
-    ckpt_every, max_steps = s["checkpoint_every_steps"], s["max_steps"]
+    trigger, batch, steps = s.trigger, s.batch, s.steps
+    recent: deque = deque(maxlen=max(s.replay, batch))
+    rng = random.Random(seed + 7919)   # batch draws: seeded, cheap
+    ckpt_every, max_steps = s.checkpoint_every_steps, s.max_steps
+    stats, control, executor = training.stats, training.control, training.executor
     while True:
         if trigger == "periodic":   # on the period's multiples, however long the last round took
-            period = s["period_s"]
+            period = s.period_s
             yield env.timeout((math.floor(env.now / period + 1e-9) + 1) * period - env.now)
-            yield from _drain(sim, recent)
+            yield from _drain(queues.labels, recent)
         else:
-            yield from _collect(sim, recent, s["every_n"])
+            yield from _collect(queues.labels, recent, s.every_n)
             if trigger == "charging":
-                yield from _until_charging(sim)
+                yield from _until_charging(env, device)
         if not recent:
             continue
         for _ in range(steps):
-            if max_steps and sim.training_steps >= max_steps:
+            if max_steps and stats.steps >= max_steps:
                 return
-            if trigger == "charging" and sim.device.harvest_w(env.now) <= 0:
+            if trigger == "charging" and device.harvest_w(env.now) <= 0:
                 break
             if trigger == "idle":
-                fits = yield from _until_idle_gap(sim)
+                fits = yield from _until_idle_gap(env, device, queues.windows, window_period_s,
+                                                  executor.last_step_s, done)
                 if not fits:
-                    sim.idle_skips += 1
+                    stats.idle_skips += 1
                     break
             n = len(recent)
             idx = rng.sample(range(n), batch) if n >= batch else [rng.randrange(n) for _ in range(batch)]
             xs = np.stack([recent[i][0] for i in idx])
             ys = np.array([recent[i][1] for i in idx])
-            yield from sim.train_step(xs, ys)
-            if sim.fatal:
+            yield from training.step(xs, ys)
+            if control.ended:
                 return
-            if ckpt_every and sim.training_steps % ckpt_every == 0:
-                yield from sim.checkpoint()
-                if sim.fatal:
+            if ckpt_every and stats.steps % ckpt_every == 0:
+                yield from training.checkpoint()
+                if control.ended:
                     return

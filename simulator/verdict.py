@@ -1,45 +1,65 @@
-"""The verdict: every constraint with budget, observed, unit, margin and ok; the first violation.
+"""The verdict: every constraint with budget, observed, unit, margin and ok; the first violation
+(docs/architecture.md).
 
-Upper-bound constraints have margin = budget - observed; lower-bound ones (battery life) have
-margin = observed - budget. An observed value of None means "does not apply / unbounded" (for
-example an energy-neutral battery) and counts as ok.
+``CONSTRAINTS`` is the one table of constraints: the result's rows come from it in its order. Upper-bound
+constraints have margin = budget - observed; lower-bound ones (battery life) have margin = observed -
+budget. An observed value of None means "does not apply / unbounded" (for example an energy-neutral
+battery) and counts as ok. ``RUN_END_CONSTRAINT`` names the constraint a run-ending event breaks.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-# name, unit, kind ("max": observed must be <= budget; "min": observed must be >= budget)
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    unit: str
+    bound: str      # "max": observed must be <= budget; "min": observed must be >= budget
+
+
 CONSTRAINTS = (
-    ("peak_ram", "B", "max"),
-    ("flash", "B", "max"),
-    ("step_latency", "s", "max"),
-    ("deadline_miss_rate", "1", "max"),
-    ("energy_per_day", "J/day", "max"),
-    ("battery_life", "days", "min"),
-    ("flash_wear", "endurance/year", "max"),
+    Constraint("peak_ram", "B", "max"),
+    Constraint("flash", "B", "max"),
+    Constraint("step_latency", "s", "max"),
+    Constraint("deadline_miss_rate", "1", "max"),
+    Constraint("energy_per_day", "J/day", "max"),
+    Constraint("battery_life", "days", "min"),
+    Constraint("flash_wear", "endurance/year", "max"),
 )
+CONSTRAINT_NAMES = tuple(c.name for c in CONSTRAINTS)
+_BY_NAME = {c.name: c for c in CONSTRAINTS}
+
+# run-ending event kind (simulator.run_end.RUN_END_KINDS) -> the constraint it breaks
+RUN_END_CONSTRAINT = {"out_of_memory": "peak_ram", "fragmentation": "peak_ram", "battery_empty": "battery_life"}
 
 
-def constraint(name: str, budget: float | None, observed: float | None, unit: str, kind: str = "max",
-               note: str = "") -> dict[str, Any]:
-    """One row of the verdict."""
+def constraint(name: str, budget: float | None, observed: float | None, note: str = "") -> dict[str, Any]:
+    """One row of the verdict for the constraint ``name`` of ``CONSTRAINTS``."""
+    c = _BY_NAME[name]
     if budget is None or observed is None:
         margin, ok = None, True
     else:
-        margin = budget - observed if kind == "max" else observed - budget
+        margin = budget - observed if c.bound == "max" else observed - budget
         ok = margin >= 0
-    row = {"name": name, "budget": budget, "observed": observed, "unit": unit, "margin": margin, "ok": ok,
-           "bound": kind}
+    row = {"name": name, "budget": budget, "observed": observed, "unit": c.unit, "margin": margin, "ok": ok,
+           "bound": c.bound}
     if note:
         row["note"] = note
     return row
+
+
+def verdict_rows(budgets: dict[str, Any], observed: dict[str, Any], notes: dict[str, str]) -> list[dict[str, Any]]:
+    """All rows, in ``CONSTRAINTS`` order, from budgets, observed values and notes keyed by name."""
+    return [constraint(c.name, budgets[c.name], observed[c.name], notes.get(c.name, "")) for c in CONSTRAINTS]
 
 
 def first_violation(rows: list[dict[str, Any]], when: dict[str, tuple[float, str]],
                     fatal: dict[str, Any] | None) -> dict[str, Any] | None:
     """The earliest violated constraint (by sim time) or the fatal event, whichever came first."""
     cands = []
-    fatal_name = _fatal_constraint(fatal["kind"]) if fatal else None
+    fatal_name = RUN_END_CONSTRAINT[fatal["kind"]] if fatal else None
     for r in rows:
         if not r["ok"] and r["name"] != fatal_name:
             t, op = when.get(r["name"], (float("inf"), ""))
@@ -47,15 +67,11 @@ def first_violation(rows: list[dict[str, Any]], when: dict[str, tuple[float, str
                           f"{r['name']}: observed {_fmt(r['observed'])} {r['unit']} vs budget "
                           f"{_fmt(r['budget'])} {r['unit']}"))
     if fatal:
-        cands.append((fatal["time_s"], 0, _fatal_constraint(fatal["kind"]), fatal["op"], fatal["message"]))
+        cands.append((fatal["time_s"], 0, fatal_name, fatal["op"], fatal["message"]))
     if not cands:
         return None
     t, _, name, op, msg = min(cands, key=lambda c: (c[0], c[1]))   # a fatal event wins a tie
     return {"constraint": name, "time_s": None if t == float("inf") else t, "op": op, "message": msg}
-
-
-def _fatal_constraint(kind: str) -> str:
-    return "battery_life" if kind == "battery_empty" else "peak_ram"
 
 
 def _span(seconds: float) -> str:

@@ -169,17 +169,17 @@ def test_heap_matches_reference(actions, block, overhead, policy):
         assert h.high_water_bytes == high_water
 
 
-def test_replay_names_the_op_and_tracks_high_water():
-    from simulator.memory import replay
+def test_place_trace_names_the_op_and_tracks_high_water():
+    from simulator.memory import place_trace
     from workloads.trace import Op, Tensor
 
     ops = [Op("a", "matmul", 0, 0, 0, alloc=(Tensor(1, 40, "activation"), Tensor(2, 10, "activation"))),
            Op("b", "eltwise", 0, 0, 0, free=(1,)),
            Op("c", "matmul", 0, 0, 0, alloc=(Tensor(3, 20, "grad"),), free=(2, 3))]
-    h = replay(Heap(100), ops, [Tensor(9, 30, "weight")])
+    h = place_trace(Heap(100), ops, [Tensor(9, 30, "weight")])
     assert (h.used_bytes, h.peak_bytes, h.high_water_bytes) == (30, 80, 80)
     h2 = Heap(100)
     h2.alloc(0, 45, "weight")
     with pytest.raises(OutOfMemory) as e:
-        replay(h2, ops[:1] + [Op("big", "conv", 0, 0, 0, alloc=(Tensor(4, 50, "workspace"),))])
+        place_trace(h2, ops[:1] + [Op("big", "conv", 0, 0, 0, alloc=(Tensor(4, 50, "workspace"),))])
     assert e.value.op_name == "big" and e.value.need == 50 and e.value.total_free == 5

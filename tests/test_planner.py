@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.planner import INPLACE_OP_KINDS, plan
+from simulator.planner import INPLACE_OP_KINDS, plan_arena
 from workloads.trace import OP_KINDS, TENSOR_KINDS, Op, Tensor
 
 
@@ -105,7 +105,7 @@ def test_lifetimes_and_figures_small_trace():
            op("c", "matmul", [T(4, 50, "grad")], free=[3]),
            op("d", "matmul", free=[2, 4])]
     w = T(10, 40, "weight")
-    p = plan(ops, [w])
+    p = plan_arena(ops, [w])
     assert p.lifetimes == {10: (0, 4), 1: (0, 1), 2: (1, 4), 3: (2, 3), 4: (3, 4)}
     assert p.naive_bytes == 340
     # relu writes over its input, so op 1 holds 100 B of activation, not 200 B
@@ -116,7 +116,7 @@ def test_lifetimes_and_figures_small_trace():
     assert p.inplace == {2: 1} and p.offsets[2] == p.offsets[1]
     assert p.offsets[10] == 0     # persistent at the bottom
     check_plan(ops, [w], p)
-    q = plan(ops, [w], inplace=False)
+    q = plan_arena(ops, [w], inplace=False)
     assert q.inplace == {} and q.live_bytes[1] == 240 and q.lower_bound_bytes == 240
     check_plan(ops, [w], q, inplace=False)
 
@@ -126,7 +126,7 @@ def test_no_in_place_for_matmul_or_larger_output():
            op("mm", "matmul", [T(2, 50)], free=[1]),           # matmul: output needs all of its input
            op("grow", "eltwise", [T(3, 80)], free=[2]),        # larger than the input
            op("end", "eltwise", free=[3])]
-    p = plan(ops)
+    p = plan_arena(ops)
     assert p.inplace == {}
     assert p.live_bytes == [100, 150, 130, 80]
     check_plan(ops, (), p)
@@ -137,7 +137,7 @@ def test_chained_in_place_reuses_one_buffer():
            op("relu", "eltwise", [T(2, 64)], free=[1]),
            op("scale", "eltwise", [T(3, 32)], free=[2]),
            op("end", "reduce", free=[3])]
-    p = plan(ops)
+    p = plan_arena(ops)
     assert p.inplace == {2: 1, 3: 2}
     assert p.planned_bytes == p.lower_bound_bytes == 64
     check_plan(ops, (), p)
@@ -146,30 +146,30 @@ def test_chained_in_place_reuses_one_buffer():
 def test_mlp_step_is_planned_tightly():
     ops = mlp_step()
     pers = [T(1, 256 * 128 * 4, "weight"), T(2, 128 * 64 * 4, "weight"), T(3, 64 * 10 * 4, "weight")]
-    p = plan(ops, pers)
+    p = plan_arena(ops, pers)
     check_plan(ops, pers, p)
     assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
     assert p.naive_bytes > p.planned_bytes
 
 
 def test_concatenated_steps_plan_like_one_step():
-    one = plan(mlp_step(first_id=1))
+    one = plan_arena(mlp_step(first_id=1))
     many_ops = [o for s in range(20) for o in mlp_step(first_id=1000 * (s + 1))]
-    many = plan(many_ops)
+    many = plan_arena(many_ops)
     assert len(many.op_names) == 20 * len(one.op_names)
     assert many.planned_bytes == one.planned_bytes and many.lower_bound_bytes == one.lower_bound_bytes
     assert many.naive_bytes == 20 * one.naive_bytes
 
 
 def test_alignment_rounds_sizes():
-    p = plan([op("a", "matmul", [T(1, 3)], free=[1]), op("b", "matmul", [T(2, 17)], free=[2])], align_bytes=16)
+    p = plan_arena([op("a", "matmul", [T(1, 3)], free=[1]), op("b", "matmul", [T(2, 17)], free=[2])], align_bytes=16)
     assert p.sizes == {1: 16, 2: 32} and p.naive_bytes == 48 and p.planned_bytes == 32
 
 
 def test_empty_trace():
-    p = plan([], [T(1, 10, "weight")])
+    p = plan_arena([], [T(1, 10, "weight")])
     assert (p.naive_bytes, p.lower_bound_bytes, p.planned_bytes, p.peak_op) == (10, 10, 10, -1)
-    assert plan([]).planned_bytes == 0
+    assert plan_arena([]).planned_bytes == 0
 
 
 @pytest.mark.parametrize("ops, msg", [
@@ -180,13 +180,13 @@ def test_empty_trace():
 ])
 def test_malformed_trace_is_a_clear_error(ops, msg):
     with pytest.raises(ValueError, match=msg) as e:
-        plan(ops)
+        plan_arena(ops)
     assert "op " in str(e.value)
 
 
 def test_bad_alignment():
     with pytest.raises(ValueError, match="align_bytes"):
-        plan([], align_bytes=0)
+        plan_arena([], align_bytes=0)
 
 
 # --- property tests on random traces --------------------------------------------------------------
@@ -212,7 +212,7 @@ def traces(draw):
 @given(traces(), st.booleans())
 def test_plan_properties(trace, inplace):
     ops, persistent = trace
-    p = plan(ops, persistent, inplace=inplace)
+    p = plan_arena(ops, persistent, inplace=inplace)
     check_plan(ops, persistent, p, inplace=inplace)
 
 
@@ -220,13 +220,13 @@ def test_plan_properties(trace, inplace):
 @given(traces())
 def test_in_place_never_costs_more_lower_bound(trace):
     ops, persistent = trace
-    with_inplace = plan(ops, persistent, restarts=0).lower_bound_bytes
-    assert with_inplace <= plan(ops, persistent, inplace=False, restarts=0).lower_bound_bytes
+    with_inplace = plan_arena(ops, persistent, restarts=0).lower_bound_bytes
+    assert with_inplace <= plan_arena(ops, persistent, inplace=False, restarts=0).lower_bound_bytes
 
 
 def test_reuse_of_identical_pieces_changes_nothing():
     ops = [o for s in range(5) for o in mlp_step(first_id=1000 * (s + 1))]
-    a, b = plan(ops), plan(ops, reuse=False)
+    a, b = plan_arena(ops), plan_arena(ops, reuse=False)
     assert a.offsets == b.offsets and a.planned_bytes == b.planned_bytes
 
 
@@ -247,7 +247,7 @@ def zoo_step(name, batch, **tech):
 @pytest.mark.parametrize("name", ["mlp-digits", "lenet-digits", "dscnn-digits", "cnn1d-accel", "mlp-microbit"])
 def test_zoo_step_plans_within_target(name):
     ops, pers = zoo_step(name, 8)
-    p = plan(ops, pers)
+    p = plan_arena(ops, pers)
     check_plan(ops, pers, p)
     assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
     assert p.naive_bytes > p.planned_bytes
@@ -257,7 +257,7 @@ def test_zoo_step_plans_within_target(name):
                                   dict(etf=True, update="last-k", last_k=2)])
 def test_lenet_batch32_with_techniques(tech):
     ops, pers = zoo_step("lenet-digits", 32, **tech)
-    p = plan(ops, pers)
+    p = plan_arena(ops, pers)
     check_plan(ops, pers, p)
     assert p.planned_bytes <= 1.05 * p.lower_bound_bytes
 
@@ -265,15 +265,15 @@ def test_lenet_batch32_with_techniques(tech):
 def test_numpy_sizes_give_plain_ints():
     import numpy as np
 
-    p = plan([op("a", "matmul", [T(1, np.int64(12))], free=[1])], [T(2, np.int32(8), "weight")])
+    p = plan_arena([op("a", "matmul", [T(1, np.int64(12))], free=[1])], [T(2, np.int32(8), "weight")])
     assert all(type(v) is int for v in [*p.offsets.values(), *p.sizes.values(), p.planned_bytes, p.naive_bytes])
 
 
 def test_tensor_held_over_the_whole_trace_is_stacked_once():
     steps = [o for s in range(10) for o in mlp_step(first_id=1000 * (s + 1))]
     held = [op("hold", "copy", [T(1, 40, "input")])] + steps + [op("release", "copy", free=[1])]
-    one = plan(mlp_step(first_id=1))
-    p = plan(held)
+    one = plan_arena(mlp_step(first_id=1))
+    p = plan_arena(held)
     check_plan(held, (), p)
     assert p.offsets[1] == 0
     assert p.planned_bytes == one.planned_bytes + 40 == p.lower_bound_bytes

@@ -7,12 +7,13 @@ import pytest
 from test_sim_support import TinyJob, unit_profile
 
 from device_profiles.loader import load_profile
-from simulator.api import predict_step, run_scenario, simulate
 from simulator.cli import main
 from simulator.cost import CostModel, op_cycles
+from simulator.predict import predict_step
 from simulator.result import RESULT_KEYS, RESULT_KEYS_ADDED
+from simulator.run import run_scenario, simulate
 from simulator.scenario import SCENARIO_DIR, load_scenario
-from simulator.verdict import constraint, first_violation
+from simulator.verdict import CONSTRAINT_NAMES, constraint, first_violation
 from workloads.trace import Op
 
 PICO_SMALL = {"name": "small", "device": "stm32f405-pyboard", "runtime": "native", "duration_s": 1800.0,
@@ -22,13 +23,16 @@ PICO_SMALL = {"name": "small", "device": "stm32f405-pyboard", "runtime": "native
 
 
 def test_op_cycles_follows_the_formula():
-    rt = load_profile("bbc-microbit-v1").runtime_for("native")   # overhead 200, f32 MAC 110, i8 4, elem 40, copy 1
-    assert op_cycles(Op("mm", "matmul", 1000, 0, 0), rt) == 200 + 1000 * 110
-    assert op_cycles(Op("mm8", "conv", 1000, 0, 0, dtype="i8"), rt) == 200 + 1000 * 4
-    assert op_cycles(Op("relu", "eltwise", 0, 400, 400), rt) == 200 + 100 * 40
-    assert op_cycles(Op("sum", "reduce", 0, 4000, 4), rt) == 200 + 1000 * 40
-    assert op_cycles(Op("cp", "copy", 0, 64, 64), rt) == 200 + 128 * 1
-    assert op_cycles(Op("up", "update", 50, 400, 200), rt) == 200 + 50 * 110
+    rt = load_profile("bbc-microbit-v1").runtime_for("native")
+    o, mac, mac8, elem, cp = (rt.op_overhead_cycles, rt.cycles_per_mac_f32, rt.cycles_per_mac_i8,
+                              rt.cycles_per_elem_f32, rt.cycles_per_byte_copy)
+    assert len({o, mac, mac8, elem}) == 4         # distinct coefficients: a mix-up cannot pass unnoticed
+    assert op_cycles(Op("mm", "matmul", 1000, 0, 0), rt) == o + 1000 * mac
+    assert op_cycles(Op("mm8", "conv", 1000, 0, 0, dtype="i8"), rt) == o + 1000 * mac8
+    assert op_cycles(Op("relu", "eltwise", 0, 400, 400), rt) == o + 100 * elem
+    assert op_cycles(Op("sum", "reduce", 0, 4000, 4), rt) == o + 1000 * elem
+    assert op_cycles(Op("cp", "copy", 0, 64, 64), rt) == o + 128 * cp
+    assert op_cycles(Op("up", "update", 50, 400, 200), rt) == o + 50 * mac
     with pytest.raises(ValueError, match="'x'.*unknown op kind 'teleport'"):
         op_cycles(Op("x", "teleport", 0, 0, 0), rt)
 
@@ -44,12 +48,13 @@ def test_cost_model_seconds_energy_and_flash():
 
 
 def test_constraint_margins_and_first_violation():
-    assert constraint("ram", 100, 80, "B") == {"name": "ram", "budget": 100, "observed": 80, "unit": "B",
+    assert constraint("peak_ram", 100, 80) == {"name": "peak_ram", "budget": 100, "observed": 80, "unit": "B",
                                                "margin": 20, "ok": True, "bound": "max"}
-    low = constraint("battery_life", 7.0, 5.0, "days", "min")
+    low = constraint("battery_life", 7.0, 5.0)
+    assert low["unit"] == "days" and low["bound"] == "min"
     assert low["margin"] == -2.0 and not low["ok"]
-    assert constraint("battery_life", 7.0, None, "days", "min")["ok"]
-    rows = [low, constraint("step_latency", 1.0, 2.0, "s")]
+    assert constraint("battery_life", 7.0, None)["ok"]
+    rows = [low, constraint("step_latency", 1.0, 2.0)]
     fv = first_violation(rows, {"battery_life": (86400.0, ""), "step_latency": (12.5, "train_step #3")}, None)
     assert fv["constraint"] == "step_latency" and fv["time_s"] == 12.5 and fv["op"] == "train_step #3"
     fatal = {"kind": "battery_empty", "time_s": 3.0, "op": "dense0.forward", "message": "battery empty"}
@@ -81,6 +86,7 @@ def test_real_workload_run_is_deterministic_and_complete():
     names = [c["name"] for c in a["constraints"]]
     assert names == ["peak_ram", "flash", "step_latency", "deadline_miss_rate", "energy_per_day", "battery_life",
                      "flash_wear"]
+    assert tuple(names) == CONSTRAINT_NAMES                    # the rows come from the one table, in its order
     mem = a["timelines"]["memory"]
     peak = max(sum(v[i] for v in mem["by_kind"].values()) for i in range(len(mem["time_s"])))
     assert peak == a["peak_ram_bytes"]          # the timeline reaches the reported peak
@@ -153,7 +159,10 @@ def test_demo_says_what_it_found(tmp_path, capsys):
     assert labels[:2] == ["as scheduled", "plain backprop"] and len(labels) == 4
     plain, fused = r["comparison"][1], r["comparison"][0]
     assert plain["peak_ram_bytes"] > fused["peak_ram_bytes"]     # separate gradient buffers cost RAM
-    assert plain["fits"] is (plain["fatal"] is None and plain["fits"])
+    # plain backprop keeps a gradient buffer per layer: over the pyboard's RAM, it stops at setup
+    assert plain["fits"] is False and plain["fatal"].startswith("out_of_memory at op ")
+    assert plain["ram_needed_bytes"] > r["ram_budget_bytes"] and plain["training_steps"] == 0
+    assert fused["fits"] is True and fused["fatal"] is None
 
 
 def test_swap_to_flash_wears_the_flash_and_names_the_first_write():
@@ -161,10 +170,11 @@ def test_swap_to_flash_wears_the_flash_and_names_the_first_write():
          "workload": {"model": "lenet-digits"}, "pipeline": {"label_every": 1},
          "schedule": {"every_n": 8, "techniques": {"swap": True, "fused_update": True}}}
     r = run_scenario(d)
+    flash = load_profile("stm32f405-pyboard").flash
     wear = next(c for c in r["constraints"] if c["name"] == "flash_wear")
     steps_per_year = r["training_steps"] / 1800.0 * 365 * 86400
-    assert r["swap_steps"] == r["training_steps"] > 0 and r["swap_region_bytes"] % 16384 == 0
-    assert wear["observed"] == pytest.approx(steps_per_year / 10_000, rel=1e-6) and not wear["ok"]
+    assert r["swap_steps"] == r["training_steps"] > 0 and r["swap_region_bytes"] % flash.erase_page_bytes == 0
+    assert wear["observed"] == pytest.approx(steps_per_year / flash.endurance_cycles, rel=1e-6) and not wear["ok"]
     assert r["first_violation"]["constraint"] == "flash_wear"
     assert r["first_violation"]["op"].startswith("swap_out.")
     no_swap = run_scenario({**d, "schedule": {"every_n": 8, "techniques": {"fused_update": True}}})
@@ -185,8 +195,8 @@ def test_every_bundled_scenario_runs(name):
 @pytest.mark.parametrize("case", ["tiny-preempted", "tiny-oom", "real-filtered"])
 def test_heap_step_replay_changes_nothing(case):
     """The heap policy's replay of repeated steps gives byte-identical results to placing every tensor."""
-    from simulator.api import build_result, job_for
-    from simulator.engine import Simulation
+    from simulator.inputs import job_for
+    from simulator.simulation import Simulation
 
     def run(memo):
         if case.startswith("tiny"):
@@ -200,12 +210,12 @@ def test_heap_step_replay_changes_nothing(case):
                                                            "techniques": {"instance_filter": 0.3}}})
             sim = Simulation(sc, load_profile(sc.device), job_for(sc), probe_job=job_for(sc), memo=memo)
         sim.run()
-        return json.dumps(build_result(sim), sort_keys=True), sim
+        return json.dumps(sim.result(), sort_keys=True), sim
 
     a, sim_a = run(True)
     b, _ = run(False)
     assert a == b
-    assert sim_a.ram._memo or case == "tiny-oom"      # the fast path was taken
+    assert sim_a.ram.memo.entries or case == "tiny-oom"      # the fast path was taken
     if case == "tiny-preempted":
-        assert sim_a.preemptions > 0                  # ... and the slow path, under preemption
+        assert sim_a.executor.preemptions > 0                  # ... and the slow path, under preemption
     assert (json.loads(a)["fatal"] is not None) is (case == "tiny-oom")

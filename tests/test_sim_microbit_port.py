@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from device_profiles import load_profile
-from simulator.api import predict_step, run_scenario
+from simulator.predict import predict_step
+from simulator.run import run_scenario
 from simulator.scenario import apply_overrides, scenario_dict
 from workloads.techniques import Techniques
 

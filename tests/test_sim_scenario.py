@@ -8,14 +8,14 @@ from simulator.scenario import DEFAULTS, SCENARIO_DIR, apply_overrides, load_sce
 
 def test_defaults_fill_in_and_embedded_scenarios_load():
     sc = load_scenario({"name": "x"})
-    assert sc.duration_s == DEFAULTS["duration_s"] and sc.schedule["batch"] == DEFAULTS["schedule"]["batch"]
+    assert sc.duration_s == DEFAULTS["duration_s"] and sc.schedule.batch == DEFAULTS["schedule"]["batch"]
     assert sc.techniques.active() == []
     for path in sorted(SCENARIO_DIR.glob("*.toml")):
         s = load_scenario(path)
         assert s.where == str(path) and s.duration_s > 0
     demo = load_scenario("demo")          # by embedded name
     assert demo.device == "stm32f405-pyboard" and demo.techniques.fused_update
-    assert [v["label"] for v in demo.compare][0] == "plain backprop"
+    assert [v.label for v in demo.compare][0] == "plain backprop"
 
 
 @pytest.mark.parametrize("over, field, value", [
@@ -70,7 +70,7 @@ def test_apply_overrides_is_a_copy_with_dotted_keys():
     assert d["device"] == "rpi-pico"
     assert base["schedule"]["batch"] == 14 and "etf" not in base["schedule"]["techniques"]   # untouched
     sc = load_scenario(d)
-    assert sc.schedule["batch"] == 16 and sc.techniques.etf
+    assert sc.schedule.batch == 16 and sc.techniques.etf
     with pytest.raises(ValueError, match="'device.x': device is not a table"):
         apply_overrides(base, {"device.x": 1})
     with pytest.raises(ValueError, match="dotted field name"):

@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_sim_support import TinyJob, unit_profile
 
-from simulator.api import simulate
-from simulator.device import PRIO_INFERENCE, BatteryEmpty, Device
-from simulator.engine import Fatal, Simulation
+from simulator.device import PRIO_INFERENCE, Device
+from simulator.run import simulate
+from simulator.run_end import BatteryEmpty, RunEnded
 from simulator.scenario import load_scenario
+from simulator.simulation import Simulation
 from workloads.trace import Op, Tensor
 
 
@@ -46,7 +47,7 @@ def test_inference_preempts_training_and_memory_follows_the_ops():
 
     def training():
         log.append(("train.start", env.now))
-        yield from sim.execute(ops, "training")
+        yield from sim.executor.run(ops, "training")
         log.append(("train.end", env.now))
 
     env.process(training())
@@ -55,7 +56,7 @@ def test_inference_preempts_training_and_memory_follows_the_ops():
     assert log == [("train.start", 0.0), ("infer.start", 1.0), ("infer.end", 1.5), ("train.end", 5.5)]
     assert sim.device.cpu_log == [(0.0, 1.0, "training", True), (1.0, 1.5, "inference", False),
                                   (1.5, 5.5, "training", False)]
-    assert sim.preemptions == 1
+    assert sim.executor.preemptions == 1
     assert abs(sim.device.energy_active_j - 5.5) < 1e-9
     tl = sim.ram.timeline
     recs = [(k, t, d) for t, k, d in zip(tl.t, tl.k, tl.d, strict=True) if k in ("activation", "grad")]
@@ -69,7 +70,7 @@ def test_two_preemptions_in_one_op():
     ops = [Op("long", "matmul", 4_000_000, 0, 0)]
 
     def training():
-        yield from sim.execute(ops, "training")
+        yield from sim.executor.run(ops, "training")
         log.append(("train.end", env.now))
 
     env.process(training())
@@ -77,7 +78,7 @@ def test_two_preemptions_in_one_op():
     env.process(_inference(sim, log, 3.0, 0.25, "i2"))
     env.run(until=20)
     assert log == [("i1.start", 1.0), ("i1.end", 2.0), ("i2.start", 3.0), ("i2.end", 3.25), ("train.end", 5.25)]
-    assert sim.preemptions == 2
+    assert sim.executor.preemptions == 2
 
 
 def test_full_queue_drops_frames():
@@ -86,11 +87,11 @@ def test_full_queue_drops_frames():
                pipeline={"sensor_rate_hz": 1.0, "window": 1, "queue_capacity": 2, "label_every": 1000},
                duration_s=13.0)
     sim.run()
-    drops = [(stage, t) for stage, t in sim.drop_log]
+    drops = [(stage, t) for stage, t in sim.pipeline_stats.drop_log]
     assert drops == [("window", 5.0), ("window", 6.0), ("window", 8.0), ("window", 9.0), ("window", 11.0),
                      ("window", 12.0)]
-    assert sim.dropped_frames == 6 and sim.dropped_windows == 6
-    assert sim.inferences == 4          # finished at 4, 7, 10, 13
+    assert sim.pipeline_stats.dropped_frames == 6 and sim.pipeline_stats.dropped_windows == 6
+    assert sim.pipeline_stats.inferences == 4          # finished at 4, 7, 10, 13
     assert [s for s, e, task, _ in sim.device.cpu_log] == [1.0, 4.0, 7.0, 10.0]
 
 
@@ -134,7 +135,7 @@ def test_battery_empties_during_an_op_and_names_it():
 
     def training():
         try:
-            yield from sim.execute(ops, "training")
+            yield from sim.executor.run(ops, "training")
         except BatteryEmpty as b:
             log.append((f"empty:{b.op}", b.time_s))
             log.append(("noticed", env.now))
@@ -157,8 +158,8 @@ def test_fragmentation_fails_an_allocation_that_total_free_would_fit():
 
     def training():
         try:
-            yield from sim.execute(ops, "training")
-        except Fatal as f:
+            yield from sim.executor.run(ops, "training")
+        except RunEnded as f:
             log.append((f"{f.kind}:{f.op}", f.time_s))
             log.append(("noticed", env.now))
 
@@ -205,9 +206,9 @@ def test_periodic_trigger_trains_on_the_period():
                pipeline={"sensor_rate_hz": 0.5, "window": 1, "label_every": 1},
                schedule={"trigger": "periodic", "period_s": 100.0, "steps": 1})
     sim.run()
-    log = [("train_step", round(t - lat, 9)) for (_, t, _), lat in zip(sim.losses, sim.step_latencies, strict=True)]
+    log = [("train_step", round(t - lat, 9)) for (_, t, _), lat in zip(sim.training.stats.losses, sim.training.stats.step_latencies, strict=True)]
     assert log == [("train_step", 100.0), ("train_step", 200.0), ("train_step", 300.0)]
-    assert sim.training_steps == 3
+    assert sim.training.stats.steps == 3
 
 
 def test_charging_trigger_trains_only_while_harvesting():
@@ -217,8 +218,8 @@ def test_charging_trigger_trains_only_while_harvesting():
                pipeline={"sensor_rate_hz": 0.1, "window": 1, "label_every": 1},
                schedule={"trigger": "charging", "every_n": 4, "steps": 2}, battery={"harvest_w_by_hour": harvest})
     sim.run()
-    starts = [t for _, t, _ in sim.losses]
-    assert sim.training_steps > 10
+    starts = [t for _, t, _ in sim.training.stats.losses]
+    assert sim.training.stats.steps > 10
     assert all(3600.0 <= t < 7200.0 + 1.0 for t in starts), (min(starts), max(starts))
     assert sim.device.harvested_j > 0
 
@@ -250,7 +251,7 @@ def test_preemption_keeps_time_energy_and_memory_consistent(durs, arrivals):
               free=(5000 + i,)) for i, d in enumerate(durs)]
 
     def training():
-        yield from sim.execute(ops, "training")
+        yield from sim.executor.run(ops, "training")
         log.append(("train.end", env.now))
 
     env.process(training())
@@ -266,7 +267,7 @@ def test_preemption_keeps_time_energy_and_memory_consistent(durs, arrivals):
     recs = [(t, d) for t, k, d in sim.ram.timeline.recs if k == "activation"]
     assert sum(d for _, d in recs) == 0 and len(recs) == 2 * len(durs)
     assert max(t for t, _ in recs) == pytest.approx(log[0][1])
-    assert sim.preemptions == sum(1 for s, e, task, pre in cpu if task == "training" and pre)
+    assert sim.executor.preemptions == sum(1 for s, e, task, pre in cpu if task == "training" and pre)
 
 
 @pytest.mark.parametrize("trigger, preempted", [("every-n", True), ("idle", False)])
@@ -276,10 +277,10 @@ def test_idle_trigger_trains_in_gaps_and_is_never_preempted(trigger, preempted):
                pipeline={"sensor_rate_hz": 1.0, "window": 1, "label_every": 1, "deadline_s": 5.0},
                schedule={"trigger": trigger, "every_n": 2, "batch": 1, "steps": 2})
     sim.run()
-    assert sim.training_steps > 10
-    assert (sim.preemptions > 0) is preempted
+    assert sim.training.stats.steps > 10
+    assert (sim.executor.preemptions > 0) is preempted
     if trigger == "idle":
-        starts = [round(t - lat, 9) for (_, t, _), lat in zip(sim.losses, sim.step_latencies, strict=True)]
+        starts = [round(t - lat, 9) for (_, t, _), lat in zip(sim.training.stats.losses, sim.training.stats.step_latencies, strict=True)]
         assert all(round(s % 1.0, 9) == 0.24 for s in starts)   # right after an inference, with 0.76 s free
 
 
@@ -288,7 +289,7 @@ def test_idle_trigger_gives_up_when_no_gap_holds_a_step():
                pipeline={"sensor_rate_hz": 1.0, "window": 1, "label_every": 1, "deadline_s": 5.0},
                schedule={"trigger": "idle", "every_n": 2, "batch": 1, "steps": 1})
     sim.run()                                # a step takes 1.5 s, a window comes every 1 s
-    assert sim.training_steps == 0 and sim.idle_skips > 5
+    assert sim.training.stats.steps == 0 and sim.training.stats.idle_skips > 5
 
 
 @settings(max_examples=60, deadline=None)
@@ -296,7 +297,7 @@ def test_idle_trigger_gives_up_when_no_gap_holds_a_step():
                           st.integers(1, 500)), min_size=1, max_size=300),
        st.integers(2, 40))
 def test_memory_series_keeps_the_peak_when_down_sampled(allocs, max_points):
-    from simulator.engine import MemTimeline
+    from simulator.timeline import MemTimeline
 
     tl = MemTimeline()
     for t, kind, size in allocs:             # each tensor lives for 10 s

@@ -84,7 +84,7 @@ def _fmt(v: Any, unit: str) -> str:
 
 
 def _run(scenario: dict | str, args, progress: bool, where: str | None = None) -> int:
-    from simulator.api import run_scenario
+    from simulator.run import run_scenario
     from simulator.verdict import summarise
 
     result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1, where=where)

@@ -1,0 +1,178 @@
+"""One simulation run: the environment, the device, the job, RAM, and the processes wired together
+(docs/architecture.md).
+
+Each part owns its state and its part of the result: the device its energy and CPU log, ``Ram`` its
+memory figures and timeline, the pipeline and training their stats records. ``Simulation.result()``
+assembles them (``simulator.result``).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import numpy as np
+import simpy
+
+from workloads.trace import Op, collect
+
+from . import pipeline, schedule
+from .cost import CostModel
+from .device import Device
+from .executor import Executor, Inference
+from .pipeline import InferenceDone, PipelineStats, Queues
+from .ram import Ram
+from .result import assemble_result
+from .run_end import BatteryEmpty, RunEnded
+from .scenario import Scenario
+from .training import Training
+
+
+class RunControl:
+    """Whether and how the run ended early: the first run-ending event, and the event that stops it."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.ended: RunEnded | None = None
+        self.stop = env.event()
+
+    def end(self, e: RunEnded, device: Device) -> None:
+        if self.ended is None:
+            self.ended = e
+            log = device.battery_log
+            if e.kind == "battery_empty" and (not log or log[-1][0] <= e.time_s):
+                log.append((e.time_s, 0.0))   # the battery timeline ends where the charge did
+            if not self.stop.triggered:
+                self.stop.succeed()
+
+
+class Simulation:
+    """A scenario run on one device with one training job."""
+
+    def __init__(self, sc: Scenario, profile: Any, job: Any, probe_job: Any = None, memo: bool = True) -> None:
+        self.sc, self.profile, self.job = sc, profile, job
+        self.memo = memo              # heap policy: apply recorded repeated steps (results identical either way)
+        self.probe_job = probe_job    # an identical job to trace one step on (default: a deep copy)
+        self.rt = profile.runtime_for(sc.runtime)
+        self.env = env = simpy.Environment()
+        b = sc.battery
+        cap_mah = b.capacity_mah or profile.battery.capacity_mah
+        volt = b.voltage_v or profile.battery.voltage_v
+        self.capacity_j = cap_mah * 3.6 * volt
+        self.device = Device(env, profile, capacity_j=self.capacity_j, initial_fraction=b.initial_fraction,
+                             idle_timeout_s=sc.power.idle_timeout_s, harvest_w_by_hour=list(b.harvest_w_by_hour))
+        self.cost = CostModel(profile, sc.runtime)
+        q = sc.pipeline.queue_capacity
+        self.queues = Queues.make(env, q, sc.schedule.every_n + q)
+        self.infer_done = InferenceDone(env)
+        self.control = RunControl(env)
+        self.pipeline_stats = PipelineStats()
+        self.stream = iter(job.labelled_stream())
+        self.evals: list[dict[str, Any]] = []
+        self.ram: Ram | None = None
+        self.executor: Executor | None = None
+        self.training: Training | None = None
+
+    @property
+    def ended(self) -> RunEnded | None:
+        return self.control.ended
+
+    def _guard(self, gen):
+        """Wrap a process: battery-empty and out-of-memory end the run, recorded as its end."""
+        try:
+            yield from gen
+        except BatteryEmpty as b:
+            self.control.end(b.run_ended(), self.device)
+        except RunEnded as f:
+            self.control.end(f, self.device)
+
+    def _evaluator(self, points: int):
+        every = self.sc.duration_s / points
+        for _k in range(1, points):
+            yield self.env.timeout(every)
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        ev = self.job.evaluate()
+        steps = self.training.stats.steps if self.training else 0
+        self.evals.append({"step": steps, "time_s": round(self.env.now, 6),
+                           "user_accuracy": float(ev["user_accuracy"]),
+                           "retention_accuracy": float(ev["retention_accuracy"])})
+
+    def setup(self) -> tuple[list[Op], list[Op]]:
+        """Trace one training step (on a copy of the job) and one inference, and lay out RAM."""
+        sc = self.sc
+        train_ops, infer_ops = probe_ops(self.probe_job or self.job, sc.schedule.batch,
+                                         copy_first=self.probe_job is None)
+        self.ram = Ram(self.rt, self.profile.memory.ram_bytes, sc.schedule.memory_policy, sc.schedule.heap_policy,
+                       tuple(self.job.persistent_tensors()), memo=self.memo)
+        self.executor = Executor(self.env, self.device, self.ram, self.cost)
+        self.executor.last_step_s = self.cost.cumulative(train_ops)[0][-1]
+        self.training = Training(self.job, self.executor, self.device, sc.budgets.step_latency_s, self.control)
+        self.ram.setup(train_ops, infer_ops)
+        return train_ops, infer_ops
+
+    def _processes(self):
+        env, sc, q, dev, st = self.env, self.sc, self.queues, self.device, self.pipeline_stats
+        inference = Inference(env, dev, self.ram, self.cost, self.job)
+        yield pipeline.sensor(env, sc.pipeline, q.frames, st)
+        yield pipeline.window(env, sc.pipeline, q, self.stream, st)
+        yield pipeline.infer(env, sc.pipeline, q, dev, inference, self.infer_done, st)
+        yield pipeline.sink(q.results, st)
+        yield schedule.trainer(env, sc.schedule, sc.seed, q, dev, self.training, sc.pipeline.window_period_s,
+                               self.infer_done)
+
+    def run(self, progress: bool = False) -> None:
+        """Simulate ``duration_s`` (or until a run-ending event)."""
+        env, dur = self.env, self.sc.duration_s
+        self._evaluate()
+        try:
+            self.setup()
+        except RunEnded as f:
+            self.control.end(f, self.device)
+            return
+        for proc in self._processes():
+            env.process(self._guard(proc))
+        env.process(self._guard(self.device.monitor(self.sc.battery.sample_s)))
+        env.process(self._evaluator(self.sc.eval.points))
+        chunks = 100
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=chunks, desc=f"simulating {self.sc.name} ({dur / 3600:g} h)", unit="%", leave=False)
+        for k in range(1, chunks + 1):
+            if self.control.ended:
+                break
+            env.run(until=env.timeout(dur * k / chunks - env.now) | self.control.stop)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        if not self.control.ended:
+            try:
+                self.device.sample(env.now)
+            except BatteryEmpty as b:
+                self.control.end(b.run_ended(), self.device)
+        self._evaluate()
+
+    @property
+    def end_s(self) -> float:
+        return self.control.ended.time_s if self.control.ended else self.sc.duration_s
+
+    def result(self) -> dict[str, Any]:
+        """The result dict of the finished run: figures, verdict, timelines (``simulator/result.py``)."""
+        return assemble_result(self.sc, self.profile, self.job, end_s=self.end_s, capacity_j=self.capacity_j,
+                               ended=self.control.ended, device=self.device, ram=self.ram,
+                               pipeline=self.pipeline_stats,
+                               training=self.training.stats if self.training else None,
+                               preemptions=self.executor.preemptions if self.executor else 0, evals=self.evals)
+
+
+def probe_ops(job: Any, batch: int, copy_first: bool = True) -> tuple[list[Op], list[Op]]:
+    """One training step's and one inference's ops, traced on a deep copy of ``job`` (or on ``job``
+    itself, a spare twin, with ``copy_first=False``) so the simulated job's weights stay untouched."""
+    probe = copy.deepcopy(job) if copy_first else job
+    stream = iter(probe.labelled_stream())
+    xs, ys = zip(*itertools.islice(stream, batch), strict=False)
+    infer_ops, _ = collect(probe.infer(xs[0]))
+    train_ops, _ = collect(probe.train_step(np.stack(xs), np.array(ys)))
+    return train_ops, infer_ops
