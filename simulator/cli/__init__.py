@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "simulator.cli.sweep",      # sweep
     "simulator.cli.emulate",    # emulate, calibrate
     "simulator.cli.port",       # port
+    "simulator.cli.compress",   # compress
 )
 
 DESCRIPTION = """\

@@ -15,7 +15,20 @@ from types import ModuleType
 import numpy as np
 
 from . import binary, csr, dense, int8, lowrank, xor
-from .base import Encoded, check_bits, check_prune
+from .base import (
+    Encoded,
+    as_rows,
+    binary_code,
+    binary_values,
+    check_bits,
+    check_prune,
+    from_rows,
+    int_quant,
+    int_values,
+    kept_values,
+    magnitude_mask,
+    scatter,
+)
 
 CODECS: dict[str, ModuleType] = {m.FORMAT: m for m in (dense, int8, binary, csr, xor, lowrank)}
 FORMATS = tuple(CODECS)
@@ -114,5 +127,39 @@ def apply(model, cm: CompressedModel) -> None:
             ly.params[0][...] = decode(e)
 
 
+
+
+def target(W: np.ndarray, enc: Encoded) -> np.ndarray:
+    """What ``enc`` is meant to keep, computed from W without the storage format: the format's mask with
+    the format's value quantisation (float32 as is, integers per row, or binary coding). A round trip is
+    exact when ``decode(enc)`` equals this bit for bit."""
+    M = as_rows(W)
+    p = enc.params
+    if enc.format == "csr":
+        mask = csr.dense_mask(enc)
+    elif enc.format == "lowrank":
+        mask = lowrank.rebuild(enc.data["factors"], M.shape)
+    elif enc.format == "xor":
+        f = enc.data["factors"]
+        mask = lowrank.rebuild(f, M.shape) if f is not None else magnitude_mask(M, p["prune"])
+    else:
+        mask = magnitude_mask(M, p["prune"])
+    vb = p["value_bits"]
+    if enc.format in ("csr", "lowrank"):
+        out = scatter(mask, kept_values(M, mask, vb)[0])
+    elif enc.format in ("binary", "xor"):
+        out = binary_values(*binary_code(M, mask, vb), mask)
+    elif enc.format == "int8":
+        out = int_values(*int_quant(M, mask, vb))
+    else:
+        out = np.where(mask, M, np.float32(0)).astype(np.float32)
+    return from_rows(out, enc.shape)
+
+
+def roundtrip_exact(W: np.ndarray, enc: Encoded) -> bool:
+    """Does decoding give back exactly what the format keeps (``target``)?"""
+    return bool(np.array_equal(decode(enc), target(W, enc)))
+
+
 __all__ = ["CODECS", "FORMATS", "CompressedModel", "Encoded", "apply", "check", "codec", "compress_model", "decode",
-           "encode"]
+           "encode", "roundtrip_exact", "target"]

@@ -35,9 +35,11 @@ def distorter(fmt: str, *, prune: float = 0.0, bits: int | None = None, layers: 
 
 
 def train(model: Model, X: np.ndarray, y: np.ndarray, *, steps: int, every: int = 0,
-          distort: Callable[[Model], None] | None = None, batch: int = 32, lr: float = LR, seed: int = 0) -> None:
+          distort: Callable[[Model], None] | None = None, batch: int = 32, lr: float = LR, seed: int = 0,
+          progress: Callable[[int], None] | None = None) -> None:
     """Adam on softmax cross-entropy (the pre-training loop's math); ``distort`` after every ``every``-th
-    step and after the last (``every`` 0: only after the last; ``distort`` None: plain training)."""
+    step and after the last (``every`` 0: only after the last; ``distort`` None: plain training).
+    ``progress(steps done)`` is called every 50 steps and at the end."""
     if every < 0:
         raise ValueError(f"--distort-every {every}: must be >= 0")
     rng = np.random.default_rng(seed + 707)
@@ -67,6 +69,8 @@ def train(model: Model, X: np.ndarray, y: np.ndarray, *, steps: int, every: int 
                     g, _ = layer.input_grad(acts[i], acts[i + 1], dz)
             if distort is not None and ((every and step % every == 0) or step == steps):
                 distort(model)
+            if progress is not None and (step % 50 == 0 or step == steps):
+                progress(step)
 
 
 def accuracy(model: Model, X: np.ndarray, y: np.ndarray) -> float:
