@@ -54,6 +54,9 @@ class Runtime:
     cycles_per_elem_f32: float   # elementwise / reduce ops, per element
     cycles_per_byte_copy: float  # copies and memory traffic not covered by MACs
     op_overhead_cycles: float    # fixed cost per op (call/dispatch/loop set-up)
+    # per decode operation of compressed weights (workloads.compression); None: the profile has no figure,
+    # and a scenario with compressed layers on it is an error naming the field
+    cycles_per_decode_op: float | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
            + macs * cycles_per_mac_<dtype>                   matmul, conv, update
            + elems * cycles_per_elem_f32                     eltwise, reduce (elems = max(read, written) / dtype size)
            + (bytes_read + bytes_written) * cycles_per_byte_copy      copy, flash_read
+           + macs * cycles_per_decode_op                     decode (macs = decode operations; compressed weights)
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
@@ -36,6 +37,11 @@ def op_cycles(op: Op, runtime: Any) -> float:
         c += op_elems(op) * runtime.cycles_per_elem_f32
     elif kind in COPY_KINDS:
         c += (op.bytes_read + op.bytes_written) * runtime.cycles_per_byte_copy
+    elif kind == "decode":
+        if runtime.cycles_per_decode_op is None:
+            raise ValueError(f"op {op.name!r}: the device profile's runtime table has no cycles_per_decode_op "
+                             f"(needed to cost compressed weights)")
+        c += op.macs * runtime.cycles_per_decode_op
     elif kind != "flash_write":
         raise ValueError(f"op {op.name!r}: unknown op kind {kind!r}")
     return float(c)
