@@ -65,12 +65,17 @@ def hex_floats(values: np.ndarray) -> str:
 class BoardStep:
     loss: float
     base_alloc_bytes: int
-    op_us: list[int]
+    op_us: list[int]              # per-op guest timer ticks (the micro:bit: ticks_us)
     op_heap_bytes: list[int]
+    tick_instructions: int = 1000  # instructions per tick (ticks_us under -icount shift=0: 1000)
 
     @property
     def instructions(self) -> int:
-        return 1000 * sum(self.op_us)
+        return self.tick_instructions * sum(self.op_us)
+
+    @property
+    def op_instructions(self) -> list[int]:
+        return [self.tick_instructions * v for v in self.op_us]
 
     @property
     def heap_peak_bytes(self) -> int:
@@ -166,13 +171,21 @@ def step_failed(session: Any, q: int) -> GuestError:
                       "is not run again", serial_tail=session.qemu.tail(), log_path=session.log_path)
 
 
-def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float = LR,
-            log_path: str | Path | None = None, progress: bool = False, step_timeout_s: float = 30.0,
-            qemu_binary: str | None = None) -> dict:
+def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float | None = None,
+            momentum: float | None = None, log_path: str | Path | None = None, progress: bool = False,
+            step_timeout_s: float = 30.0, qemu_binary: str | None = None) -> dict:
     """Train ``workload`` for ``steps`` steps on the emulated ``board`` and on the host; return the
-    comparison (the ``emulation.json`` schema; see simulator/cli/emulate.py)."""
+    comparison (the ``emulation.json`` schema; see simulator/cli/emulate.py). A virtual twin runs the
+    network port (any model the spec grammar gives, SGD with momentum); the micro:bit v1 its MLP port
+    (plain SGD, lr 0.05)."""
     if steps < 1:
         raise ValueError(f"--steps must be >= 1 (got {steps})")
+    if board.twin is not None:
+        return emulate_twin(board, workload, steps, seed=seed, lr=lr, momentum=momentum, log_path=log_path,
+                            progress=progress, qemu_binary=qemu_binary)
+    if momentum:
+        raise ValueError(f"{board.name}: the micro:bit port trains with plain SGD (momentum must be 0)")
+    lr = LR if lr is None else lr
     job = make_mlp_job(workload, seed=seed, lr=lr)
     sizes = mlp_sizes(job)
     params = [p.copy() for p in job.model.parameters()]
@@ -213,7 +226,8 @@ def build_result(board: Board, workload: str, job: Any, sizes: list[int], steps:
     pred_heap = host["heap_peak_bytes"] + foot.bytes
     pred_instr = host["instructions_per_step"]
     res: dict[str, Any] = {
-        "board": board.name, "firmware": firmware, "qemu_machine": board.machine, "workload": workload,
+        "board": board.name, "firmware": firmware, "qemu_machine": board.machine,
+        "machine": board.twin.name if board.twin is not None else board.machine, "workload": workload,
         "layer_sizes": sizes, "steps": steps, "lr": job.opt.lr if hasattr(job.opt, "lr") else None,
         "serial_log": log, "wall_s": round(wall_s, 3),
         "heap_total_bytes": run.heap_total_bytes,
@@ -247,7 +261,7 @@ def build_result(board: Board, workload: str, job: Any, sizes: list[int], steps:
         "instructions_by_step": instr,
         "device_seconds_per_step": ips * board.cycles_per_instruction / board.clock_hz,
         "predicted_device_seconds_per_step": pred_instr * board.cycles_per_instruction / board.clock_hz,
-        "op_instructions_step0": [1000 * v for v in run.steps[0].op_us],
+        "op_instructions_step0": run.steps[0].op_instructions,
         "predicted_op_instructions_step0": host["op_instructions_step0"],
         "op_heap_bytes_step0": run.steps[0].op_heap_bytes,
         "losses": losses,
@@ -260,4 +274,69 @@ def build_result(board: Board, workload: str, job: Any, sizes: list[int], steps:
         "instructions_error": (pred_instr - ips) / ips,
         "wall_per_step_s": float(np.mean(run.wall_per_step_s)),
     })
+    return res
+
+
+TWIN_MOMENTUM = 0.9
+
+
+def make_twin_job(workload: str, seed: int = 0, lr: float | None = None, momentum: float | None = None,
+                  dataset: str | None = None):
+    """The host reference a twin is compared with: SGD with momentum (default 0.9), fused updates, the
+    workload's default learning rate."""
+    from workloads import make_job
+    from workloads.techniques import Techniques
+
+    return make_job(workload, dataset=dataset, optimizer="sgd",
+                    momentum=TWIN_MOMENTUM if momentum is None else momentum, lr=lr,
+                    techniques=Techniques(fused_update=True), seed=seed)
+
+
+def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float | None = None,
+                 momentum: float | None = None, log_path: str | Path | None = None, progress: bool = False,
+                 qemu_binary: str | None = None, job: Any = None) -> dict:
+    """``emulate`` on a virtual twin: the host's step trace becomes net.py's program (checked against
+    the protocol limits before boot), the host's initial weights and samples go to the board."""
+    from .netrun import StepFailed, TwinPort
+    from .program import build_program
+    from .session import TwinSession
+
+    job = job or make_twin_job(workload, seed=seed, lr=lr, momentum=momentum)
+    mom = float(getattr(job.opt, "momentum", 0.0))
+    params = [p.copy() for p in job.model.parameters()]
+    samples = list(itertools.islice(iter(job.labelled_stream()), steps))
+    host = predict_trace(board.profile, job, samples)          # runs the host steps (mutates the job)
+    prog = build_program(job, host.pop("ops_step0"))           # limits are checked before any boot
+    tick = board.twin.instructions_per_timer_tick
+    run = BoardRun()
+    t_total = time.monotonic()
+    oom: GuestMemoryError | None = None
+    with TwinSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+        run.heap_total_bytes = s.heap_total_bytes
+        port = TwinPort(s.run)
+        try:
+            run.footprint_alloc_bytes = int(s.run("print(mem())").strip())
+            run.model_alloc_bytes = port.setup(prog, job.lr, mom, s.clock)
+            port.send_params(job.model.layers, params)
+            it = range(steps)
+            if progress:
+                from tqdm import tqdm
+                it = tqdm(it, desc=f"emulating {workload} on {board.name} ({board.twin.name})", unit="step")
+            for q in it:
+                x, y = samples[q]
+                t0 = time.monotonic()
+                st = port.step(q, x, int(y))
+                run.steps.append(BoardStep(st.loss, st.base_alloc_bytes, st.op_ticks, st.op_heap_bytes, tick))
+                run.wall_per_step_s.append(time.monotonic() - t0)
+        except GuestMemoryError as e:
+            oom = e
+        except StepFailed as e:
+            raise step_failed(s, len(run.steps)) from e
+        firmware = s.firmware_version
+        log = s.log_path
+    foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, prog.n_inputs)
+    res = build_result(board, workload, job, [job.name], steps, host, run, foot, firmware, log, oom,
+                       time.monotonic() - t_total)
+    res.update({"momentum": mom, "heap_bytes": board.heap_bytes, "instructions_per_timer_tick": tick,
+                "program_ops": prog.n_ops})
     return res

@@ -63,6 +63,7 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
         cyc = [op_cycles(op, rt) for op in ops]
         instr.append(sum(cyc) / cpi)
         if k == 0:
+            ops0 = ops
             op_names = [op.name for op in ops]
             op_instr0 = [c / cpi for c in cyc]
         peaks.append(int(replay(Heap.for_runtime(1 << 30, rt), ops, persistent).peak_bytes))
@@ -74,4 +75,4 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
             fits = False
     return {"losses": losses, "instructions_by_step": instr, "instructions_per_step": float(np.mean(instr)),
             "heap_peak_bytes": max(peaks), "fits": fits, "op_names": op_names,
-            "op_instructions_step0": op_instr0, "heap_available_bytes": int(avail)}
+            "op_instructions_step0": op_instr0, "heap_available_bytes": int(avail), "ops_step0": ops0}

@@ -1,9 +1,11 @@
 """A board session: boot QEMU, enter the raw REPL, install the device-side files, run commands.
 
-Device-side code lives in ``ports/micropython/*.py`` and is sent as it is: ``edgeload.py`` through a
-plain raw-REPL exec (it defines the verified-transfer helpers), every other file written into the
-board's flash file system in verified pieces and imported from there (an import compiles from the
-file, so the source never sits whole in the 10 KB heap).
+Device-side code lives in ``ports/micropython/*.py`` and is sent as it is. On the micro:bit
+(:class:`BoardSession`): ``edgeload.py`` through a plain raw-REPL exec (it defines the verified-transfer
+helpers), every other file written into the board's flash file system in verified pieces and imported
+from there (an import compiles from the file, so the source never sits whole in the 10 KB heap). On a
+virtual twin (:class:`TwinSession`, MicroPython 1.25, no writable file system, a loss-free UART):
+protocol.py, netk.py and net.py, each executed whole through the raw REPL into one namespace.
 """
 from __future__ import annotations
 
@@ -116,3 +118,41 @@ def check_answer(out: str, n: int, what: str, session: BoardSession) -> list[int
         raise ProtocolError(f"{what}: expected {n} integers from the guest, got {out[:80]!r}",
                             serial_tail=session.qemu.tail(), log_path=session.log_path)
     return vals
+
+
+TWIN_CHUNK_BYTES = 256       # the twins' UARTs hold the sender back (QEMU's chardev flow control): no pauses
+TWIN_EXEC_TIMEOUT_S = 120.0
+
+
+class TwinSession(BoardSession):
+    """A virtual twin: boot its MicroPython 1.25 firmware (built on first use) and load the network port."""
+
+    device_files = ("protocol.py", "netk.py", "net.py")
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.qemu.start()
+        self.repl = RawRepl(self.qemu, chunk_bytes=TWIN_CHUNK_BYTES, chunk_pause_s=0.0)
+        self.banner = self.repl.wait_boot(self.boot_timeout_s).decode("utf-8", "replace")
+        self.repl.enter_raw_repl()
+        for name in self.device_files:
+            self.repl.exec(device_source(name), TWIN_EXEC_TIMEOUT_S)
+        out = self.repl.exec("gc.collect()\nprint(gc.mem_free() + gc.mem_alloc())")
+        self.heap_total_bytes = check_answer(out, 1, "GC heap size", self)[0]
+        self.boot_wall_s = time.monotonic() - t0
+
+    def run(self, cmd: str, timeout: float = TWIN_EXEC_TIMEOUT_S) -> str:
+        """One command of the port (a call with literal arguments); its output."""
+        return self.repl.exec(cmd, timeout)
+
+    @property
+    def clock(self) -> tuple:
+        """net.setup's timer argument: count register, counts down, period, restart writes."""
+        m = self.board.twin
+        return (m.timer_count_address, int(m.timer_counts_down), m.timer_period_ticks,
+                tuple(tuple(w) for w in m.timer_start_writes))
+
+
+def open_session(board: Board, **kw) -> BoardSession:
+    """The session class a board needs: a twin's or the micro:bit's."""
+    return (TwinSession if board.twin is not None else BoardSession)(board, **kw)

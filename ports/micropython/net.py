@@ -24,8 +24,9 @@ VW = [None] * NET_MAX_LAYERS
 VB = [None] * NET_MAX_LAYERS
 TK = array('i', bytes(4 * NET_MAX_OPS))                      # per-op timer ticks of the last step
 MA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op live heap bytes, after the op
-TW = array('i', bytes(4 * 8))                                # timer restart writes: address, value pairs
-NV = array('i', bytes(4 * 8))                                # ops, ticks base, timer address, down, period, writes
+NV = array('i', bytes(4 * 8))                                # ops, -, -, timer counts down, timer period
+TA = 0                                                       # the timer's count register (an int kept once:
+TW = ()                                                      # no allocation per read); its restart writes
 XS = None                                                    # the sample as received (staging)
 LR = 0.0
 MU = 0.0
@@ -47,7 +48,7 @@ def mem():
 
 
 def now():
-    return mem32[NV[2]]
+    return mem32[TA]
 
 
 def ticks(a, b):
@@ -56,13 +57,13 @@ def ticks(a, b):
 
 
 def clk0():
-    for i in range(NV[5]):
-        mem32[TW[2 * i]] = TW[2 * i + 1]
+    for a, v in TW:
+        mem32[a] = v
 
 
 def setup(geo, prog, frees, nin, lr, mu, clk):
     # the model (geometry), the step program and its frees, the sample size, SGD, the timer
-    global XS, LR, MU, NQ, NT
+    global XS, LR, MU, NQ, NT, TA, TW
     LR = lr
     MU = mu
     NQ = NT = -1
@@ -78,13 +79,10 @@ def setup(geo, prog, frees, nin, lr, mu, clk):
             NL[o] = s
             o += 1
     NF[len(frees)] = o
-    NV[2] = clk[0]
+    TA = clk[0]
     NV[3] = clk[1]
     NV[4] = clk[2]
-    NV[5] = len(clk[3])
-    for i in range(len(clk[3])):
-        TW[2 * i] = clk[3][i][0]
-        TW[2 * i + 1] = clk[3][i][1]
+    TW = clk[3]
     XS = zf(nin)
     for l in range(len(geo) // NET_GEOM):
         g = l * NET_GEOM
