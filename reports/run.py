@@ -22,6 +22,36 @@ def _runtime_reserved(result: dict) -> int | None:
         return None
 
 
+def _ended(r: dict) -> tuple[float, str] | None:
+    """(time, reason) of a run that stopped early (out of memory, battery empty), else None."""
+    f = r.get("fatal")
+    if not f or not fmt.finite(f.get("time_s")):
+        return None
+    return float(f["time_s"]), f"run stopped: {str(f.get('kind', 'fatal')).replace('_', ' ')} at t = {fmt.seconds(f['time_s'])}"
+
+
+def _span(r: dict) -> float:
+    """The simulated time the run covered: where it stopped, if it stopped early."""
+    end = _ended(r)
+    return end[0] if end else float(r.get("duration_s") or 0.0)
+
+
+def peak_ram(r: dict) -> tuple[Any, str]:
+    """The run's one peak-RAM figure and its wording: for an out-of-memory run, what was in use plus the
+    allocation that failed (the figure the verdict checks), said once."""
+    peak, need = r.get("peak_ram_bytes"), (r.get("fatal") or {}).get("ram_needed_bytes")
+    if fmt.finite(need) and (not fmt.finite(peak) or need > peak):
+        return need, (f"{fmt.nbytes(need)} (in use {fmt.nbytes(peak)} + the allocation that failed, "
+                      f"{fmt.nbytes(need - peak) if fmt.finite(peak) else 'n/a'})")
+    return peak, fmt.nbytes(peak)
+
+
+def _status(c: dict) -> str:
+    if c.get("observed") is None and c.get("ok"):
+        return "not observed"
+    return "ok" if c.get("ok") else "VIOLATED"
+
+
 def verdict_section(r: dict) -> Section:
     fits = bool(r.get("fits"))
     s = Section("Verdict")
@@ -33,9 +63,9 @@ def verdict_section(r: dict) -> Section:
         b, m = c.get("budget"), c.get("margin")
         rel = (m / abs(b)) if fmt.finite(b) and fmt.finite(m) and b else None
         rows.append([c.get("name", "?"), fmt.quantity(b, c.get("unit")), fmt.quantity(c.get("observed"), c.get("unit")),
-                     fmt.quantity(m, c.get("unit")), fmt.signed_pct(rel), "ok" if c.get("ok") else "VIOLATED"])
-    s.blocks.append(Table(["constraint", "budget", "observed", "margin", "margin (% of budget)", "status"], rows,
-                          caption="Constraints"))
+                     fmt.quantity(m, c.get("unit")), fmt.signed_pct(rel), _status(c), c.get("note") or ""])
+    s.blocks.append(Table(["constraint", "budget", "observed", "margin", "margin (% of budget)", "status", "note"],
+                          rows, caption="Constraints"))
     fv, fatal = r.get("first_violation"), r.get("fatal")
     if fatal:
         s.blocks.append(f"**Fatal: {fatal.get('kind')}** at t = {fmt.seconds(fatal.get('time_s'))} in op "
@@ -44,7 +74,7 @@ def verdict_section(r: dict) -> Section:
         s.blocks.append(f"**First violation: {fv.get('constraint')}** at t = {fmt.seconds(fv.get('time_s'))}"
                         f" (op {fv.get('op')}): {fv.get('message')}")
     s.blocks.append(Table(["figure", "value"], [
-        ["peak RAM (workload + runtime)", fmt.nbytes(r.get("peak_ram_bytes"))],
+        ["peak RAM (workload + runtime)", peak_ram(r)[1]],
         ["RAM budget", fmt.nbytes(r.get("ram_budget_bytes"))],
         ["flash (model + firmware) / budget", f"{fmt.nbytes(r.get('flash_bytes'))} / {fmt.nbytes(r.get('flash_budget_bytes'))}"],
         ["worst training-step latency", fmt.seconds(r.get("step_latency_s"))],
@@ -52,13 +82,23 @@ def verdict_section(r: dict) -> Section:
         ["inference deadline miss rate", fmt.pct(r.get("deadline_miss_rate"), 2)],
         ["training steps", fmt.count(r.get("training_steps"))],
         ["training MACs (after techniques)", fmt.count(r.get("macs_total"))],
-        ["energy per day", fmt.quantity(r.get("energy_per_day_j"), "J")],
-        ["battery life", fmt.quantity(r.get("battery_life_days"), "days")],
+        ["energy per day", _energy(r)],
+        ["battery life", _battery_life(r)],
         ["flash writes / wear per year", f"{fmt.nbytes(r.get('flash_writes_bytes'))} / "
                                          f"{fmt.pct(r.get('flash_wear_fraction_per_year'), 3)}"],
         ["techniques", ", ".join(r.get("techniques") or []) or "none (plain backprop)"],
     ], caption="Key figures"))
     return s
+
+
+def _energy(r: dict) -> str:
+    e = r.get("energy_per_day_j")
+    return fmt.quantity(e, "J/day") if e is not None else "not observed (the run stopped before it used energy)"
+
+
+def _battery_life(r: dict) -> str:
+    d = r.get("battery_life_days")
+    return fmt.quantity(d, "days") if d is not None else "not observed"
 
 
 def memory_section(r: dict, tl: dict) -> Section:
@@ -69,8 +109,8 @@ def memory_section(r: dict, tl: dict) -> Section:
                     "bottom), with the device's RAM budget. Right: what was live at the peak, beside the "
                     "memory planner's figures for one training step (each on top of the runtime reserve).")
     s.blocks.append(Image("memory.png", plots.memory_plot(tl.get("memory") or {}, r.get("ram_budget_bytes"),
-                                                          reserved, naive, planned, lower,
-                                                          float(r.get("duration_s") or 0.0)),
+                                                          reserved, naive, planned, lower, _span(r), _ended(r),
+                                                          (r.get("fatal") or {}).get("ram_needed_bytes")),
                           "Memory over time stacked by tensor kind, with the RAM budget"))
 
     def ratio(a: Any, b: Any) -> str:
@@ -81,7 +121,7 @@ def memory_section(r: dict, tl: dict) -> Section:
         ["liveness lower bound", fmt.nbytes(lower), "max bytes live at any op: the floor without recompute"],
         ["planned arena", fmt.nbytes(planned), f"{ratio(planned, lower)} the lower bound"],
         ["runtime reserve", fmt.nbytes(reserved), "taken before the workload starts"],
-        ["peak observed (workload + runtime)", fmt.nbytes(r.get("peak_ram_bytes")), ""],
+        ["peak observed (workload + runtime)", peak_ram(r)[1], ""],
         ["RAM budget", fmt.nbytes(r.get("ram_budget_bytes")), ""],
     ], caption="Memory planner figures (one training step)"))
     return s
@@ -90,9 +130,9 @@ def memory_section(r: dict, tl: dict) -> Section:
 def cpu_section(r: dict, tl: dict) -> Section:
     s = Section("CPU timeline")
     cpu = tl.get("cpu") or []
-    dur = float(r.get("duration_s") or (max((c["end_s"] for c in cpu), default=1.0)))
+    dur = _span(r) or max((c["end_s"] for c in cpu), default=0.0)
     s.blocks.append("Who held the CPU: inference preempts training; preempted training slices are hatched.")
-    s.blocks.append(Image("cpu.png", plots.cpu_plot(cpu, dur, tl.get("cpu_busy_by_hour")),
+    s.blocks.append(Image("cpu.png", plots.cpu_plot(cpu, dur, tl.get("cpu_busy_by_hour"), _ended(r)),
                           "CPU timeline: inference vs training"))
     rows = []
     hours = tl.get("cpu_busy_by_hour")
@@ -117,22 +157,30 @@ def cpu_section(r: dict, tl: dict) -> Section:
 def battery_section(r: dict, tl: dict) -> Section:
     s = Section("Battery")
     bat = tl.get("battery") or {}
-    s.blocks.append(Image("battery.png", plots.battery_plot(bat, r.get("energy_per_day_j")),
-                          "Battery charge over the run"))
     q = bat.get("charge_j") or []
+    if len(q) >= 2 and _span(r) > 0:
+        s.blocks.append(Image("battery.png", plots.battery_plot(bat, r.get("energy_per_day_j"), _ended(r)),
+                              "Battery charge over the run"))
+    else:
+        s.blocks.append(f"No battery plot: the run covered {fmt.seconds(_span(r))} of simulated time "
+                        f"({len(q)} charge sample{'s' if len(q) != 1 else ''}), nothing to draw.")
     s.blocks.append(Table(["figure", "value"], [
         ["capacity", fmt.quantity(bat.get("capacity_j"), "J")],
         ["charge at start / end", f"{fmt.quantity(q[0] if q else None, 'J')} / {fmt.quantity(q[-1] if q else None, 'J')}"],
-        ["energy per day", fmt.quantity(r.get("energy_per_day_j"), "J")],
-        ["battery life", fmt.quantity(r.get("battery_life_days"), "days")],
+        ["energy per day", _energy(r)],
+        ["battery life", _battery_life(r)],
     ], caption="Energy"))
     return s
 
 
 def learning_section(r: dict, tl: dict) -> Section:
     s = Section("Learning")
-    s.blocks.append(Image("learning.png", plots.learning_plot(tl.get("learning") or {}),
-                          "Learning curve and accuracy during personalisation"))
+    learning = tl.get("learning") or {}
+    if learning.get("step"):
+        s.blocks.append(Image("learning.png", plots.learning_plot(learning),
+                              "Learning curve and accuracy during personalisation"))
+    else:
+        s.blocks.append("No learning plot: no training step ran (the accuracies below are of the model as deployed).")
     s.blocks.append(Table(["accuracy", "before personalisation", "after", "change"], [
         ["user data (new)", fmt.pct(r.get("accuracy_before")), fmt.pct(r.get("accuracy_after")),
          _delta(r.get("accuracy_after"), r.get("accuracy_before"))],
@@ -170,7 +218,7 @@ def comparison_section(variants: list[dict]) -> Section:
         rows.append([lab, fmt.count(macs), (f"{100 * (macs - b_macs) / b_macs:+.1f} %"
                                             if fmt.finite(macs) and fmt.finite(b_macs) and b_macs else "n/a"),
                      fmt.nbytes(v.get("peak_ram_bytes")), fmt.nbytes(v.get("lower_bound_ram_bytes")),
-                     fmt.count(v.get("training_steps")), fmt.quantity(v.get("energy_per_day_j"), "J"),
+                     fmt.count(v.get("training_steps")), fmt.quantity(v.get("energy_per_day_j"), "J/day"),
                      fmt.pct(v.get("accuracy_after")), fmt.pct(v.get("retention_after")),
                      {True: "fits", False: "does not fit"}.get(v.get("fits"), "n/a")])
     s.blocks.append(Table(["variant", "training MACs", "MACs vs first", "peak RAM", "liveness lower bound",
@@ -180,7 +228,8 @@ def comparison_section(variants: list[dict]) -> Section:
     if variants:
         s.blocks.append(Image("techniques.png", plots.comparison_plot(
             labels, [v.get("macs_total") for v in variants], [v.get("peak_ram_bytes") for v in variants],
-            [v.get("accuracy_after") for v in variants]), "Technique comparison: MACs, peak RAM, accuracy"))
+            [v.get("accuracy_after") for v in variants], [v.get("fits") for v in variants]),
+            "Technique comparison: MACs, peak RAM, accuracy"))
     return s
 
 

@@ -36,7 +36,7 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
                     f"schedule; {n_err} scenario(s) failed to run.")
     v.blocks.append(Table(["device", "best schedule", "accuracy gain", "energy per day", "binding constraint",
                            "margin (% of budget)"],
-                          [[d, b["schedule"], _pp(b.get("accuracy_gain")), fmt.quantity(b.get("energy_per_day_j"), "J"),
+                          [[d, b["schedule"], _pp(b.get("accuracy_gain")), fmt.quantity(b.get("energy_per_day_j"), "J/day"),
                             str(b.get("binding") or "-"), fmt.signed_pct(b.get("rel_margin"))] if b else
                            [d, "none fits", "n/a", "n/a", "-", "n/a"] for d, b in ((d, best.get(d)) for d in devices)],
                           caption="Best feasible schedule per device"))
@@ -57,7 +57,7 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
                             fmt.quantity(c.get("margin"), c.get("unit")),
                             f"{fmt.nbytes(c.get('peak_ram_bytes'))} / {fmt.nbytes(c.get('ram_budget_bytes'))}"
                             if c.get("fits") is not None else "n/a",
-                            _pp(c.get("accuracy_gain")), fmt.quantity(c.get("energy_per_day_j"), "J")]
+                            _pp(c.get("accuracy_gain")), fmt.quantity(c.get("energy_per_day_j"), "J/day")]
                            for d in devices for s in schedules if (c := cells[d].get(s)) is not None], caption="All cells"))
     doc.sections.append(m)
     if n_err:

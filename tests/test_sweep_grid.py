@@ -60,7 +60,7 @@ def test_star_means_every_bundled_profile():
     ({"base": BASE, "axes": {"seed": [1, 1]}}, "axes.seed repeats a value"),
     ({"base": BASE, "axes": {"schedule.batch": {"from": 4, "to": 1}}}, "'to' (1) is below 'from' (4)"),
     ({"base": BASE, "axes": {"schedule.batch": {"from": 1, "to": 4, "step": 0}}}, "step must be > 0"),
-    ({"base": BASE, "axes": {"schedule.batch": {"from": "a", "to": 4}}}, "from must be a number"),
+    ({"base": BASE, "axes": {"schedule.batch": {"from": "a", "to": 4}}}, "from must be a finite number"),
     ({"base": BASE, "axes": {"schedule.batch": {"to": 4}}}, "a range needs 'from' and 'to'"),
     ({"base": BASE, "colour": "red"}, "unknown key 'colour'"),
     ({"axes": {}}, "'base' is missing"),

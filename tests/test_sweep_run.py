@@ -126,7 +126,7 @@ def finished(tmp_path_factory):
 def test_interrupted_sweep_loses_nothing_and_resumes(finished):
     f = finished
     assert f["rc"] == 130, f["stderr"]
-    assert "rerun with --resume" in f["stderr"]
+    assert f"to continue: edgesim sweep {f['grid']} --resume --out {f['out']}" in f["stderr"]
     assert "sweep test-5x4" in f["stderr"] and "scenario" in f["stderr"]      # the tqdm bar
     assert f["leftovers"] == [], "worker processes survived the interrupt"
     n_first = f["first"].count(b"\n")
@@ -210,12 +210,12 @@ def test_a_sweep_killed_outright_leaves_no_workers_and_resumes(tmp_path):
     assert len(rows) == N and len({r["key"] for r in rows}) == N
 
 
-def crash_on_batch_0(point, base, keep_timelines=False, inflight_dir=None):
+def crash_on_batch_3(point, base, keep_timelines=False, inflight_dir=None):
     """A runner whose worker process dies (like a segfault or the host's OOM killer) on one scenario;
     every other scenario is a real run."""
     from simulator.sweep import run_point
 
-    if point.overrides.get("schedule.batch") == 0:
+    if point.overrides.get("schedule.batch") == 3:
         if inflight_dir:
             (Path(inflight_dir) / str(os.getpid())).write_text(point.key)
         os._exit(137)
@@ -225,24 +225,25 @@ def crash_on_batch_0(point, base, keep_timelines=False, inflight_dir=None):
 def test_a_scenario_that_kills_its_worker_becomes_an_error_row_and_the_rest_finish(tmp_path):
     g = tmp_path / "g.toml"
     g.write_text(GRID.format(duration=600.0, devices='["rpi-pico"]').split("[schedules.light]")[0]
-                 + '"schedule.batch" = [2, 0, 4, 8]\n')
-    outcome = run_sweep(load_grid(g), tmp_path / "out", workers=2, progress=False, runner=crash_on_batch_0)
+                 + '"schedule.batch" = [2, 3, 4, 8]\n')
+    outcome = run_sweep(load_grid(g), tmp_path / "out", workers=2, progress=False, runner=crash_on_batch_3)
     by_batch = {r["overrides"]["schedule.batch"]: r for r in outcome.rows}
-    assert by_batch[0]["status"] == "error" and "worker process died" in by_batch[0]["error"]
+    assert by_batch[3]["status"] == "error" and "worker process died" in by_batch[3]["error"]
     assert all(by_batch[b]["status"] == "ok" for b in (2, 4, 8))
-    assert outcome.pool_restarts >= 1 and any(by_batch[0]["key"] in d for d in outcome.worker_deaths)
+    assert outcome.pool_restarts >= 1 and any(by_batch[3]["key"] in d for d in outcome.worker_deaths)
     rows = ResultsLog(tmp_path / "out" / RESULTS_FILE).read()
     assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
 
 
 def test_a_scenario_that_raises_becomes_an_error_row(tmp_path):
+    """An error only the run finds (the grid check passed: a known data set, but of the wrong shape)."""
     g = tmp_path / "g.toml"
     g.write_text(GRID.format(duration=600.0, devices='["rpi-pico"]').split("[schedules.light]")[0]
-                 + '"schedule.batch" = [0, 4]\n')
+                 + '"workload.dataset" = ["accel", "auto"]\n')
     grid = load_grid(g)
     outcome = run_sweep(grid, tmp_path / "out", workers=2, progress=False)
     assert [r["status"] for r in outcome.rows] == ["error", "ok"]
-    assert "schedule.batch must be an integer >= 1 (got 0)" in outcome.rows[0]["error"]
+    assert "dataset 'accel' gives 192 values per sample but mlp:64-16-10 expects input 64" in outcome.rows[0]["error"]
     with pytest.raises(ValueError, match="pass --resume"):
         run_sweep(grid, tmp_path / "out", workers=1, progress=False)
     again = run_sweep(grid, tmp_path / "out", workers=1, progress=False, resume=True)

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figure import figure, png, time_axis
+from .figure import figure, mark_end, png, time_axis
 
 
-def battery_plot(battery: dict, energy_per_day_j: float | None) -> bytes:
-    """State of charge over the run (J), with the capacity as reference."""
+def battery_plot(battery: dict, energy_per_day_j: float | None, ended: tuple[float, str] | None = None) -> bytes:
+    """State of charge over the run (J), with the capacity as reference; ``ended`` (time, reason) marks
+    where a run stopped early."""
     t = np.asarray(battery.get("time_s") or [], dtype=float)
     q = np.asarray(battery.get("charge_j") or [], dtype=float)
     cap = battery.get("capacity_j")
     with figure(height=3.2) as (fig, axes):
         ax = axes[0][0]
-        span = float(t[-1]) if len(t) else 1.0
+        span = max(float(t[-1]) if len(t) else 1.0, ended[0] if ended else 0.0)
         tdiv, tunit = time_axis(span)
         ax.plot(t / tdiv, q, color="#4c72b0", lw=1.5, label="charge")
         if cap:
@@ -22,7 +23,9 @@ def battery_plot(battery: dict, energy_per_day_j: float | None) -> bytes:
             used = q[0] - q[-1]
             ax.plot([], [], " ", label=f"used over the run: {used:,.1f} J")
         if energy_per_day_j is not None:
-            ax.plot([], [], " ", label=f"energy per day: {energy_per_day_j:,.1f} J")
+            ax.plot([], [], " ", label=f"energy per day: {energy_per_day_j:,.1f} J/day")
+        if ended:
+            mark_end(ax, ended[0], tdiv, ended[1])
         ax.set_title("Battery charge over the run")
         ax.set_xlabel(f"simulated time ({tunit})")
         ax.set_ylabel("charge (J)")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .figure import figure, png, time_axis
+from .figure import figure, mark_end, png, time_axis
 
 
 def _busy_per_bin(iv: list[tuple[float, float]], edges: np.ndarray) -> np.ndarray:
@@ -28,10 +28,12 @@ def _busy_per_bin(iv: list[tuple[float, float]], edges: np.ndarray) -> np.ndarra
     return busy
 
 
-def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict] | None = None) -> bytes:
+def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict] | None = None,
+             ended: tuple[float, str] | None = None) -> bytes:
     """Who holds the CPU. Left: the share of each time bin spent on inference and on training over the
-    whole run, with preemptions marked. Right: the actual slices around the first preemption (or the
-    first training burst); preempted training slices are hatched red."""
+    whole run, with preemptions marked (and where a run that stopped early, ``ended`` = (time, reason),
+    stopped). Right: the actual slices around the first preemption, else the first training burst, else
+    the first inference; preempted training slices are hatched red."""
     rows = {"inference": 1, "training": 0}
     colors = {"inference": "#4c72b0", "training": "#55a868"}
     with figure(1, 2, height=3.0, gridspec_kw={"width_ratios": [3, 2]}) as (fig, axes):
@@ -59,6 +61,8 @@ def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict
         if pre:
             ax_all.plot([c["start_s"] / tdiv for c in pre], [top * 1.08] * len(pre), "v", color="#c44e52", ms=4,
                         label=f"training preempted ({len(pre)})")
+        if ended:
+            mark_end(ax_all, ended[0], tdiv, ended[1])
         ax_all.set_ylim(0, top * 1.25)
         ax_all.set_xlim(0, end / tdiv)
         ax_all.set_title(f"CPU use over the run (share of each {_span(edges[1] - edges[0])} bin)")
@@ -66,7 +70,8 @@ def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict
         ax_all.set_ylabel("CPU busy (% of bin)")
         ax_all.legend(loc="upper right", fontsize=7)
 
-        focus = pre[0] if pre else next((c for c in cpu if c.get("task") == "training"), cpu[0] if cpu else None)
+        trained = next((c for c in cpu if c.get("task") == "training"), None)
+        focus = pre[0] if pre else trained or (cpu[0] if cpu else None)
         if focus is None:
             lo, hi = 0.0, 1.0
         else:
@@ -91,7 +96,11 @@ def cpu_plot(cpu: Sequence[dict], duration_s: float, busy_by_hour: Sequence[dict
         ax_zoom.set_xlim(0, (hi - lo) / zdiv)
         ax_zoom.set_xlabel(f"time since t = {lo:.3f} s ({zunit})")
         ax_zoom.set_ylabel("task on CPU")
-        ax_zoom.set_title("Zoom: first preemption" if pre else "Zoom: first training burst")
+        ax_zoom.set_title("Zoom: first preemption" if pre else "Zoom: first training burst" if trained
+                          else "Zoom: first inference (no training ran)" if cpu else "No CPU activity in this run")
+        if not cpu:
+            ax_zoom.text(0.5, 0.5, "the run ended before any work", ha="center", transform=ax_zoom.transAxes)
+            ax_zoom.plot([], [], label="no slices")
         ax_zoom.legend(loc="upper right", fontsize=7)
         return png(fig)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .figure import figure, png
+from .figure import figure, integer_ticks, png
 
 
 def loss_compare_plot(losses: Sequence[float], host_losses: Sequence[float], board: str) -> bytes:
@@ -12,6 +12,7 @@ def loss_compare_plot(losses: Sequence[float], host_losses: Sequence[float], boa
         ax = axes[0][0]
         ax.plot(range(1, len(losses) + 1), losses, "o-", ms=3, label=f"{board} (emulated, float32)")
         ax.plot(range(1, len(host_losses) + 1), host_losses, "s--", ms=3, label="host (numpy)")
+        integer_ticks(ax)
         ax.set_title("Loss per step: emulated board vs host")
         ax.set_xlabel("training step")
         ax.set_ylabel("cross-entropy loss (nats)")
@@ -29,6 +30,8 @@ def instructions_plot(measured: Sequence[float], predicted: Sequence[float], boa
         ax.set_title("Instructions per training step: emulated board vs simulator")
         ax.set_xlabel("training step")
         ax.set_ylabel("instructions (count)")
-        ax.set_ylim(bottom=0)
+        top = max([*measured, *predicted, 1])
+        ax.set_ylim(0, top * 1.15)                 # room above the lines: neither hides on the frame
+        integer_ticks(ax)
         ax.legend(loc="lower right", fontsize=8)
         return png(fig)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 
+import numpy as np
+
 
 @contextmanager
 def figure(nrows: int = 1, ncols: int = 1, height: float = 3.6, width: float = 10.0, **kw):
@@ -44,8 +46,14 @@ def png(fig, layout: bool = True) -> bytes:
     """The figure as PNG bytes without date or version metadata (the same figure gives the same bytes)."""
     if _INSPECT is not None:
         _INSPECT.append({
-            "panels": [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel()}
+            "panels": [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+                        "xticks": [float(x) for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]],
+                        "ylim": tuple(float(v) for v in ax.get_ylim()),
+                        "lines_y": [float(v) for line in ax.get_lines() for v in np.ravel(line.get_ydata())
+                                    if isinstance(v, (int, float, np.number))]}
                        for ax in fig.axes if getattr(ax, "_colorbar", None) is None],
+            "legend_texts": [t.get_text() for lg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+                             if lg is not None for t in lg.get_texts()],
             "colorbars": [ax.get_ylabel() or ax.get_xlabel() for ax in fig.axes
                           if getattr(ax, "_colorbar", None) is not None],
             "legend": bool(fig.legends) or any(ax.get_legend() is not None for ax in fig.axes)})
@@ -76,3 +84,15 @@ def bytes_axis(peak: float) -> tuple[float, str]:
     if peak >= 2 * 1024:
         return 1024.0, "KiB"
     return 1.0, "B"
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Whole-number ticks on ``axis`` (training steps are counted, never fractional)."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def mark_end(ax, end_s: float, tdiv: float, label: str) -> None:
+    """A vertical line where the run ended early (out of memory, battery empty), with its reason."""
+    ax.axvline(end_s / tdiv, color="#b42318", lw=1.5, ls="--", label=label)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figure import figure, png
+from .figure import figure, integer_ticks, png
 
 
 def learning_plot(learning: dict) -> bytes:
@@ -21,6 +21,8 @@ def learning_plot(learning: dict) -> bytes:
                 a.plot(step[k - 1:], sm, color="#c44e52", lw=1.8, label=f"moving mean ({k} steps)")
         else:
             a.plot([], [], label="no training steps")
+        integer_ticks(a)
+        integer_ticks(b)
         a.set_title("Learning curve")
         a.set_xlabel("training step")
         a.set_ylabel("cross-entropy loss (nats)")

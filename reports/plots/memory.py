@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figure import bytes_axis, figure, png, time_axis
+from .figure import bytes_axis, figure, mark_end, png, time_axis
 
 KIND_ORDER = ("runtime", "weight", "bias", "optim", "input", "activation", "grad", "wgrad", "workspace",
               "arena_unused")
@@ -35,9 +35,12 @@ def _bin_envelope(t: np.ndarray, stacks: np.ndarray, end_s: float, n: int = 1000
 
 
 def memory_plot(memory: dict, ram_budget_bytes: float | None, runtime_reserved_bytes: float | None,
-                naive: float | None, planned: float | None, lower: float | None, duration_s: float = 0.0) -> bytes:
+                naive: float | None, planned: float | None, lower: float | None, duration_s: float = 0.0,
+                ended: tuple[float, str] | None = None, needed_bytes: float | None = None) -> bytes:
     """Live bytes over time stacked by tensor kind, with the RAM budget; left: the whole run,
-    right: a zoom on the step with the peak. The planner's figures are drawn as reference lines."""
+    right: a zoom on the step with the peak. The planner's figures are drawn as reference lines.
+    ``ended`` = (time, reason) marks where a run stopped early; ``needed_bytes`` (in use + the
+    allocation that failed) is drawn there."""
     t = np.asarray(memory.get("time_s") or [], dtype=float)
     by_kind = memory.get("by_kind") or {}
     kinds = [k for k in KIND_ORDER if k in by_kind] + sorted(k for k in by_kind if k not in KIND_ORDER)
@@ -60,7 +63,7 @@ def memory_plot(memory: dict, ram_budget_bytes: float | None, runtime_reserved_b
         total = stacks.sum(axis=0)
         used = total - (stacks[kinds.index("arena_unused")] if "arena_unused" in kinds else 0.0)
         peak_i = int(np.argmax(used))
-        refs = [v for v in (ram_budget_bytes, float(total.max())) if v]
+        refs = [v for v in (ram_budget_bytes, float(total.max()), needed_bytes) if v]
         bdiv, bunit = bytes_axis(max(refs))
         colors = [KIND_COLORS.get(k, None) for k in kinds]
         base = float(runtime_reserved_bytes or 0)
@@ -71,12 +74,17 @@ def memory_plot(memory: dict, ram_budget_bytes: float | None, runtime_reserved_b
         ax_all.stackplot(tt / tdiv, ss / bdiv, labels=kinds, colors=colors, step="post", alpha=0.85)
         if ram_budget_bytes:
             ax_all.axhline(ram_budget_bytes / bdiv, color="black", lw=1.5, label="RAM budget")
+        if ended:
+            mark_end(ax_all, ended[0], tdiv, ended[1])
+            if needed_bytes:
+                ax_all.plot([ended[0] / tdiv], [needed_bytes / bdiv], "x", color="#b42318", ms=9, mew=2,
+                            label="in use + the allocation that failed")
         ax_all.set_ylim(0, max(refs) / bdiv * 1.12)
         ax_all.set_title("Memory over time, stacked by tensor kind (fullest moment per time bin)")
         ax_all.set_xlabel(f"simulated time ({tunit})")
         ax_all.set_ylabel(f"RAM in use ({bunit})")
         # right: the peak's composition beside the planner's figures for one step (each + runtime reserve)
-        bars = [("observed\npeak", stacks[:, peak_i])]
+        bars = [("in use when\nit stopped" if needed_bytes else "observed\npeak", stacks[:, peak_i])]
         for v, name in ((naive, "naive"), (planned, "planned\narena"), (lower, "liveness\nlower bound")):
             if v:
                 col = np.zeros(len(kinds))

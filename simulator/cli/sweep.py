@@ -22,14 +22,26 @@ exit: 0 done (see the matrix for what fits), 3 no combination fits, 2 bad input"
 EXAMPLE = "edgesim sweep simulator/sweeps/boards.toml --workers 2 --out edgesim-out/boards"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a CI cancel): stops the sweep like Ctrl-C, but exits 143."""
+
+
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+    raise _Terminated
+
+
+MAX_ERRORS_SHOWN = 10
 
 
 def _run(args) -> int:
     from reports import render_sweep
     from simulator.sweep import MATRIX_FILE, RESULTS_FILE, load_grid, run_sweep, write_matrix
 
+    if args.retry_errors and not args.resume:
+        raise ValueError("--retry-errors reruns the error rows of an earlier sweep: it needs --resume "
+                         "(and the same --out)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out}: is an existing file, not a directory")
     grid = load_grid(args.grid)
     out = Path(args.out) if args.out else Path("edgesim-out") / grid.name
     n = len(grid.points())
@@ -37,15 +49,15 @@ def _run(args) -> int:
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         outcome = run_sweep(grid, out, workers=args.workers, scheduler=args.scheduler,
-                            resume=args.resume or args.retry_errors, progress=not args.quiet,
-                            retry_errors=args.retry_errors)
-    except KeyboardInterrupt:
+                            resume=args.resume, progress=not args.quiet, retry_errors=args.retry_errors)
+    except KeyboardInterrupt as e:
         from simulator.sweep import ResultsLog
 
         done = len({r["key"] for r in ResultsLog(out / RESULTS_FILE).read()})
-        print(f"edgesim sweep: interrupted: {done} of {n} scenarios finished are in {out / RESULTS_FILE}; "
-              f"rerun with --resume to continue", file=sys.stderr)
-        return 130
+        again = f"edgesim sweep {args.grid} --resume" + (f" --out {args.out}" if args.out else "")
+        print(f"edgesim sweep: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}: {done} of {n} "
+              f"scenarios finished are in {out / RESULTS_FILE}; to continue: {again}", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, old)
     fz = write_matrix(out, outcome.rows)
@@ -53,7 +65,10 @@ def _run(args) -> int:
     any_fit = any(c.get("fits") for d in fz["cells"].values() for c in d.values())
     if args.json:
         emit_json({"grid": grid.name, "out_dir": str(out), "scenarios": n, "ran": outcome.ran,
-                   "skipped": outcome.skipped, "errors": outcome.errors, "pool_restarts": outcome.pool_restarts,
+                   "skipped": outcome.skipped, "stale": outcome.stale, "errors": outcome.errors,
+                   "error_rows": [{"key": r["key"], "error": r.get("error")} for r in outcome.rows
+                                  if r["status"] != "ok"],
+                   "pool_restarts": outcome.pool_restarts,
                    "worker_deaths": outcome.worker_deaths,
                    "results": str(out / RESULTS_FILE), "report": str(report) if report else None,
                    "best": fz["best"], "objective": fz["objective"], "matrix": fz["cells"]})
@@ -65,9 +80,16 @@ def _run(args) -> int:
             rows.append([d, f"{n_fit}/{len(fz['cells'][d])}", b["schedule"] if b else "none fits",
                          f"{100 * b['accuracy_gain']:+.1f} pp" if b and b.get("accuracy_gain") is not None else "-",
                          f"{b['energy_per_day_j']:.1f}" if b and b.get("energy_per_day_j") is not None else "-"])
-        print(format_table(["device", "schedules that fit", "best schedule", "accuracy gain", "energy/day (J)"], rows))
+        print(format_table(["device", "schedules that fit", "best schedule", "accuracy gain",
+                            "energy per day (J/day)"], rows))
         print(f"\n{n} scenarios ({outcome.ran} run now, {outcome.skipped} already done, {outcome.errors} errors"
+              f"{f', {outcome.stale} rerun because their scenario changed' if outcome.stale else ''}"
               f"{f', {outcome.pool_restarts} pool restarts' if outcome.pool_restarts else ''})")
+        errs = [r for r in outcome.rows if r["status"] != "ok"]
+        for r in errs[:MAX_ERRORS_SHOWN]:
+            print(f"error: {r['key']}: {r.get('error')}")
+        if len(errs) > MAX_ERRORS_SHOWN:
+            print(f"... and {len(errs) - MAX_ERRORS_SHOWN} more error rows in {out / RESULTS_FILE}")
         print(f"objective: {fz['objective']}")
         print(f"results: {out / RESULTS_FILE}\nmatrix:  {out / MATRIX_FILE}\nreport:  {report}")
     return 0 if any_fit else 3
@@ -82,7 +104,7 @@ def register(sub) -> None:
                    help="run on this Dask scheduler instead of the local pool (needs edgesim[dask])")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out, skipping finished scenarios")
     p.add_argument("--retry-errors", action="store_true",
-                   help="with --resume: run the scenarios that ended in an error row again")
+                   help="with --resume (required): run the scenarios that ended in an error row again")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: edgesim-out/<grid name>)")
     p.add_argument("--json", action="store_true", help="print the summary and matrix as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

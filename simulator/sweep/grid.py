@@ -37,6 +37,7 @@ class Point:
     schedule: str
     seed: Any
     overrides: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # key -> grid table
 
 
 @dataclass
@@ -63,18 +64,23 @@ class Grid:
                 for combo in itertools.product(*[v for _, v in others]):
                     for seed in seeds:
                         over: dict[str, Any] = dict(self.fixed)
+                        src = dict.fromkeys(self.fixed, "[set]")
                         if dev is not None:
                             over["device"] = dev
+                            src["device"] = "[axes]"
                         over.update(sover)
+                        src.update(dict.fromkeys(sover, f"[schedules.{sname}]"))
                         over.update({k: val for (k, _), val in zip(others, combo, strict=True)})
+                        src.update({k: "[axes]" for k, _ in others})
                         if seed is not None:
                             over["seed"] = seed
+                            src["seed"] = "[axes]"
                         label_parts = ([sname] if sname else []) + [
                             f"{_short(k)}={_fmt(val)}" for (k, _), val in zip(others, combo, strict=True)]
                         label = " ".join(label_parts) or "base"
                         key_parts = [f"device={_fmt(dev)}", f"schedule={label}", f"seed={_fmt(seed)}"]
                         out.append(Point(key="|".join(key_parts), index=len(out), device=str(dev or "base"),
-                                         schedule=label, seed=seed, overrides=over))
+                                         schedule=label, seed=seed, overrides=over, sources=src))
         return out
 
 
@@ -105,8 +111,8 @@ def _expand_range(where: str, r: dict) -> list:
         raise ValueError(f"{where}: a range needs 'from' and 'to' (got {r!r})")
     start, stop, step = r["from"], r["to"], r.get("step", 1)
     for name, v in (("from", start), ("to", stop), ("step", step)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{where}.{name} must be a number (got {v!r})")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}.{name} must be a finite number (got {v!r})")
     if step <= 0:
         raise ValueError(f"{where}.step must be > 0 (got {step!r})")
     if stop < start:
@@ -124,8 +130,10 @@ def load_grid(path: str | Path) -> Grid:
     return parse_grid(read_toml(path, "sweep"), str(path))
 
 
-def parse_grid(raw: dict, where: str = "<grid>") -> Grid:
-    """Validate a grid given as a dict (as read from TOML). Relative paths resolve against ``where``."""
+def parse_grid(raw: dict, where: str = "<grid>", check: bool = True) -> Grid:
+    """Validate a grid given as a dict (as read from TOML). Relative paths resolve against ``where``.
+    ``check``: also load every point's scenario as a run would (``validate.check_grid``), so a bad value
+    fails here, naming the table, the key and the value, before anything runs."""
     for k in raw:
         if k not in GRID_KEYS:
             raise ValueError(f"{where}: unknown key {k!r} (known: {', '.join(GRID_KEYS)})")
@@ -183,10 +191,16 @@ def parse_grid(raw: dict, where: str = "<grid>") -> Grid:
     if not isinstance(keep, bool):
         raise ValueError(f"{where}: keep_timelines must be true or false (got {keep!r})")
     name = raw.get("name") or (Path(where).stem if where != "<grid>" else "sweep")
-    grid = Grid(name=str(name), path=where, base=base, axes=axes, schedules=schedules, keep_timelines=keep,
+    if not isinstance(name, str) or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{where}: name must be a plain name (it names the output directory; got {name!r})")
+    grid = Grid(name=name, path=where, base=base, axes=axes, schedules=schedules, keep_timelines=keep,
                 fixed=_flatten(fixed))
     if not grid.points():
         raise ValueError(f"{where}: the grid expands to no scenarios")
+    if check:
+        from .validate import check_grid
+
+        check_grid(grid)
     return grid
 
 

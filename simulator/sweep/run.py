@@ -10,7 +10,9 @@ from pathlib import Path
 
 from .grid import Grid
 from .results_log import RESULTS_FILE, ResultsLog
-from .worker import run_point
+from .worker import fingerprint, load_base, run_point
+
+FINGERPRINT = "scenario_sha256"      # row field: the resolved scenario the row ran
 
 
 @dataclass
@@ -23,6 +25,7 @@ class SweepOutcome:
     ran: int
     skipped: int
     pool_restarts: int = 0
+    stale: int = 0                     # finished rows whose scenario has changed since: run again
     worker_deaths: list[list[str]] = field(default_factory=list)   # keys in flight at each pool break
 
     @property
@@ -38,7 +41,9 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
 
     ``scheduler`` (``tcp://host:port``) runs on a Dask cluster; otherwise a local process pool of
     ``workers`` (default: CPU count). Without ``resume`` an existing results file is an error; with
-    ``retry_errors`` a resumed sweep runs its error rows again (the newest row of a key wins).
+    ``retry_errors`` a resumed sweep runs its error rows again (the newest row of a key wins). Resume is
+    keyed by the resolved scenario: a row whose scenario has changed since (an edited grid or base
+    file) is stale and runs again.
     ``runner`` replaces :func:`run_point` (same arguments; a module-level function, so it pickles).
     """
     runner = runner or run_point
@@ -49,8 +54,12 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
         raise ValueError(f"{log.path} already holds results: pass --resume to continue that sweep "
                          "or choose another --out")
     points = grid.points()
+    base = load_base(grid.base)
+    prints = {p.key: fingerprint(base, p) for p in points}
     keep = ("ok",) if retry_errors else ("ok", "error")
-    done = {r["key"]: r for r in log.read(repair=True) if r.get("status") in keep}
+    on_disk = {r["key"]: r for r in log.read(repair=True)}           # the newest row of each key
+    done = {k: r for k, r in on_disk.items() if r.get("status") in keep and r.get(FINGERPRINT) == prints.get(k)}
+    stale = sum(1 for k, r in on_disk.items() if k in prints and r.get(FINGERPRINT) != prints[k])
     todo = [p for p in points if p.key not in done]
     skipped = len(points) - len(todo)
     if workers is not None and workers < 1:
@@ -64,6 +73,7 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
 
     def record(row: dict) -> None:
         nonlocal n_err
+        row[FINGERPRINT] = prints[row["key"]]
         log.append(row)
         done[row["key"]] = row
         n_err += row["status"] != "ok"
@@ -93,4 +103,4 @@ def run_sweep(grid: Grid, out_dir: str | Path, workers: int | None = None, sched
         bar.close()
     rows = [done[p.key] for p in points if p.key in done]
     return SweepOutcome(grid=grid, out_dir=out_dir, rows=rows, ran=len(todo), skipped=skipped,
-                        pool_restarts=len(deaths), worker_deaths=deaths)
+                        pool_restarts=len(deaths), stale=stale, worker_deaths=deaths)

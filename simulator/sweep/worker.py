@@ -2,6 +2,7 @@
 the scenario's result, or an error row with the message, as plain JSON data."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,15 @@ def load_base(base: str | dict) -> dict:
     from simulator.scenario import scenario_dict
 
     return scenario_dict(base)
+
+
+def fingerprint(base: dict, point: Point) -> str:
+    """SHA-256 of the point's resolved scenario (the base with its overrides): what resume is keyed by,
+    so a grid or base scenario edited since a row was written makes that row stale."""
+    from simulator.scenario import apply_overrides
+
+    text = json.dumps(apply_overrides(base, dict(point.overrides)), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def run_point(point: Point, base: str | dict, keep_timelines: bool = False,
