@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from simulator.verdict import RUN_END_CONSTRAINT as FATAL_CONSTRAINT  # the one run-end -> constraint map
+
 MATRIX_FILE = "matrix.json"
-FATAL_CONSTRAINT = {"out_of_memory": "peak_ram", "fragmentation": "peak_ram", "battery_empty": "battery_life"}
 OBJECTIVE = ("best feasible schedule per device: highest mean accuracy gain (accuracy after - before "
              "personalisation, rounded to 0.1 percentage points), then lowest energy per day (J)")
 
