@@ -62,8 +62,10 @@ def firmware_key(machine: Machine, heap_bytes: int) -> str:
     for part in (MICROPYTHON_VERSION, machine.micropython_board, str(heap_bytes), _compiler_version(),
                  " ".join(machine.gcc_flags())):
         h.update(part.encode() + b"\0")
-    for f in _board_files():
-        h.update(str(f.relative_to(BOARDS_DIR)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in _board_files():          # this board's directory and the shared code only
+        rel = f.relative_to(BOARDS_DIR)
+        if rel.parts[0] in (machine.micropython_board, "edgesim_common"):
+            h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
     return f"{machine.micropython_board}-heap{heap_bytes}-{h.hexdigest()[:12]}"
 
 

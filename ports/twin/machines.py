@@ -87,6 +87,14 @@ class Machine:
             args += ["-icount", "shift=0,sleep=off"]
         return args
 
+    def clock_configure_call(self, module: str = "twinclock") -> str:
+        """The call that sets up ``ports/micropython/twinclock.py`` on the guest for this machine (``module``
+        empty when the file was executed into the REPL's globals rather than imported)."""
+        writes = ", ".join(f"(0x{a:08x}, 0x{v:x})" for a, v in self.timer_start_writes)
+        prefix = f"{module}." if module else ""
+        return (f"{prefix}configure(0x{self.timer_count_address:08x}, {int(self.timer_counts_down)}, "
+                f"0x{self.timer_period_ticks:x}, ({writes},))")
+
     def elapsed_ticks(self, first: int, second: int) -> int:
         """Ticks from counter reading ``first`` to ``second`` (host-side twin of the guest arithmetic)."""
         d = (first - second) if self.timer_counts_down else (second - first)
