@@ -57,6 +57,41 @@ class Runtime:
     # per decode operation of compressed weights (workloads.compression); None: the profile has no figure,
     # and a scenario with compressed layers on it is an error naming the field
     cycles_per_decode_op: float | None = None
+    # measured cost per op kind (edgesim calibrate --runtime native): replaces the figures above for the
+    # f32 ops of a kind it lists; read from the [runtime.<name>.kind_costs] table
+    kind_costs: dict[str, KindCost] | None = None
+
+
+@dataclass(frozen=True)
+class KindCost:
+    """cycles = overhead_cycles + macs x cycles_per_mac + bytes read x ... + bytes written x ... (one op kind)."""
+
+    overhead_cycles: float
+    cycles_per_mac: float
+    cycles_per_byte_read: float
+    cycles_per_byte_written: float
+
+
+def _kind_costs(where: str, table: Any, sources: dict, estimates: set) -> dict[str, KindCost]:
+    """``[runtime.X.kind_costs]``: ``source = "..."`` and one inline table of KindCost fields per op kind."""
+    if not isinstance(table, dict) or not isinstance(table.get("source"), str) or not table["source"].strip():
+        raise ProfileError(f"{where}.source must be a non-empty string naming how the costs were measured "
+                           f"(got {table.get('source') if isinstance(table, dict) else table!r})")
+    out = {}
+    names = [f.name for f in dataclasses.fields(KindCost)]
+    for kind, row in table.items():
+        if kind == "source":
+            continue
+        if not isinstance(row, dict) or sorted(row) != sorted(names):
+            raise ProfileError(f"{where}.{kind} must be a table with exactly {', '.join(names)} (got {row!r})")
+        for k, v in row.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ProfileError(f"{where}.{kind}.{k} must be a finite number >= 0 (got {v!r})")
+        out[kind] = KindCost(**{k: float(row[k]) for k in names})
+        sources[f"{where.split(': ', 1)[-1]}.{kind}"] = table["source"]
+        if table["source"].strip().lower().startswith("estimate"):
+            estimates.add(f"{where.split(': ', 1)[-1]}.{kind}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -271,7 +306,11 @@ def _parse(path: Path) -> DeviceProfile:
     for rname, table in rt_raw.items():
         if rname not in RUNTIMES:
             raise ProfileError(f"{p}: runtime.{rname} is not a known runtime (known: {', '.join(RUNTIMES)})")
+        kind_costs = table.pop("kind_costs", None) if isinstance(table, dict) else None
         rt = _check_table(p, f"runtime.{rname}", table, Runtime, sources, estimates)
+        if kind_costs is not None:
+            rt = dataclasses.replace(rt, kind_costs=_kind_costs(f"{p}: runtime.{rname}.kind_costs", kind_costs,
+                                                                sources, estimates))
         if rt.ram_reserved_bytes >= memory.ram_bytes:
             raise ProfileError(
                 f"{p}: runtime.{rname}.ram_reserved_bytes must be < memory.ram_bytes "

@@ -5,6 +5,8 @@
            + elems * cycles_per_elem_f32                     eltwise, reduce (elems = max(read, written) / dtype size)
            + (bytes_read + bytes_written) * cycles_per_byte_copy      copy, flash_read
            + macs * cycles_per_decode_op                     decode (macs = decode operations; compressed weights)
+    a profile's measured ``kind_costs`` (per op kind: overhead + macs, bytes read and bytes written, each with
+    its cost) replace the lines above for the f32 ops of the kinds they list.
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
@@ -29,6 +31,11 @@ def op_elems(op: Op) -> int:
 def op_cycles(op: Op, runtime: Any) -> float:
     """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
     kind = op.kind
+    measured = getattr(runtime, "kind_costs", None)
+    if measured and kind in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
+        k = measured[kind]
+        return float(k.overhead_cycles + op.macs * k.cycles_per_mac + op.bytes_read * k.cycles_per_byte_read
+                     + op.bytes_written * k.cycles_per_byte_written)
     c = runtime.op_overhead_cycles
     if kind in MAC_KINDS:
         per_mac = runtime.cycles_per_mac_f32 if op.dtype == "f32" else runtime.cycles_per_mac_i8

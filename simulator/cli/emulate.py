@@ -96,6 +96,9 @@ def _print_emulation(res: dict, out_dir: Path, report) -> None:
 
 
 def _calibrate(args) -> int:
+    if args.runtime == "native":
+        from .port import calibrate_native
+        return calibrate_native(args)
     from ports.boards import load_board
     from ports.calibrate import calibrate, profile_values, write_runtime_table
     from ports.errors import PortError
@@ -163,4 +166,6 @@ def register(sub) -> None:
                    help="write the calibrated profile here (default ./edgesim-out/calibration/BOARD.toml)")
     g.add_argument("--in-place", action="store_true", help="update the profile file itself")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--runtime", choices=("micropython", "native"), default="micropython",
+                   help="native: per-kind instruction costs of generated C on the board's twin (edgesim port)")
     c.set_defaults(func=_calibrate)

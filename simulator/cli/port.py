@@ -113,3 +113,46 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="directory for port.json, the generated sources, the ELF and the "
                                                "arena map (default edgesim-out/port/BOARD-WORKLOAD)")
     p.set_defaults(func=_port)
+
+
+def calibrate_native(args) -> int:
+    """``edgesim calibrate --board B --runtime native``: fit, print the residuals, write the profile."""
+    from device_profiles.loader import load_profile
+    from ports.ctrain.calibrate import calibrate, write_profile
+    from ports.errors import PortError
+
+    profile = load_profile(args.board)
+    if args.in_place and args.write:
+        raise ValueError("calibrate: give --write PATH or --in-place, not both")
+    dst = Path(profile.path) if args.in_place else Path(args.write) if args.write else \
+        Path("edgesim-out") / "calibration" / f"{profile.name}-native.toml"
+    try:
+        res = calibrate(profile, progress=not args.json)
+    except FileNotFoundError as e:
+        print(f"edgesim calibrate: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except PortError as e:
+        print(f"edgesim calibrate: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    res["written_to"] = str(write_profile(res, dst))
+    if args.json:
+        emit_json({k: v for k, v in res.items() if k != "rows"})
+        return EXIT_OK
+    cpi = res["cycles_per_instruction"]
+    print(f"calibrated {profile.name} [runtime.native] on twin {res['machine']} ({res['compiler']})")
+    print(format_table(["op kind", "overhead (instr)", "per MAC (instr)", "per byte read", "per byte written"],
+                       [[k, round(c["overhead"], 1), round(c["per_mac"], 3), round(c["per_byte_read"], 3),
+                         round(c["per_byte_written"], 3)] for k, c in res["instruction_costs"].items()]))
+    print(f"\nper op: residual rms {100 * res['op_residual_rms']:.1f} %, max {100 * res['op_residual_max']:.0f} %; "
+          f"per micro-benchmark step (fit - measured) / measured:")
+    print(format_table(["micro-benchmark", "instructions", "fit", "residual"],
+                       [[p["spec"], round(p["measured"]), round(p["fitted"]), _pct(p["residual"])]
+                        for p in res["programs"]]))
+    ok = res["step_residual_max"] <= 0.10
+    print(f"\nstep residuals {'within' if ok else 'NOT within'} ±10 % (max {100 * res['step_residual_max']:.1f} %): "
+          f"{'acceptable' if ok else 'not acceptable'}")
+    print(f"runtime RAM besides the arena {res['ram_reserved_bytes']} B; code flash {res['flash_reserved_bytes']} B "
+          f"(range {res['code_flash_bytes_range'][0]}-{res['code_flash_bytes_range'][1]} B)")
+    print(f"cycles = instructions x {cpi} CPI (core.cycles_per_instruction, an estimate)")
+    print(f"written to {res['written_to']}")
+    return EXIT_OK
