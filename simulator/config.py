@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from workloads.compression.config import CompressionSpec
 from workloads.techniques import Techniques
 
 TRIGGERS = ("every-n", "periodic", "idle", "charging")
@@ -25,6 +26,7 @@ class WorkloadConfig:
     optimizer: str
     lr: float
     momentum: float
+    compression: CompressionSpec | None = None   # frozen layers kept compressed in flash (None: dense)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from .scenario import Scenario
 
 
 def make_job(model: str, *, dataset: str | None = None, story: str = "new-class", optimizer: str = "sgd",
-             lr: float = 0.05, momentum: float = 0.9, techniques: Techniques | None = None, seed: int = 0) -> Any:
+             lr: float = 0.05, momentum: float = 0.9, techniques: Techniques | None = None, seed: int = 0,
+             compression: Any = None) -> Any:
     """A TrainingJob from the workloads package (imported here so the simulator core stays light)."""
     import workloads
 
     return workloads.make_job(model, dataset=dataset, story=story, optimizer=optimizer, lr=lr, momentum=momentum,
-                              techniques=techniques or Techniques(), seed=seed)
+                              techniques=techniques or Techniques(), seed=seed, compression=compression)
 
 
 def job_for(sc: Scenario) -> Any:
@@ -24,7 +25,8 @@ def job_for(sc: Scenario) -> Any:
     w = sc.workload
     try:
         return make_job(w.model, dataset=None if w.dataset == "auto" else w.dataset, story=w.story,
-                        optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, techniques=sc.techniques, seed=sc.seed)
+                        optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, techniques=sc.techniques, seed=sc.seed,
+                        compression=w.compression)
     except ValueError as e:
         raise ValueError(f"{sc.where}: workload (model {w.model!r}, dataset {w.dataset!r}): {e}") from None
 

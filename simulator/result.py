@@ -42,6 +42,9 @@ Added by the simulator (always present too):
     energy_j {active, idle, sleep, harvested}, time_in_state_s {active, idle, sleep}, battery_capacity_j
     online_accuracy           share of the stream's windows the device classified right as they came
     schedule, pipeline, budgets               the scenario's tables, defaults filled in
+    compression               None | frozen layers compressed in flash: {spec, layers, checkpoint: "dense",
+                              model_flash_bytes(_uncompressed), decode_ops_per_inference, decode_s_per_inference,
+                              decode_energy_j_per_day, ...} (simulator.compressed)
     comparison                None | [{label, techniques, macs_total, peak_ram_bytes, lower_bound_ram_bytes,
                                        accuracy_after, retention_after, energy_per_day_j, training_steps,
                                        step_latency_s, fits, fatal, ram_needed_bytes}]   (scenario + [compare] variants;
@@ -57,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .compressed import compression_figures, energy_note, flash_note
 from .config import table
 from .rounding import rounded
 from .timeline import cpu_timeline
@@ -77,7 +81,7 @@ RESULT_KEYS_ADDED = (
     "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
     "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
     "checkpoints", "swap_steps", "swap_region_bytes", "idle_skips", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
-    "pipeline", "budgets", "comparison",
+    "pipeline", "budgets", "comparison", "compression",
 )
 
 RESULT_KEYS = (
@@ -127,6 +131,8 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
                                      "lower_bound_ram_bytes": None, "planned_ram_bytes": None, "arena_bytes": None}
     peak = mem["peak_ram_bytes"]
     no_energy = "the run stopped before it used energy"
+    comp = compression_figures(sc, prof, job, inferences=pipeline.inferences, decode_ops_training=tr.decode_ops,
+                               decode_calls_training=tr.decode_calls, elapsed_s=elapsed)
     rows = verdict_rows(
         budgets={"peak_ram": prof.memory.ram_bytes, "flash": prof.memory.flash_bytes,
                  "step_latency": b.step_latency_s, "deadline_miss_rate": b.deadline_miss_rate,
@@ -136,7 +142,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
                   "deadline_miss_rate": _r(miss_rate), "energy_per_day": _r(energy_per_day, 6),
                   "battery_life": _r(battery_days, 6), "flash_wear": _r(wear)},
         notes={"step_latency": "" if tr.step_latencies else "no training step ran",
-               "energy_per_day": "" if ran else no_energy,
+               "energy_per_day": energy_note(comp) if ran else no_energy, "flash": flash_note(comp),
                "battery_life": "" if battery_days is not None else "energy-neutral: harvesting covers the load"
                if ran else no_energy})
     if fatal and fatal["kind"] != "battery_empty":
@@ -187,6 +193,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
         "pipeline": table(sc.pipeline),
         "budgets": table(sc.budgets),
         "comparison": None,
+        "compression": comp,
         "timelines": {
             "memory": ram.timeline.series(end) if ram else {"time_s": [], "by_kind": {}},
             "cpu": cpu["segments"],

@@ -15,6 +15,7 @@ from typing import Any
 
 from device_profiles.loader import RUNTIMES, read_toml
 from workloads import STORIES
+from workloads.compression.config import CompressionSpec
 from workloads.techniques import Techniques
 
 from .config import (
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "optimizer": "sgd",
         "lr": FINE_TUNE_LR,           # on-device fine-tuning wants a small step
         "momentum": 0.9,              # SGD momentum; 0 = plain SGD, no optimiser state (the micro:bit port)
+        "compression": {},            # {}: dense; a table: frozen layers compressed in flash (workloads.compression.config)
     },
     "pipeline": {
         "sensor_rate_hz": 8.0,        # frames per second from the sensor
@@ -137,7 +139,7 @@ def _merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
         if k not in base:
             known = ", ".join(sorted(base))
             raise ValueError(f"{where}: {dotted} is not a known field (value {v!r}); known: {known}")
-        if isinstance(base[k], dict) and k != "techniques":
+        if isinstance(base[k], dict) and k not in ("techniques", "compression"):
             if not isinstance(v, dict):
                 raise ValueError(f"{where}: {dotted} must be a table (got {v!r})")
             out[k] = _merge(base[k], v, where, dotted + ".")
@@ -232,12 +234,16 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
         msg = str(e)
         raise ValueError(msg if msg.startswith(where) else f"{where}: schedule.{msg}") from None
     _check(d, where)
+    comp = d["workload"]["compression"]
+    if not isinstance(comp, dict):
+        raise ValueError(f"{where}: workload.compression must be a table (got {comp!r})")
+    compression = CompressionSpec.from_dict(comp, where=f"{where}: workload.compression") if comp else None
     schedule = {k: v for k, v in d["schedule"].items() if k != "techniques"}
     battery = {**d["battery"], "harvest_w_by_hour": tuple(d["battery"]["harvest_w_by_hour"])}
     variants = tuple(Variant(v["label"], Techniques.from_dict(v.get("techniques", {})))
                      for v in d["compare"]["variants"])
     return Scenario(name=d["name"], seed=d["seed"], duration_s=float(d["duration_s"]), device=d["device"],
-                    runtime=d["runtime"], workload=WorkloadConfig(**d["workload"]),
+                    runtime=d["runtime"], workload=WorkloadConfig(**{**d["workload"], "compression": compression}),
                     pipeline=PipelineConfig(**d["pipeline"]), schedule=ScheduleConfig(**schedule),
                     techniques=techniques, power=PowerConfig(**d["power"]), battery=BatteryConfig(**battery),
                     budgets=BudgetsConfig(**d["budgets"]), eval=EvalConfig(**d["eval"]), compare=variants,

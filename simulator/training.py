@@ -22,6 +22,8 @@ class TrainingStats:
 
     steps: int = 0
     macs_total: int = 0
+    decode_ops: int = 0          # decode operations of compressed weights (not MACs)
+    decode_calls: int = 0
     checkpoints: int = 0
     swap_steps: int = 0
     swap_region_bytes: int = 0
@@ -47,7 +49,10 @@ class Training:
         env, st = self.executor.env, self.stats
         ops, loss = collect(self.job.train_step(xs, ys))
         st.steps += 1
-        st.macs_total += sum(op.macs for op in ops)
+        decode = [op.macs for op in ops if op.kind == "decode"]
+        st.macs_total += sum(op.macs for op in ops) - sum(decode)
+        st.decode_ops += sum(decode)
+        st.decode_calls += len(decode)
         swapped = sum(op.bytes_written for op in ops if op.kind == "flash_write")
         if swapped:   # swap to flash: a scratch region rewritten every step wears the flash
             st.swap_steps += 1

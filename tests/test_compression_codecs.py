@@ -189,7 +189,11 @@ def test_bits_by_part_and_flash_bytes():
     ex = encode(W, "xor", prune=0.91, bits=1)
     p = ex.params
     assert ex.bits["values"] == p["blocks"] * p["n_in"] * 1
-    assert ex.bits["index"] == csr.index_bits(rows, cols, k) and ex.bits["scales"] == 16 * rows
+    assert ex.params["index"] == "csr"                     # 91 % pruned: CSR beats a 1-bit/weight bitmap
+    assert ex.bits["index"] == csr.index_bits(rows, cols, k) + 1 and ex.bits["scales"] == 16 * rows
+    half = encode(W, "xor", prune=0.5, bits=1)           # half pruned: the bitmap is cheaper
+    assert half.params["index"] == "bitmap" and half.bits["index"] == n + 1
+    assert encode(W, "xor", prune=0.5, bits=1, index="csr").bits["index"] == csr.index_bits(rows, cols, n // 2)
     assert ex.bits["header"] == xor.SEED_BITS + B.gamma_bits(p["slack"] + 1)
     assert ex.bits["patches"] == B.gamma_bits(p["patch_count"] + 1) + p["patch_count"] * B.width(k)
     assert p["xor_bits_per_weight"] == pytest.approx((ex.bits["values"] + ex.bits["patches"] + ex.bits["header"]) / n)

@@ -8,8 +8,9 @@ workspace buffer, freed after that op. The job's model holds the decoded values,
 compressed model's.
 
 Table keys: ``format`` (required), ``prune`` (0), ``bits`` (the format's default), ``layers`` ("frozen":
-every frozen layer, or a list of layer names), ``seed`` (0), and per-layer overrides
-``[workload.compression.layer.<name>]`` with any of format / prune / bits.
+every frozen layer, or a list of layer names, each of which must be frozen), ``seed`` (0), and per-layer
+overrides ``[workload.compression.layer.<name>]`` with any of format / prune / bits, used when that layer
+is compressed.
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def compress_frozen(model, spec: CompressionSpec, trainable: dict[str, list[bool
     out: dict[str, Encoded] = {}
     for ly in model.param_layers():
         trained = trainable.get(ly.name, [False, False])[0]
-        chosen = ly.name in spec.per_layer or (ly.name in spec.layers if spec.layers is not None else not trained)
+        chosen = ly.name in spec.layers if spec.layers is not None else not trained
         if not chosen:
             continue
         if trained:

@@ -10,12 +10,16 @@ into ``X x`` over GF(2): every output bit is the XOR of the stored bits its row 
 (each patch: the position among the layer's kept weights; the decoder flips it). The stored rate is fixed:
 every block of a layer has the same N_in, so a decoder expands any block in one step.
 
-The block length is a format parameter the decoder is given like the bit count (``block``; default: the
-whole layer is one block). The encoder searches the seed (4 bits) and ``N_in = ceil(kept / blocks) +
+The block length is a format parameter the decoder is given like the bit count (``block``). By default it
+follows from what the decoder knows (the layer's size and kept count): the largest of 64, 128, 256, ... or
+the whole layer whose share of the kept weights fits ``AUTO_MAX_N_IN`` = 64 stored bits (two 32-bit words
+per decoded bit): longer blocks store closer to the kept count (fewer patches), shorter ones decode with
+fewer word operations. The encoder searches the seed (4 bits) and ``N_in = ceil(kept / blocks) +
 slack`` (slack 0..7, Elias-gamma coded: 1 bit for 0; the decoder knows ``kept`` from the index) for the
 fewest stored bits. Counted per layer: ``values`` (blocks x N_in x planes), ``patches`` (per plane an
 Elias-gamma count, 1 bit for none, and ``ceil(log2 kept)`` bits per patch), ``header`` (seed and slack),
-``scales`` and ``index`` (the mask: CSR column indices and row pointers, or the low-rank factors).
+``scales`` and ``index`` (the mask: by default the cheaper of CSR column indices + row pointers and a
+1-bit-per-weight bitmap, with one bit saying which; or the low-rank factors with ``index="lowrank"``).
 ``params['xor_bits_per_weight']`` is values + patches + header over all weights: the figure the seed's
 0.09 bit/weight measures (it leaves out scales and the pruning index).
 
@@ -48,7 +52,8 @@ FORMAT = "xor"
 BITS = (1, 2, 3, 4)
 SEED_BITS = 4
 MAX_SLACK = 7
-INDEXES = ("csr", "lowrank")
+AUTO_MAX_N_IN = 64
+INDEXES = ("auto", "csr", "bitmap", "lowrank")
 
 
 def xor_matrix(seed: int, n_out: int, n_in: int) -> np.ndarray:
@@ -75,12 +80,20 @@ def _try(planes_b: np.ndarray, care_idx: np.ndarray, valid: np.ndarray, seed: in
     return x, (y != t) & valid[None]
 
 
+def auto_block(n: int, kept: int) -> int:
+    """The default block length for a layer of n weights with ``kept`` kept (see the module docstring)."""
+    block = 64
+    while block < n and -(-kept * 2 * block // n) <= AUTO_MAX_N_IN:
+        block *= 2
+    return n if block >= n else block
+
+
 def _search(planes: np.ndarray, mask: np.ndarray, kept: int, seeds: int, block: int | None):
     """Cheapest (bits, n_out, seed, slack, n_in, x, patches) over block lengths, seeds and slack."""
     n = mask.size
     flat_mask = mask.ravel()
     flat_planes = planes.reshape(planes.shape[0], -1)
-    cands = [block or n]
+    cands = [block or auto_block(n, kept)]
     B = planes.shape[0]
     best = None
     for n_out in cands:
@@ -113,9 +126,9 @@ def _search(planes: np.ndarray, mask: np.ndarray, kept: int, seeds: int, block: 
 
 
 def encode(W: np.ndarray, *, prune: float = 0.0, bits: int | None = None, seed: int = 0, seeds: int = 2 ** SEED_BITS,
-           block: int | None = None, index: str = "csr", rank: int = LR.RANK, tile: int = LR.TILE) -> Encoded:
+           block: int | None = None, index: str = "auto", rank: int = LR.RANK, tile: int = LR.TILE) -> Encoded:
     """``seeds``: how many of the 2^SEED_BITS seeds the encoder tries; ``block``: the block length N_out
-    (None: the whole layer)."""
+    (None: ``auto_block``)."""
     b = check_bits(FORMAT, bits, BITS)
     prune = check_prune(prune)
     if index not in INDEXES:
@@ -133,8 +146,15 @@ def encode(W: np.ndarray, *, prune: float = 0.0, bits: int | None = None, seed: 
         mask = magnitude_mask(M, prune)
         factors = None
     kept = int(mask.sum())
-    if index == "csr":
-        idx_bits, idx_ops = csr_index_bits(*M.shape, kept), 2 * kept + M.shape[0] + 1
+    if index != "lowrank":
+        csr_bits, bitmap_bits = csr_index_bits(*M.shape, kept), M.size
+        if index == "auto":
+            index = "csr" if csr_bits <= bitmap_bits else "bitmap"
+            csr_bits, bitmap_bits = csr_bits + 1, bitmap_bits + 1          # the bit that says which
+        if index == "csr":
+            idx_bits, idx_ops = csr_bits, 2 * kept + M.shape[0] + 1
+        else:      # a word load per 32 weights, a bit test per weight
+            idx_bits, idx_ops = bitmap_bits, -(-M.size // 32) + M.size
     planes, alphas = binary_code(M, mask, b)
     cost, n_out, sd, slack, n_in, x, bad, order, valid = _search(planes, mask, kept, seeds, block)
     # patch positions: the flat position of each missed care bit -> its rank among the kept weights
