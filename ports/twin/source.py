@@ -57,9 +57,10 @@ def toolchain_missing() -> list[str]:
     return missing
 
 
-def _system_mirror() -> tuple[str, str]:
-    """The Debian mirror URI and keyring this machine's apt already uses (deb822 .sources first)."""
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+def system_mirror(etc_apt: str = "/etc/apt") -> tuple[str, str]:
+    """The Debian mirror URI and keyring this machine's apt already uses (deb822 .sources first, not the
+    security archive; then sources.list; then deb.debian.org)."""
+    for path in sorted(glob.glob(os.path.join(etc_apt, "sources.list.d", "*.sources"))):
         try:
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -71,7 +72,7 @@ def _system_mirror() -> tuple[str, str]:
             if uris and "security" not in suites and "/debian" in uris[0]:
                 return uris[0], fields.get("Signed-By", DEFAULT_KEYRING)
     try:
-        for line in Path("/etc/apt/sources.list").read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in Path(etc_apt, "sources.list").read_text(encoding="utf-8", errors="replace").splitlines():
             m = re.match(r"\s*deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)/?\s", line)
             if m:
                 return m.group(1), DEFAULT_KEYRING
@@ -98,7 +99,7 @@ def fetch_source(quiet: bool = False) -> Path:
     src_dir = cache_dir() / "src"
     for d in (apt_dir / "lists" / "partial", apt_dir / "cache" / "archives" / "partial", src_dir):
         d.mkdir(parents=True, exist_ok=True)
-    uri, keyring = _system_mirror()
+    uri, keyring = system_mirror()
     sources = apt_dir / "edgesim-trixie-src.sources"
     sources.write_text(f"Types: deb-src\nURIs: {uri}\nSuites: trixie\nComponents: main\nSigned-By: {keyring}\n",
                        encoding="utf-8")
