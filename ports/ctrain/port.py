@@ -57,8 +57,14 @@ def prepare(board, workload: str, *, steps: int = 20, batch: int = 1, techniques
     return profile, target, tech, job, host, prog
 
 
+def staging_bytes(job, batch: int) -> int:
+    """The input buffer the port fills before a step (a sensor buffer on a product): samples and labels."""
+    return batch * (4 * int(np.prod(job.input_shape)) + 4)
+
+
 def predict(profile, workload: str, *, batch: int, techniques, seed: int, ops=None) -> dict:
-    """The simulator's native prediction: instructions per step, RAM and flash, per-op instructions."""
+    """The simulator's native prediction: instructions per step, RAM (the runtime's reserve + the input
+    staging buffer + the planned arena) and flash (reserve + weights), per-op instructions."""
     from simulator import op_cycles, predict_step
     from workloads import make_job
 
@@ -67,7 +73,7 @@ def predict(profile, workload: str, *, batch: int, techniques, seed: int, ops=No
     p = predict_step(profile, workload, batch=batch, runtime=RUNTIME, techniques=techniques, seed=seed, job=job)
     cpi = profile.core.cycles_per_instruction
     out = {"instructions_per_step": float(p["instructions"]),
-           "ram_peak_bytes": int(rt.ram_reserved_bytes + p["planned_bytes"]),
+           "ram_peak_bytes": int(rt.ram_reserved_bytes + staging_bytes(job, batch) + p["planned_bytes"]),
            "flash_bytes": int(rt.flash_reserved_bytes + job.flash_bytes()),
            "arena_bytes": int(p["planned_bytes"])}
     if ops is not None:
