@@ -109,7 +109,12 @@ def summarise(result: dict[str, Any]) -> str:
         at = f" at t={fv['time_s']:.1f} s" if fv["time_s"] is not None else ""
         lines.append(f"First violation{at}: {fv['message']}" + (f" (op {fv['op']})" if fv["op"] else "") + ".")
     ram = result["peak_ram_bytes"]
-    line = f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B"
+    need = (result["fatal"] or {}).get("ram_needed_bytes")
+    if need is not None and need > ram:       # one peak figure, the verdict's: in use + what failed, said once
+        line = (f"Peak RAM {need:,} B of {result['ram_budget_bytes']:,} B ({ram:,} B in use + the "
+                f"{need - ram:,} B allocation that failed)")
+    else:
+        line = f"Peak RAM {ram:,} B of {result['ram_budget_bytes']:,} B"
     if result["lower_bound_ram_bytes"] is not None:
         line += (f" (workload alone: liveness lower bound for one step {result['lower_bound_ram_bytes']:,} B, "
                  f"naive {result['naive_ram_bytes']:,} B)")

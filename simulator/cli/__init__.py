@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from .common import EPILOG, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, Formatter
+from .common import EPILOG, EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, Formatter, Terminated
 
 # module -> it defines register(subparsers), adding its subcommands with set_defaults(func=...)
 COMMAND_MODULES = (
@@ -38,9 +38,37 @@ start here:
   edgesim plan --device bbc-microbit-v1 --workload mlp:16-12-10
 """
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgesim")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+_MAIN_PID: list[int] = []
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """SIGTERM ends a command like Ctrl-C (its clean-up runs, exit 143): the process-pool workers it
+    started, which SIGTERM to this process alone would orphan, are killed first (they only compute;
+    every finished result is already with this process). A forked worker that inherited this handler
+    just exits."""
+    if _MAIN_PID and os.getpid() != _MAIN_PID[-1]:
+        os._exit(143)
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+    raise Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesim", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=Formatter)
+    parser.add_argument("--version", action="version", version=f"edgesim {_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)
@@ -53,11 +81,29 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INPUT
+    import signal
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    _MAIN_PID.append(os.getpid())
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    try:
+        rc = _dispatch(args)
+    finally:
+        _MAIN_PID.pop()
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
+    return rc
+
+
+def _dispatch(args) -> int:
+    """Run the command; map what it raises to an exit code and one line on stderr."""
     try:
         rc = args.func(args)
-    except KeyboardInterrupt:
-        print(f"edgesim {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = isinstance(e, Terminated)
+        print(f"edgesim {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
     except BrokenPipeError:
         # the reader went away (`edgesim plan | head`): not an error of ours; silence the flush at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

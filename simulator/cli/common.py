@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from simulator.units import is_number
@@ -10,16 +11,43 @@ from simulator.units import is_number
 EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_NOFIT = 0, 1, 2, 3
 
 EPILOG = "exit codes: 0 ok / fits, 3 does not fit, 2 bad input or usage, 1 internal error"
+SIGNAL_EXITS = "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); finished results stay on disk"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a CI cancel), raised in the main thread so clean-up runs as for Ctrl-C."""
+
+
+def exit_codes(*codes: str) -> str:
+    """A command's own exit-code footer: its codes, then the ones every command shares."""
+    return "exit codes: " + ", ".join([*codes, "2 bad input or usage", "1 internal error", SIGNAL_EXITS])
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type`` for a number flag: NaN and infinities are refused like any other bad value."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number (got {text!r})")
+    return v
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the descriptions' line breaks and shows defaults."""
+    """Keeps the descriptions' line breaks and shows defaults that say something (not None or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
-def add_command(sub, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
-    """A subparser whose --help shows what the command answers and an example."""
+def add_command(sub, name: str, help: str, description: str, example: str,
+                exits: str = EPILOG) -> argparse.ArgumentParser:
+    """A subparser whose --help shows what the command answers, an example and its exit codes."""
     return sub.add_parser(name, help=help, description=f"{description}\n\nexample:\n  {example}",
-                          epilog=EPILOG, formatter_class=Formatter)
+                          epilog=exits, formatter_class=Formatter)
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:

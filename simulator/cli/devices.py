@@ -5,7 +5,7 @@ from device_profiles.loader import list_profiles, load_profile
 from simulator.files import emit_json
 from simulator.units import human_bytes
 
-from .common import add_command, format_table
+from .common import add_command, exit_codes, format_table
 
 
 def register(sub) -> None:
@@ -16,6 +16,7 @@ def register(sub) -> None:
                     "Give a path to a .toml file to check and show your own profile: a bad one exits 2 with\n"
                     "one line naming the file, the field and the value.",
         example="edgesim devices --json | jq '.devices[].name'",
+        exits=exit_codes("0 listed"),
     )
     p.add_argument("profiles", nargs="*", metavar="DEVICE",
                    help="names or .toml paths to show (default: every bundled profile)")

@@ -1,6 +1,7 @@
 """``edgesim plan`` and ``edgesim demo``: will this training schedule fit this device?"""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -8,10 +9,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from device_profiles.loader import RUNTIMES
+from simulator.config import MEMORY_POLICIES, TRIGGERS
 from simulator.files import emit_json, jsonable, write_atomic
 from simulator.units import human_bytes
 
-from .common import EXIT_NOFIT, EXIT_OK, add_command, format_table
+from .common import EXIT_NOFIT, EXIT_OK, add_command, exit_codes, finite_float, format_table
 
 DEMO = "demo"
 PLAN_JSON_KEYS = ("fits", "constraints", "first_violation", "fatal", "peak_ram_bytes", "lower_bound_ram_bytes",
@@ -58,18 +61,19 @@ def write_result(result: dict, out_dir: Path) -> Path:
     return write_atomic(out_dir / "result.json", text)
 
 
-def render(result: dict, out_dir: Path) -> str:
-    """Render the HTML/Markdown report; returns the line to print."""
+def render(result: dict, out_dir: Path) -> Path:
+    """Render the HTML/Markdown report; returns the path of report.html."""
     from reports import render_run
 
-    return f"report: {render_run(result, out_dir)}"
+    return render_run(result, out_dir)
 
 
 def verdict_table(result: dict) -> str:
     rows = []
     for c in result["constraints"]:
         rows.append([c["name"], _fmt(c["budget"], c["unit"]), _fmt(c["observed"], c["unit"]),
-                     _fmt(c["margin"], c["unit"]), "ok" if c["ok"] else "FAIL"])
+                     _fmt(c["margin"], c["unit"]),
+                     "not observed" if c["observed"] is None and c["ok"] else "ok" if c["ok"] else "FAIL"])
     return format_table(["constraint", "budget", "observed", "margin", "verdict"], rows)
 
 
@@ -83,27 +87,59 @@ def _fmt(v: Any, unit: str) -> str:
     return f"{v:.4g} {unit}"
 
 
-def _run(scenario: dict | str, args, progress: bool, where: str | None = None) -> int:
+def _out_dir(args, name: str) -> Path:
+    """Where the run goes, decided before any work: an explicit --out that is a file, or that holds an
+    earlier run's result.json, is refused; the default directory is never overwritten (a fresh
+    ``<name>-2``, ``-3``, ... is taken, and said)."""
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {args.out}: is an existing file, not a directory")
+        if (out / "result.json").exists():
+            raise ValueError(f"--out {args.out}: already holds a run (result.json): choose another --out "
+                             "or remove that directory first")
+        return out
+    out = Path("edgesim-out") / name
+    k = 1
+    while out.exists() and (not out.is_dir() or any(out.iterdir())):
+        k += 1
+        out = Path("edgesim-out") / f"{name}-{k}"
+    if k > 1:
+        print(f"edgesim: edgesim-out/{name} holds an earlier run: writing this one to {out}", file=sys.stderr)
+    return out
+
+
+def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
     from simulator.run import run_scenario
+    from simulator.scenario import load_scenario
     from simulator.verdict import summarise
 
-    result = run_scenario(scenario, progress=progress and not args.json, workers=os.cpu_count() or 1, where=where)
-    out_dir = Path(args.out) if args.out else Path("edgesim-out") / result["scenario"]
+    sc = load_scenario(scenario, where=where)           # bad input exits 2 before any work
+    if sc.name in (".", "..") or any(c in sc.name for c in "/\\\0"):
+        raise ValueError(f"{where or 'command line'}: name = {sc.name!r}: it names the output directory, so "
+                         "it must be a plain name (no '/', not '..')")
+    out_dir = _out_dir(args, sc.name)
+    # progress goes to stderr, so it shows with --json too (stdout holds the JSON alone)
+    result = run_scenario(scenario, progress=progress, workers=os.cpu_count() or 1, where=where)
     path = write_result(result, out_dir)
     report = render(result, out_dir)
     if args.json:
         obj = {k: v for k, v in result.items() if k != "timelines"}
         obj["result_path"] = str(path)
-        obj["report"] = report
+        obj["report"] = str(report)
         emit_json(obj)
     else:
         print(summarise(result))
+        print(f"runtime: {result['runtime']}{'' if 'runtime' in scenario else _RUNTIME_NOTE}")
         print()
         print(verdict_table(result))
         print()
         print(f"result: {path}")
-        print(report)
+        print(f"report: {report}")
     return EXIT_OK if result["fits"] else EXIT_NOFIT
+
+
+_RUNTIME_NOTE = " (assumed: the default; --runtime micropython plans for the MicroPython firmware)"
 
 
 def run_plan(args) -> int:
@@ -111,8 +147,15 @@ def run_plan(args) -> int:
 
     over = overrides_from_args(args)
     if args.scenario:
+        from simulator.scenario import load_scenario
+
         base = scenario_dict(args.scenario)
-        where = args.scenario
+        if not base:
+            raise ValueError(f"{args.scenario}: the scenario file is empty (a scenario needs at least its "
+                             "device and workload; see simulator/scenarios/*.toml)")
+        load_scenario(base, where=args.scenario)       # the file alone: its own errors name the file
+        # what fails from here on comes from the flags: errors name the command line
+        where = f"command line ({args.scenario} with {_flags_text(over)})" if over else args.scenario
     else:
         if not args.device or not args.workload:
             raise ValueError("plan: give a SCENARIO.toml, or both --device and --workload")
@@ -121,6 +164,10 @@ def run_plan(args) -> int:
         where = "command line"
     d = apply_overrides(base, over)
     return _run(d, args, progress=True, where=where)
+
+
+def _flags_text(over: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in over.items())
 
 
 def run_demo(args) -> int:
@@ -137,38 +184,73 @@ def run_demo(args) -> int:
 def _schedule_flags(p) -> None:
     p.add_argument("--device", help="bundled profile name or a profile .toml path")
     p.add_argument("--workload", help="zoo model name or spec string, e.g. mlp:64-32-10")
-    p.add_argument("--runtime", choices=("native", "micropython"))
-    p.add_argument("--duration-s", dest="duration_s", type=float, help="simulated seconds")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch", type=int)
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="what runs the training on the device (default: the scenario's, else native)")
+    p.add_argument("--duration-s", dest="duration_s", type=finite_float, help="simulated seconds")
+    p.add_argument("--seed", type=int, help="seed of the data, the weights and the sensor stream")
+    p.add_argument("--batch", type=int, help="samples per training step")
     p.add_argument("--steps", type=int, help="training steps per trigger")
-    p.add_argument("--trigger", choices=("every-n", "periodic", "idle", "charging"))
+    p.add_argument("--trigger", choices=TRIGGERS, help="when training starts (schedule.trigger)")
     p.add_argument("--every-n", dest="every_n", type=int, help="labelled samples per trigger")
-    p.add_argument("--period-s", dest="period_s", type=float, help="seconds between periodic triggers")
-    p.add_argument("--memory-policy", dest="memory_policy", choices=("planned", "heap"))
-    p.add_argument("--checkpoint-every-steps", dest="checkpoint_every_steps", type=int)
+    p.add_argument("--period-s", dest="period_s", type=finite_float, help="seconds between periodic triggers")
+    p.add_argument("--memory-policy", dest="memory_policy", choices=MEMORY_POLICIES,
+                   help="planned: one static arena from the memory planner; heap: every tensor placed on a heap")
+    p.add_argument("--checkpoint-every-steps", dest="checkpoint_every_steps", type=int,
+                   help="write the trained weights to flash every N steps (0: never)")
     p.add_argument("--technique", action="append", metavar="NAME[=VALUE]",
-                   help="a training technique switch (repeatable): etf, fused_update, instance_filter=0.1, ...")
+                   help="a training technique switch (repeatable), e.g. etf, instance_filter=0.1; "
+                        "the names are listed above")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any scenario field by dotted key (repeatable), e.g. pipeline.sensor_rate_hz=16")
-    p.add_argument("--name", help="scenario name (names the output directory)")
-    p.add_argument("--out", help="output directory (default ./edgesim-out/<scenario name>/)")
+                   help="any scenario field by dotted key (repeatable), e.g. pipeline.sensor_rate_hz=16; "
+                        "the keys are listed above")
+    p.add_argument("--name", help="scenario name (names the output directory; a plain name, no '/')")
+    p.add_argument("--out", help="output directory (default ./edgesim-out/<scenario name>/, or a fresh "
+                                 "<name>-2, -3, ... when that holds an earlier run)")
     p.add_argument("--json", action="store_true", help="print the result (without timelines) as one JSON object")
+
+
+def keys_and_techniques() -> str:
+    """The one list of what --set and --technique accept, read from the scenario's defaults and the
+    techniques' own fields (so it cannot fall behind them)."""
+    import dataclasses
+    import textwrap
+
+    from simulator.scenario import DEFAULTS
+    from workloads.techniques import Techniques
+
+    def dotted(d: dict, prefix: str = "") -> list[str]:
+        out = []
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k != "techniques":
+                out += dotted(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}")
+        return out
+
+    wrap = functools.partial(textwrap.fill, width=100, initial_indent="  ", subsequent_indent="  ")
+    techs = [f.name for f in dataclasses.fields(Techniques)]
+    return ("--set keys (scenario fields; see simulator/scenario.py for defaults):\n" + wrap(", ".join(dotted(DEFAULTS)))
+            + "\n--technique names (also --set schedule.techniques.NAME=VALUE):\n" + wrap(", ".join(techs)))
+
+
+PLAN_EXITS = exit_codes("0 the schedule fits", "3 it does not fit")
 
 
 def register(sub) -> None:
     p = add_command(sub, "plan", help="check whether a training schedule fits a device",
                     description="Simulate a device running inference on a sensor stream while it trains on a "
                                 "schedule, and say whether it fits: RAM, flash, step latency, deadlines, energy, "
-                                "battery life, flash wear. Exit 0 fits, 3 does not fit, 2 bad input.",
+                                "battery life, flash wear.\n\n" + keys_and_techniques(),
                     example="edgesim plan --device stm32f405-pyboard --workload mlp:64-32-10 --batch 8 "
-                            "--technique fused_update")
+                            "--technique fused_update", exits=PLAN_EXITS)
     p.add_argument("scenario", nargs="?", metavar="SCENARIO.toml", help="a scenario file (flags override it)")
     _schedule_flags(p)
     p.set_defaults(func=run_plan)
     d = add_command(sub, "demo", help="run the embedded default scenario",
                     description="Personalise a digits classifier on a pyboard (STM32F405, Cortex-M4F) over a "
-                                "simulated day, compare training techniques, and say what was found in plain words.",
-                    example="edgesim demo --out /tmp/demo")
+                                "simulated day, compare training techniques, and say what was found in plain words."
+                                "\n\n" + keys_and_techniques(),
+                    example="edgesim demo --out /tmp/demo",
+                    exits=exit_codes("0 the demo ran (whether or not its schedule fits)"))
     _schedule_flags(d)
     d.set_defaults(func=run_demo)

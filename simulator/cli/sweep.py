@@ -7,7 +7,7 @@ from pathlib import Path
 
 from simulator.files import emit_json
 
-from .common import add_command, format_table
+from .common import add_command, exit_codes, format_table
 
 DESCRIPTION = """\
 capacity planning: which devices can personalise this model, on which schedule?  Expands a sweep
@@ -16,8 +16,8 @@ through the simulator on a local process pool (default) or a Dask cluster (--sch
 streams one line per finished scenario to OUT/results.jsonl. An interrupted sweep (Ctrl-C, a
 killed worker) loses nothing finished: rerun with --resume. Writes OUT/matrix.json (device x
 schedule: fits, binding constraint, margin; the best schedule per device) and OUT/report.html,
-OUT/report.md with the heat map beside them.
-exit: 0 done (see the matrix for what fits), 3 no combination fits, 2 bad input"""
+OUT/report.md with the heat map beside them. The grid is checked whole before anything runs; a resumed
+sweep reruns the scenarios whose resolved scenario changed since."""
 
 EXAMPLE = "edgesim sweep simulator/sweeps/boards.toml --workers 2 --out edgesim-out/boards"
 
@@ -97,7 +97,8 @@ def _run(args) -> int:
 
 def register(sub) -> None:
     p = add_command(sub, "sweep", help="capacity-planning sweep over devices x workloads x schedules",
-                    description=DESCRIPTION, example=EXAMPLE)
+                    description=DESCRIPTION, example=EXAMPLE,
+                    exits=exit_codes("0 done (some combination fits: see the matrix)", "3 no combination fits"))
     p.add_argument("grid", metavar="GRID.toml", help="sweep file (see simulator/sweeps/*.toml)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,

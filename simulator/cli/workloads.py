@@ -6,7 +6,7 @@ import numpy as np
 from simulator.files import emit_json
 from simulator.units import human_bytes
 
-from .common import add_command, format_table
+from .common import add_command, exit_codes, format_table
 
 GRAMMAR = """\
 A workload is a zoo name or a spec string (activations are ReLU, fused into the conv/dense before them):
@@ -34,6 +34,7 @@ def register(sub) -> None:
                     "user accuracy and retention before/after.\n\n" + GRAMMAR,
         example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10\n"
                 "  edgesim workloads lenet-digits --train 80 --batch 8 --techniques instance_filter=0.2",
+        exits=exit_codes("0 listed or described"),
     )
     p.add_argument("workload", nargs="?", metavar="WORKLOAD",
                    help="a zoo name or spec to describe layer by layer (default: list the zoo)")

@@ -15,6 +15,8 @@ from .worker import load_base
 def check_grid(grid: Grid) -> None:
     """Raise ``ValueError`` at the first point whose scenario would not load or set up."""
     base = load_base(grid.base)
+    if not base:
+        raise ValueError(f"{grid.path}: base = {grid.base!r}: the scenario is empty")
     for p in grid.points():
         check_point(grid, base, p)
 
