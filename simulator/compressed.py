@@ -40,6 +40,7 @@ def compression_figures(sc: Any, prof: Any, job: Any, *, inferences: int, decode
                           "flash_bytes": e.flash_bytes, "decode_ops": e.decode_ops, "bits": dict(e.bits)}
                    for name, e in enc.items()},
         "checkpoint": "dense",
+        "checkpoint_bytes": int(job.trainable_bytes()),     # each checkpoint writes the trained layers dense
         "model_flash_bytes": int(job.flash_bytes()),
         "model_flash_bytes_uncompressed": int(job.flash_bytes()) - comp_w + dense_w,
         "compressed_weight_bytes": comp_w, "dense_weight_bytes": dense_w,
