@@ -145,7 +145,8 @@ def part4() -> str:
     rows = []
     for label, r in out.items():
         comp = r["compression"]
-        rows.append([label, f"{r['flash_bytes']:,} B", f"{(comp or {}).get('model_flash_bytes', '')}",
+        model_bytes = comp["model_flash_bytes"] if comp else c["model_flash_bytes_uncompressed"]
+        rows.append([label, f"{r['flash_bytes']:,} B", f"{model_bytes:,} B",
                      f"{r['peak_ram_bytes']:,} B", f"{r['energy_per_day_j']:.1f} J",
                      f"{comp['decode_energy_j_per_day']:.1f} J" if comp else "0 J",
                      f"{comp['decode_s_per_inference'] * 1e3:.1f} ms" if comp else "0 ms",
