@@ -5,7 +5,8 @@
 - ``accelerometer(seed)``: a seeded synthetic 3-axis accelerometer stream cut into 64-sample windows
   (25 Hz, 2.56 s) of 6 activities by 12 subjects, each subject with its own gait and sensor orientation.
 - ``shifted_digits``: rotated and thickened digits, the "shifted distribution" personalisation story.
-- ``personalisation_split``: population (pre-training) and user (adaptation) splits for a story.
+- ``personalisation_split``: population (pre-training) and user (adaptation) splits for a story; the
+  imperfect-data stories (``noisy-labels``, ``unlabelled``, ``input-noise``) take ``StoryOptions``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ import numpy as np
 F32 = np.float32
 DATASETS = ("digits8", "digits4", "accel")
 ALIASES = {"digits": "digits8", "digits8x8": "digits8", "digits4x4": "digits4", "accelerometer": "accel"}
-STORIES = ("new-class", "shift", "plain")
+STORIES = ("new-class", "shift", "plain", "noisy-labels", "unlabelled", "input-noise")
+# the imperfect-data stories start from the shift story's population (same pre-training, cached once)
+BASE_STORY = {"noisy-labels": "shift", "unlabelled": "shift", "input-noise": "shift"}
+LABEL_NOISE_KINDS = ("symmetric", "confusable")
+UNLABELLED = -1            # the label of a sample that came without one (story unlabelled)
 ACTIVITIES = ("still", "walk", "run", "stairs-up", "stairs-down", "shake")
 
 
@@ -171,6 +176,79 @@ class Split:
     user_train: tuple[np.ndarray, np.ndarray]   # the labelled stream on the device
     user_test: tuple[np.ndarray, np.ndarray]    # user accuracy
     new_class: int | None = None
+    ordered: bool = False                 # the stream arrives in this order (class by class), not shuffled
+    stream_noise: float = 0.0             # additive sensor noise (std) the stream ramps up to over one pass
+    user_train_clean: np.ndarray | None = None   # the true labels behind noisy or missing ones
+
+
+@dataclass(frozen=True)
+class StoryOptions:
+    """How imperfect the user's data is. ``label_noise``: fraction of the user's labels flipped
+    (``label_noise_kind`` symmetric: to any other class; confusable: to the class whose mean sample is
+    nearest); ``label_fraction``: fraction of the stream that comes with a label; ``noise_level``: std of
+    the additive sensor noise at the end of the ramp (inputs in [0, 1]). Each applies to its story only."""
+
+    label_noise: float = 0.4
+    label_noise_kind: str = "symmetric"
+    label_fraction: float = 0.1
+    noise_level: float = 0.5
+
+    def check(self, names: dict[str, str] | None = None) -> StoryOptions:
+        """Raise ``ValueError`` naming the field (or its flag/key in ``names``) and the value if bad."""
+        names = names or {}
+        for f in ("label_noise", "label_fraction", "noise_level"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ValueError(f"{names.get(f, f)} must be a number in [0, 1) (got {v!r})")
+        if self.label_noise_kind not in LABEL_NOISE_KINDS:
+            raise ValueError(f"{names.get('label_noise_kind', 'label_noise_kind')} must be one of "
+                             f"{', '.join(LABEL_NOISE_KINDS)} (got {self.label_noise_kind!r})")
+        return self
+
+
+def confusable_classes(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """For each class, the other class whose mean sample is nearest (where label noise goes when the
+    user confuses look-alike classes)."""
+    classes = np.unique(y)
+    means = np.stack([X[y == c].reshape(int((y == c).sum()), -1).mean(axis=0) for c in classes])
+    d = ((means[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(d, np.inf)
+    out = np.arange(int(y.max()) + 1)
+    out[classes] = classes[d.argmin(axis=1)]
+    return out
+
+
+def flip_labels(y: np.ndarray, rate: float, kind: str, n_classes: int, rng: np.random.Generator,
+                confusable: np.ndarray | None = None) -> np.ndarray:
+    """Exactly round(rate * len(y)) labels (a seeded choice) flipped to a wrong class."""
+    y = y.copy()
+    flip = rng.choice(len(y), int(round(rate * len(y))), replace=False)
+    if kind == "symmetric":
+        y[flip] = (y[flip] + rng.integers(1, n_classes, len(flip))) % n_classes
+    else:
+        y[flip] = confusable[y[flip]]
+    return y
+
+
+def _imperfect(base: Split, ds: Dataset, story: str, opts: StoryOptions, seed: int) -> Split:
+    rng = np.random.default_rng(seed + 4099)
+    Xu, yu = base.user_train
+    k = len(ds.classes)
+    if story == "noisy-labels":
+        conf = confusable_classes(*base.pop_train) if opts.label_noise_kind == "confusable" else None
+        noisy = flip_labels(yu, opts.label_noise, opts.label_noise_kind, k, rng, conf)
+        return Split(base.pop_train, base.pop_test, (Xu, noisy), base.user_test, user_train_clean=yu)
+    if story == "unlabelled":
+        order = np.argsort(yu, kind="stable")          # class by class
+        Xu, yu = Xu[order], yu[order]
+        ys = np.full_like(yu, UNLABELLED)
+        lab = rng.choice(len(yu), int(round(opts.label_fraction * len(yu))), replace=False)
+        ys[lab] = yu[lab]
+        return Split(base.pop_train, base.pop_test, (Xu, ys), base.user_test, ordered=True, user_train_clean=yu)
+    # input-noise: the user's data is the population's (held out), the sensor adds noise
+    Xt, yt = base.user_test
+    noisy_test = (Xt + rng.normal(0.0, opts.noise_level, Xt.shape)).astype(F32)
+    return Split(base.pop_train, base.pop_test, (Xu, yu), (noisy_test, yt), stream_noise=opts.noise_level)
 
 
 def _parts(idx: np.ndarray, fracs: tuple[float, ...]) -> list[np.ndarray]:
@@ -178,16 +256,28 @@ def _parts(idx: np.ndarray, fracs: tuple[float, ...]) -> list[np.ndarray]:
     return np.split(idx, cuts)
 
 
-def personalisation_split(ds: Dataset, story: str, seed: int = 0) -> Split:
+def personalisation_split(ds: Dataset, story: str, seed: int = 0, options: StoryOptions | None = None) -> Split:
     """Split a data set for a story.
 
     new-class: the last class is the user's new class ("my dog"), never seen in pre-training; the user
       stream mixes it with the user's own samples of the old classes. shift: digits are rotated and
       thickened for the user; accelerometer users are subjects held out of the population. plain:
       one ordinary train/test split of all classes (no personalisation), for from-scratch training.
+    The imperfect-data stories take the shift story's split and ``options`` (``StoryOptions``):
+    noisy-labels: a fraction of the user's training labels is wrong (the test labels are right).
+    unlabelled: the stream arrives class by class and only a fraction of it is labelled (``UNLABELLED``
+      elsewhere). input-noise: the user's data is unshifted population data (accelerometer: held-out
+      subjects) under additive Gaussian sensor noise rising to ``noise_level`` over the stream; the user
+      test set has the full noise.
     """
     if story not in STORIES:
         raise ValueError(f"story must be one of {', '.join(STORIES)} (got {story!r})")
+    if story in BASE_STORY:
+        opts = (options or StoryOptions()).check()
+        base = personalisation_split(ds, BASE_STORY[story], seed)
+        if story == "input-noise" and ds.groups is None:   # digits: the unshifted user rows
+            base = _unshifted(ds, seed)
+        return _imperfect(base, ds, story, opts, seed)
     rng = np.random.default_rng(seed)
     X, y = ds.X, ds.y
     n = len(y)
@@ -223,3 +313,13 @@ def personalisation_split(ds: Dataset, story: str, seed: int = 0) -> Split:
         Xs = _pool_4x4(Xs)
     k = len(u_tr)
     return Split((X[p_tr], y[p_tr]), (X[p_te], y[p_te]), (Xs[:k], y[u_tr]), (Xs[k:], y[u_te]))
+
+
+def _unshifted(ds: Dataset, seed: int) -> Split:
+    """The shift story's digit split with the user's rows left as they are (same rows, no rotation)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ds.y))
+    p_tr, p_te, u = _parts(perm, (0.6, 0.2, 0.2))
+    u_tr, u_te = _parts(u, (0.5, 0.5))
+    X, y = ds.X, ds.y
+    return Split((X[p_tr], y[p_tr]), (X[p_te], y[p_te]), (X[u_tr], y[u_tr]), (X[u_te], y[u_te]))

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import datasets as D
 from .compression.config import CompressionSpec, compress_frozen
+from .imperfect import DataTechniques
 from .model import build_model, resolve
 from .optim import make_optimizer
 from .pretrain import pretrained_state, single_thread_blas
@@ -40,7 +41,8 @@ class Job:
 
     def __init__(self, workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
                  techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
-                 momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None):
+                 momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None,
+                 story_options: D.StoryOptions | dict | None = None):
         if isinstance(techniques, dict):
             techniques = Techniques.from_dict(techniques)
         if not isinstance(techniques, Techniques):
@@ -64,7 +66,10 @@ class Job:
         if len(ds.classes) > self.num_classes:
             raise ValueError(f"dataset {self.dataset!r} has {len(ds.classes)} classes but {spec.text} "
                              f"outputs {self.num_classes}")
-        self.split = D.personalisation_split(ds, story, seed)
+        if isinstance(story_options, dict):
+            story_options = D.StoryOptions(**story_options)
+        self.story_options = story_options
+        self.split = D.personalisation_split(ds, story, seed, story_options)
         self.model = build_model(spec, seed)
         self._frozen_ids: set[int] = set()
         if t.etf:
@@ -72,7 +77,7 @@ class Job:
             install_etf(self.model, seed)
             self._frozen_ids = {id(clf.params[0]), id(clf.params[1])}
         if pretrain and story != "plain":
-            self.model.load_state(pretrained_state(spec, self.dataset, story, seed, t.etf))
+            self.model.load_state(pretrained_state(spec, self.dataset, D.BASE_STORY.get(story, story), seed, t.etf))
         if lr is None:
             lr = default_lr(spec, optimizer)
         self.lr = lr
@@ -85,6 +90,11 @@ class Job:
         self._make_persistent()
         self._steps = StepBuilder(self.model, t, self.trainable, self.opt, self._state, self._qscale, self._rng,
                                   self.compressed)
+        self._data = None       # imperfect-data techniques (self_adaptive, sinkhorn, buffer, noise_bias)
+        if t.self_adaptive is not None or t.sinkhorn is not None or t.buffer is not None or t.noise_bias:
+            self._data = DataTechniques(self.model, t, self.split, self.input_shape, self._rng)
+            self._steps.labeller = self._data
+            self._persistent += self._data.persistent()
         self.last_step: dict = {}     # figures of the last train_step (kept samples, error entries kept)
         self._infer_template: list | None = None
 
@@ -96,7 +106,7 @@ class Job:
             players = players[-t.last_k:]
         self.trainable: dict[str, list[bool]] = {}
         for ly in players:
-            self.trainable[ly.name] = [t.update != "bias", True]
+            self.trainable[ly.name] = [t.update != "bias" and not t.noise_bias, True]
         if not self.trainable:
             raise ValueError(f"{self.name}: nothing to train with techniques {t.active()}")
 
@@ -142,11 +152,21 @@ class Job:
                    + ly.params[1].size * 4 for ly in self.model.param_layers())
 
     def labelled_stream(self) -> Iterator[tuple[np.ndarray, int]]:
+        """The user's samples in arrival order, cycling: shuffled per pass, or in the split's order
+        (``Split.ordered``); with ``Split.stream_noise`` the sensor noise ramps up over the first pass.
+        Story unlabelled: most labels are ``datasets.UNLABELLED``."""
         X, y = self.split.user_train
         rng = np.random.default_rng(self.seed + 303)
+        sigma, n = self.split.stream_noise, len(y)
+        noise_rng = np.random.default_rng(self.seed + 505)
+        k = 0
         while True:
-            for i in rng.permutation(len(y)):
-                yield X[i].reshape(self.input_shape).astype(F32), int(y[i])
+            for i in (np.arange(n) if self.split.ordered else rng.permutation(n)):
+                x = X[i].reshape(self.input_shape).astype(F32)
+                if sigma:
+                    x = (x + noise_rng.normal(0.0, sigma * min(1.0, k / n), x.shape)).astype(F32)
+                    k += 1
+                yield x, int(y[i])
 
     def infer(self, x: np.ndarray) -> Generator[Op, None, int]:
         xs = np.asarray(x, F32).reshape((1,) + self.input_shape)
@@ -184,12 +204,22 @@ class Job:
             raise ValueError(f"train_step: {len(xs)} samples but {len(ys)} labels")
         values: dict = {}
         st = StepState(len(ys))
+        before: list[ProgramOp] = []
+        if self._data is not None:
+            xs, ys, before, train = self._data.before(xs, ys)
+            if not train:           # noise_bias: this noise level's biases are done; nothing to learn
+                yield from run_program(before, values)
+                self.last_step = dict(self._data.stats, kept=0)
+                return self._data.skipped_loss()
         program = self._steps.forward(xs, values)
         program += self._steps.loss_and_backward(ys, values, st)
         if self.techniques.swap:
             program = apply_swap(program, values, self.techniques.int8)
-        yield from run_program(program, values)
+        yield from run_program(before + program, values)
         self.last_step = st.stats
+        if self._data is not None:
+            self._data.after(st.loss)
+            self.last_step.update(self._data.stats)
         return st.loss
 
     def evaluate(self) -> dict[str, float]:
@@ -199,15 +229,17 @@ class Job:
         if self.split.new_class is not None:
             keep = yr != self.split.new_class
             Xr, yr = Xr[keep], yr[keep]
+        predict = self._data.predict if self._data is not None else self.model.predict
         with single_thread_blas():
-            ua = float(np.mean(self.model.predict(Xu, q) == yu)) if len(yu) else float("nan")
-            ra = float(np.mean(self.model.predict(Xr, q) == yr)) if len(yr) else float("nan")
+            ua = float(np.mean(predict(Xu, q) == yu)) if len(yu) else float("nan")
+            ra = float(np.mean(predict(Xr, q) == yr)) if len(yr) else float("nan")
         return {"user_accuracy": ua, "retention_accuracy": ra}
 
 
 def make_job(workload: str | ModelSpec, *, dataset: str | None = None, story: str = "new-class",
              techniques: Techniques = NO_TECHNIQUES, optimizer: str = "sgd", lr: float | None = None,
-             momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None) -> Job:
+             momentum: float = 0.9, seed: int = 0, pretrain: bool = True, compression=None,
+             story_options: D.StoryOptions | dict | None = None) -> Job:
     """A traced personalisation job for a zoo name or spec (see ``workloads.api.TrainingJob``).
 
     ``dataset`` defaults to the zoo entry's, else by input shape (64 / 8x8x1: digits8, 16 / 4x4x1:
@@ -216,6 +248,8 @@ def make_job(workload: str | ModelSpec, *, dataset: str | None = None, story: st
     ``lr=None`` takes ``default_lr``. ``pretrain=False`` starts from the seeded initial weights (see
     ``workloads.model``). ``compression``: a ``[workload.compression]`` table (dict) or
     ``compression.config.CompressionSpec``: frozen layers kept compressed in flash, decoded per use.
+    ``story_options``: ``datasets.StoryOptions`` (or its dict) for the imperfect-data stories.
     """
     return Job(workload, dataset=dataset, story=story, techniques=techniques, optimizer=optimizer, lr=lr,
-               momentum=momentum, seed=seed, pretrain=pretrain, compression=compression)
+               momentum=momentum, seed=seed, pretrain=pretrain, compression=compression,
+               story_options=story_options)

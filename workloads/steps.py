@@ -51,6 +51,8 @@ class StepBuilder:
         self.first_bwd = min(names.index(n) for n in trainable)
         self.in_key: dict[int, str] = {}
         self.out_key: dict[int, str] = {}
+        self.labeller = None        # imperfect.DataTechniques: its loss ops replace the plain loss op
+        self.batch: np.ndarray | None = None    # the samples of the step being built
 
     def logits_key(self) -> str:
         """The key of the last forward program's logits."""
@@ -60,6 +62,7 @@ class StepBuilder:
     def forward(self, xs: np.ndarray, values: dict) -> list[ProgramOp]:
         """``input.load`` and one ``<layer>.forward`` op per non-view layer."""
         model, a, n = self.model, self.act_size, len(xs)
+        self.batch = xs
         dt = "i8" if self.techniques.int8 else "f32"
         self.in_key = {}
         self.out_key = {}
@@ -143,8 +146,11 @@ class StepBuilder:
             st.stats["kept"] = st.nk
             return 0, logits.size * 4, logits.size * 4
 
-        program.append(ProgramOp("loss", "reduce", "f32", loss_run, [logits_key],
-                                 [("loss.grad", "grad", lambda: st.nk * k * 4)], ends_step=lambda: st.nk == 0))
+        if self.labeller is not None and self.labeller.changes_loss(ys):   # soft targets, weights, pseudo-labels
+            program += self.labeller.loss_ops(self.batch, ys, values, st, logits_key, t.instance_filter)
+        else:
+            program.append(ProgramOp("loss", "reduce", "f32", loss_run, [logits_key],
+                                     [("loss.grad", "grad", lambda: st.nk * k * 4)], ends_step=lambda: st.nk == 0))
         # recompute: which activations stay (segment inputs) and which are rebuilt per segment
         fwd_layers = [i for i in range(self.first_bwd, nl) if not model.layers[i].view]
         segments: list[list[int]] = []

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .buffers import BUFFER_POLICIES
+
 UPDATE_MODES = ("all", "bias", "last-k", "sparse")
 
 
@@ -26,6 +28,14 @@ class Techniques:
     recompute: bool = False              # checkpointing: drop activations, recompute in backward
     swap: bool = False                   # swap activations to flash between forward and backward
     int8: bool = False                   # fake-quantised int8 training
+    # learning from imperfect data (noisy labels, unlabelled stream, sensor noise)
+    self_adaptive: float | None = None   # self-adaptive training: momentum M of the per-sample soft targets
+    self_adaptive_start: int = 100       # ... after this many plain cross-entropy steps (the paper's warm-up E_s)
+    sinkhorn: int | None = None          # pseudo-label unlabelled samples by K Sinkhorn iterations per batch
+    buffer: str | None = None            # replay buffer policy: fifo | reservoir | representative
+    buffer_size: int = 32                # samples the replay buffer keeps (>= the batch)
+    noise_bias: bool = False             # bias-only adaptation per measured input-noise level
+    noise_bias_steps: int = 20           # bias-only steps per noise level before its bias set is kept as is
 
     def __post_init__(self) -> None:
         if self.update not in UPDATE_MODES:
@@ -40,6 +50,20 @@ class Techniques:
                 raise ValueError(f"techniques.{name} must be >= 0 (got {v})")
         if self.grad_prune is not None and not 0 < self.grad_prune <= 1:
             raise ValueError(f"techniques.grad_prune must be in (0, 1] (got {self.grad_prune})")
+        if self.self_adaptive is not None and (isinstance(self.self_adaptive, bool) or not 0 <= self.self_adaptive < 1):
+            raise ValueError(f"techniques.self_adaptive must be a momentum in [0, 1) (got {self.self_adaptive!r})")
+        if self.sinkhorn is not None and (isinstance(self.sinkhorn, bool) or not isinstance(self.sinkhorn, int)
+                                          or self.sinkhorn < 1):
+            raise ValueError(f"techniques.sinkhorn must be a whole number of iterations >= 1 (got {self.sinkhorn!r})")
+        if self.buffer is not None and self.buffer not in BUFFER_POLICIES:
+            raise ValueError(f"techniques.buffer must be one of {', '.join(BUFFER_POLICIES)} (got {self.buffer!r})")
+        if isinstance(self.self_adaptive_start, bool) or not isinstance(self.self_adaptive_start, int) \
+                or self.self_adaptive_start < 0:
+            raise ValueError(f"techniques.self_adaptive_start must be a whole number >= 0 (got {self.self_adaptive_start!r})")
+        for name in ("buffer_size", "noise_bias_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"techniques.{name} must be a whole number >= 1 (got {v!r})")
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "techniques") -> Techniques:
