@@ -16,6 +16,7 @@ from workloads.techniques import Techniques
 from .inputs import job_for, profile_for
 from .scenario import Scenario, load_scenario
 from .simulation import Simulation
+from .static_fit import check_static_fit
 
 AS_SCHEDULED = "as scheduled"
 
@@ -54,6 +55,7 @@ def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers
     dict scenario's origin in error messages.
     """
     sc = load_scenario(scenario, where=where)
+    check_static_fit(sc, profile_for(sc))      # fail fast, before any pre-training
     if not sc.compare or not compare:
         return simulate(sc, progress=progress)
     runs = variant_scenarios(sc)

@@ -21,11 +21,12 @@ except ImportError:  # tests/ imported as a package
 
 @functools.cache
 def dead_result() -> dict:
-    """A real run that dies at t = 0: a 64-32-10 MLP's weights do not fit the micro:bit's heap."""
+    """A real run that dies at t = 0: a 64-24-10 MLP's weights fit the micro:bit's heap (the static check
+    passes), its weights and SGD momentum buffers together do not."""
     from simulator.run import run_scenario
 
     return run_scenario({"name": "dead", "device": "bbc-microbit-v1", "duration_s": 3600.0,
-                         "workload": {"model": "mlp:64-32-10"}})
+                         "workload": {"model": "mlp:64-24-10"}, "schedule": {"batch": 1}})
 
 
 @pytest.fixture(scope="module")

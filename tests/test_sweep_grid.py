@@ -197,3 +197,16 @@ def test_binary_grid_and_directory_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"sub.toml: is a directory, not a sweep .toml file"):
         (tmp_path / "sub.toml").mkdir()
         load_grid(tmp_path / "sub.toml")
+
+
+def test_a_model_refused_by_the_static_check_is_a_non_fitting_cell_not_an_error():
+    ok = {"fits": True, "constraints": [{"name": "peak_ram", "budget": 100, "margin": 50, "ok": True}],
+          "accuracy_before": 0.1, "accuracy_after": 0.5, "energy_per_day_j": 1.0, "peak_ram_bytes": 50,
+          "ram_budget_bytes": 100}
+    rows = [{"key": "a", "index": 0, "device": "d", "schedule": "small", "status": "ok", "result": ok},
+            {"key": "b", "index": 1, "device": "d", "schedule": "huge", "status": "error",
+             "error": "ModelTooBig: x.toml: workload 'mlp:64-100000-10' cannot fit d: ..."}]
+    fz = feasibility(rows)
+    huge = fz["cells"]["d"]["huge"]
+    assert huge["fits"] is False and huge["binding"] == "peak_ram" and huge["fatal"] == "too_big"
+    assert fz["best"]["d"]["schedule"] == "small"

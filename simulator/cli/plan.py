@@ -112,6 +112,7 @@ def _out_dir(args, name: str) -> Path:
 def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
     from simulator.run import run_scenario
     from simulator.scenario import load_scenario
+    from simulator.static_fit import ModelTooBig
     from simulator.verdict import summarise
 
     sc = load_scenario(scenario, where=where)           # bad input exits 2 before any work
@@ -120,7 +121,14 @@ def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
                          "it must be a plain name (no '/', not '..')")
     out_dir = _out_dir(args, sc.name)
     # progress goes to stderr, so it shows with --json too (stdout holds the JSON alone)
-    result = run_scenario(scenario, progress=progress, workers=os.cpu_count() or 1, where=where)
+    try:
+        result = run_scenario(scenario, progress=progress, workers=os.cpu_count() or 1, where=where)
+    except ModelTooBig as e:                          # the static check: no run, no result file
+        if args.json:
+            emit_json({"fits": False, "static_check": str(e)})
+        else:
+            print(f"DOES NOT FIT (static check, nothing simulated): {e}")
+        return EXIT_NOFIT
     path = write_result(result, out_dir)
     report = render(result, out_dir)
     if args.json:

@@ -13,6 +13,7 @@ from typing import Any
 from simulator.verdict import RUN_END_CONSTRAINT as FATAL_CONSTRAINT  # the one run-end -> constraint map
 
 MATRIX_FILE = "matrix.json"
+TOO_BIG_ERROR = "ModelTooBig:"     # an error row from simulator.static_fit: the model is far too big
 OBJECTIVE = ("best feasible schedule per device: highest mean accuracy gain (accuracy after - before "
              "personalisation, rounded to 0.1 percentage points), then lowest energy per day (J)")
 
@@ -71,7 +72,11 @@ def feasibility(rows: Iterable[dict]) -> dict:
         errs = [r for r in rs if r["status"] != "ok"]
         oks = [r["result"] for r in rs if r["status"] == "ok"]
         cell: dict[str, Any] = {"runs": len(rs), "errors": len(errs)}
-        if errs:
+        if errs and all(str(r.get("error", "")).startswith(TOO_BIG_ERROR) for r in errs):
+            # refused by the static check (far too big for the RAM): a verdict, not a failure to run
+            cell.update(fits=False, binding="peak_ram", fatal="too_big", margin=None, unit="B", rel_margin=None,
+                        error=errs[0].get("error"))
+        elif errs:
             cell.update(fits=None, binding="error", margin=None, unit="", rel_margin=None,
                         error=errs[0].get("error"))
         else:
