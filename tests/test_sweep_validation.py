@@ -142,3 +142,23 @@ def test_json_summary_alone_on_stdout_and_error_rows_named(tmp_path, capfd):
     rc = main(["sweep", str(g), "--out", str(tmp_path / "o"), "--resume", "--retry-errors", "--quiet"])
     out = capfd.readouterr().out
     assert rc == 3 and out.count("error: device=") == 4 and "dataset 'accel' gives 192 values" in out
+
+
+def test_the_boards_grid_comments_say_what_its_schedules_do():
+    """Each named schedule's comment ("N steps of B ... after every E labels") matches the scenario it
+    resolves to (the demo's schedule with the schedule's overrides)."""
+    import re
+
+    from simulator.scenario import apply_overrides, load_scenario, scenario_dict
+
+    path = Path(__file__).resolve().parent.parent / "simulator" / "sweeps" / "boards.toml"
+    grid = load_grid(path)
+    said = {}
+    for m in re.finditer(r"^\[schedules\.([\w-]+)\][^\n]*?(\d+) steps? of (\d+)[^\n]*?after every (\d+) labels",
+                         path.read_text(), re.M):
+        said[m.group(1)] = tuple(int(x) for x in m.groups()[1:])
+    assert {"light", "default", "heavy"} <= set(said)
+    base = scenario_dict(grid.base)
+    for name, (steps, batch, every) in said.items():
+        sc = load_scenario(apply_overrides(base, {**grid.fixed, **grid.schedules[name]}))
+        assert (sc.schedule.steps, sc.schedule.batch, sc.schedule.every_n) == (steps, batch, every), name
