@@ -47,7 +47,7 @@ def bench_ops() -> list[tuple[str, int, int, int, Op]]:
     for n in ELEM_SIZES:
         out.append((f"relu-back {n}", 4, n, 1, Op(f"dact{n}", "eltwise", 0, 8 * n, 4 * n)))
     for n in CE_SIZES:
-        out.append((f"softmax-ce {n}", 5, n, 1, Op(f"ce{n}", "reduce", 0, 4 * n, 4 * n)))
+        out.append((f"softmax-ce {n}", 5, n, 1, Op("loss", "reduce", 0, 4 * n, 4 * n)))
     for n in COPY_SIZES:
         out.append((f"copy {n}", 6, n, 1, Op(f"copy{n}", "copy", 0, 4 * n, 4 * n)))
     for i in range(3):
@@ -153,43 +153,106 @@ def fit(rows: list[dict], cpi: float) -> dict:
 
 def calibrate(board: Board, log_path: str | Path | None = None, progress: bool = False,
               qemu_binary: str | None = None) -> dict:
-    """Run both calibrations on fresh boots of ``board``; return coefficients, footprint and residuals."""
+    """Run both calibrations on fresh boots of ``board``; return coefficients, per-kind costs, footprint
+    and residuals. A virtual twin runs micro-benchmark networks (``calibrate_twin``); the micro:bit v1 its
+    kernels one at a time (bench.py)."""
+    if board.twin is not None:
+        return calibrate_twin(board, log_path, progress, qemu_binary)
     with BoardSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
         rows = measure_compute(s, progress)
         firmware = s.firmware_version
         log = s.log_path
     with BoardSession(board, log_path=log, qemu_binary=qemu_binary) as s:
         foot = measure_footprint(s)
-    coef = fit(rows, board.cycles_per_instruction)
+    coef = fit([dict(r) for r in rows], board.cycles_per_instruction)
+    costs = fit_kind_costs(rows, board.cycles_per_instruction)
     resid = np.array([r["residual"] for r in rows])
     static = board.ram_bytes - foot["heap_total_bytes"]
     return {
-        "board": board.name, "firmware": firmware, "serial_log": log,
+        "board": board.name, "machine": board.machine, "firmware": firmware, "serial_log": log,
         "coefficients": {k: round(v, 1) for k, v in coef.items()},
+        "kind_costs": _rounded(costs), "kind_residuals": kind_residuals(rows),
+        "acceptable": bool(np.sqrt(np.mean(resid ** 2)) <= RESIDUAL_RMS_ACCEPTABLE),
+        "residual_rms_acceptable": RESIDUAL_RMS_ACCEPTABLE,
         "ram_reserved_bytes": int(static + foot["port_bytes"]),
         "static_ram_bytes": int(static), "footprint": foot,
-        "benchmarks": [{k: v for k, v in r.items() if k != "op"} | {"kind": r["op"].kind, "macs": r["op"].macs}
-                       for r in rows],
+        "benchmarks": _bench_rows(rows),
         "residual_max_abs": float(np.max(np.abs(resid))), "residual_rms": float(np.sqrt(np.mean(resid ** 2))),
         "cycles_per_instruction": board.cycles_per_instruction,
     }
 
 
+def _rounded(costs: dict[str, tuple[float, ...]]) -> dict[str, dict[str, float]]:
+    return {k: dict(zip(KIND_COST_FIELDS, (round(v, 4) for v in c), strict=True)) for k, c in costs.items()}
+
+
+def _bench_rows(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "op"} | {"kind": cost_key(r["op"]), "macs": r["op"].macs,
+                                                         "bytes_read": r["op"].bytes_read,
+                                                         "bytes_written": r["op"].bytes_written} for r in rows]
+
+
+def kind_residuals(rows: list[dict]) -> dict[str, dict]:
+    """Per cost key: how many micro-benchmarks, and the fit's relative residuals (rms, max)."""
+    out = {}
+    for key in sorted({cost_key(r["op"]) for r in rows}):
+        rk = np.array([r["residual"] for r in rows if cost_key(r["op"]) == key])
+        out[key] = {"ops": int(rk.size), "residual_rms": float(np.sqrt(np.mean(rk ** 2))),
+                    "residual_max_abs": float(np.max(np.abs(rk)))}
+    return out
+
+
+def _measured_on(result: dict) -> str:
+    date = _dt.date.today().isoformat()
+    fw = result["firmware"].split(";")[0]
+    if result.get("heap_bytes"):
+        return (f"measured: edgesim calibrate {date} on twin {result['machine']} ({fw}, "
+                f"MICROPY_HEAP_SIZE {result['heap_bytes']} B) under QEMU -icount shift=0,sleep=off")
+    return f"measured: edgesim calibrate {date} on QEMU -M {result['machine']} ({fw}) under -icount shift=0"
+
+
 def profile_values(result: dict) -> dict[str, tuple[Any, str]]:
     """The [runtime.micropython] keys calibration writes, each with its source line."""
-    date = _dt.date.today().isoformat()
     n = len(result["benchmarks"])
-    fitsrc = (f"measured: edgesim calibrate {date}, {result['firmware'].split(';')[0]} on QEMU -M microbit "
-              f"-icount shift=0 (instructions x core.cycles_per_instruction); least-squares fit over {n} "
-              f"micro-benchmarks of ports/micropython/mlpk.py kernels, residuals rms "
-              f"{100 * result['residual_rms']:.1f} %, max {100 * result['residual_max_abs']:.1f} %")
+    on = _measured_on(result)
+    what = ("ops of micro-benchmark networks (ports/calibrate.py TWIN_BENCH_SPECS, not the zoo)"
+            if result.get("heap_bytes") else "micro-benchmarks of ports/micropython/mlpk.py kernels")
+    fitsrc = (f"{on} (instructions x core.cycles_per_instruction); one-overhead least-squares fit over {n} "
+              f"{what}; per-kind costs in [runtime.micropython.kind_costs] replace it for the kinds they list")
     foot = result["footprint"]
-    ramsrc = (f"measured: edgesim calibrate {date}: {result['static_ram_bytes']} B outside the GC heap "
-              f"(16384 - gc heap {foot['heap_total_bytes']} B) + {foot['port_bytes']} B the port holds at an "
-              f"empty training step (REPL, edgesim device modules, interpreter frames)")
+    ramsrc = (f"{on}: {result['static_ram_bytes']} B outside the GC heap ({result.get('heap_total_bytes') or foot['heap_total_bytes']} "
+              f"B GC pool) + {foot['port_bytes']} B the port holds beside the workload's tensors (REPL, edgesim "
+              f"device code and tables, interpreter state)")
     vals = {k: (v, fitsrc) for k, v in result["coefficients"].items()}
     vals["ram_reserved_bytes"] = (result["ram_reserved_bytes"], ramsrc)
     return vals
+
+
+def kind_costs_toml(result: dict, runtime: str = "micropython") -> str:
+    """The ``[runtime.<runtime>.kind_costs]`` table of a calibration (cycles = instructions x CPI)."""
+    n = len(result["benchmarks"])
+    src = (f"{_measured_on(result)}: per op kind, non-negative least squares on relative error over {n} "
+           f"micro-benchmark ops, instructions x core.cycles_per_instruction {result['cycles_per_instruction']:g}; "
+           f"op residuals rms {100 * result['residual_rms']:.1f} %, max {100 * result['residual_max_abs']:.1f} %")
+    lines = [f"[runtime.{runtime}.kind_costs]", f"source = {_toml(src)}"]
+    for key, c in result["kind_costs"].items():
+        lines.append(f"{key} = {{ " + ", ".join(f"{f} = {c[f]:.6g}" for f in KIND_COST_FIELDS) + " }")
+    return "\n".join(lines) + "\n"
+
+
+def write_calibration(src: str | Path, dst: str | Path, result: dict) -> Path:
+    """The profile ``src`` with the calibration in it, written to ``dst`` (atomic; the result must load):
+    [runtime.micropython]'s one-overhead figures and reserve, and its kind_costs table (replaced whole)."""
+    from device_profiles import load_profile
+    from simulator.files import write_atomic
+
+    text = Path(src).read_text(encoding="utf-8")
+    text = re.sub(r"\n\[runtime\.micropython\.kind_costs\]\n(?:(?!\[)[^\n]*\n)*", "\n", text)
+    text = _set_table(text, src, profile_values(result))
+    m = re.search(r"^\[runtime\.micropython\]\n((?:(?!\[)[^\n]*\n)*)", text, flags=re.M)
+    body = m.group(1).rstrip("\n") + "\n\n" + kind_costs_toml(result) + "\n"
+    text = text[:m.start(1)] + body + text[m.end(1):]
+    return write_atomic(dst, text, validate=load_profile)
 
 
 def write_runtime_table(src: str | Path, dst: str | Path, values: dict[str, tuple[Any, str]],
@@ -197,8 +260,16 @@ def write_runtime_table(src: str | Path, dst: str | Path, values: dict[str, tupl
     """Copy the profile ``src`` to ``dst`` with ``values`` set in ``[table]`` (other text untouched);
     atomic, and the result must load."""
     from device_profiles import load_profile
+    from simulator.files import write_atomic
 
-    lines = Path(src).read_text(encoding="utf-8").splitlines()
+    out = _set_table(Path(src).read_text(encoding="utf-8"), src, values, table)
+    return write_atomic(dst, out, validate=load_profile)   # the written profile must load
+
+
+def _set_table(text: str, src: str | Path, values: dict[str, tuple[Any, str]],
+               table: str = "runtime.micropython") -> str:
+    """``text`` with ``values`` (and their sources) set in ``[table]``; ValueError if it has none."""
+    lines = text.splitlines()
     try:
         start = next(i for i, ln in enumerate(lines) if ln.strip() == f"[{table}]")
     except StopIteration:
@@ -217,10 +288,7 @@ def write_runtime_table(src: str | Path, dst: str | Path, values: dict[str, tupl
                 body[idx] = f"{k} = {v}"
     if body and body[-1].strip():
         body.append("")
-    out = "\n".join(lines[:start + 1] + body + lines[end:]) + "\n"
-    from simulator.files import write_atomic
-
-    return write_atomic(dst, out, validate=load_profile)   # the written profile must load
+    return "\n".join(lines[:start + 1] + body + lines[end:]) + "\n"
 
 
 def _toml(v: Any) -> str:
@@ -229,3 +297,143 @@ def _toml(v: Any) -> str:
     if isinstance(v, float):
         return repr(round(v, 1))
     return str(v)
+
+
+# --- virtual twins: per-kind costs from micro-benchmark networks --------------------------------------
+# Small networks nobody trains for real (never the zoo's): every layer kind, several sizes, strides and
+# paddings; each op of their steps is one timed micro-benchmark. The zoo models and other specs are the
+# validation set (tests, benchmarks/emulator.py).
+TWIN_BENCH_SPECS = (
+    "mlp:16-8-10", "mlp:64-24-10", "mlp:16-40-20-10",
+    "cnn:8x8x1-c4k3-p2-d10", "cnn:8x8x1-c3k5same-a2-d10", "cnn:4x4x1-c8k2-c6k2-gap-d10",
+    "cnn:8x8x1-c2k3s2same-dw3same-p2-d10", "cnn:8x8x1-dw3-c4k1-a3-d10", "cnn1d:64x3-c4k3-p4-gap-d6",
+    "cnn:8x8x1-c8k3s2-dw2-gap-d10",
+)
+BENCH_STEPS = 2
+# MicroPython's boxed floats make every kernel allocate; the garbage collector's share of an op grows with
+# the live heap (it marks it) over the free heap (how often it runs). The micro-benchmarks therefore run
+# beside a ballast that fills the GC heap to this fraction, a typical training heap; see ports/README.md.
+BALLAST_FRACTION = 0.6
+KIND_COST_FIELDS = ("overhead_cycles", "cycles_per_mac", "cycles_per_byte_read", "cycles_per_byte_written")
+RESIDUAL_RMS_ACCEPTABLE = 0.25
+
+
+def cost_key(op: Op) -> str:
+    """The kind_costs row an op is priced with (the simulator's own rule)."""
+    from simulator.cost import cost_key as key
+
+    return key(op)
+
+
+def kind_cycles(op: Op, costs: dict[str, tuple[float, ...]]) -> float:
+    """cycles of ``op`` under fitted kind costs (the form simulator.cost prices a profile's kind_costs with)."""
+    c = costs[cost_key(op)]
+    return c[0] + op.macs * c[1] + op.bytes_read * c[2] + op.bytes_written * c[3]
+
+
+def fit_kind_costs(rows: list[dict], cpi: float) -> dict[str, tuple[float, ...]]:
+    """Per cost key, non-negative least squares of cycles = overhead + macs x a + bytes read x b + bytes
+    written x c over its micro-benchmarks, on relative error (each op counts alike, large or small)."""
+    from scipy.optimize import nnls
+
+    costs: dict[str, tuple[float, ...]] = {}
+    for key in sorted({cost_key(r["op"]) for r in rows}):
+        sel = [r for r in rows if cost_key(r["op"]) == key]
+        X = np.array([[1.0, r["op"].macs, r["op"].bytes_read, r["op"].bytes_written] for r in sel])
+        y = np.array([r["instructions"] * cpi for r in sel], dtype=float)
+        w, _ = nnls(X / y[:, None], np.ones(len(y)))
+        costs[key] = tuple(float(v) for v in w)
+    for r in rows:
+        r["cycles"] = float(r["instructions"] * cpi)
+        r["fit_cycles"] = kind_cycles(r["op"], costs)
+        r["residual"] = (r["fit_cycles"] - r["cycles"]) / r["cycles"] if r["cycles"] else 0.0
+    return costs
+
+
+def measure_twin(board: Board, log_path: str | Path | None = None, progress: bool = False,
+                 qemu_binary: str | None = None, specs: tuple[str, ...] = TWIN_BENCH_SPECS) -> dict:
+    """Run every micro-benchmark network on one boot of ``board``'s twin: per-op instructions beside the
+    host's op records, and heap figures (the port's own footprint, each network's heap peak)."""
+    import itertools
+
+    from workloads.trace import collect
+
+    from .emulate import make_twin_job
+    from .netrun import TwinPort
+    from .predict import predict_trace
+    from .program import build_program
+    from .session import TwinSession
+
+    tick = board.twin.instructions_per_timer_tick
+    rows: list[dict] = []
+    heaps: list[dict] = []
+    items = list(specs)
+    with TwinSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+        port = TwinPort(s.run)
+        base = int(s.run("print(mem())").strip())
+        if progress:
+            from tqdm import tqdm
+            items = tqdm(items, desc=f"micro-benchmarks on {board.twin.name}", unit="net")
+        for spec in items:
+            job = make_twin_job(spec, pretrain=False)
+            mom = float(job.opt.momentum)
+            params = [p.copy() for p in job.model.parameters()]
+            samples = list(itertools.islice(iter(job.labelled_stream()), BENCH_STEPS))
+            host = predict_trace(board.profile, job, samples)
+            prog = build_program(job, host.pop("ops_step0"))
+            job2 = make_twin_job(spec, pretrain=False)               # the same steps again, for their op records
+            traces = [collect(job2.train_step(np.asarray(x)[None], np.array([y])))[0] for x, y in samples]
+            s.run("BAL = None")
+            after = port.setup(prog, job.lr, mom, s.clock)
+            port.send_params(job.model.layers, params)
+            ballast = max(0, int(BALLAST_FRACTION * s.heap_total_bytes) - after)
+            s.run(f"BAL = bytearray({ballast})")
+            for q, (x, y) in enumerate(samples):
+                st = port.step(q, x, int(y))
+                for op, t in zip(traces[q], st.op_ticks, strict=True):
+                    rows.append({"label": f"{spec} {op.name}", "op": op, "instructions": t * tick, "step": q})
+                heaps.append({"spec": spec, "heap_peak_bytes": max(st.op_heap_bytes),
+                              "predicted_workload_heap_peak_bytes": host["heap_peak_bytes"],
+                              "n_inputs": prog.n_inputs, "ballast_bytes": ballast})
+            s.run("BAL = None")
+        firmware = s.firmware_version
+        log = s.log_path
+        heap_total = s.heap_total_bytes
+    return {"rows": rows, "heaps": heaps, "base_alloc_bytes": base, "firmware": firmware, "serial_log": log,
+            "heap_total_bytes": heap_total}
+
+
+def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: bool = False,
+                   qemu_binary: str | None = None) -> dict:
+    """Per-kind costs and the port's heap footprint of ``board``'s twin, with the fit's residuals."""
+    from simulator.memory import Heap
+
+    m = measure_twin(board, log_path, progress, qemu_binary)
+    rows = m["rows"]
+    cpi = board.cycles_per_instruction
+    legacy = fit([dict(r) for r in rows], cpi)          # the one-overhead model too (profiles need it)
+    costs = fit_kind_costs(rows, cpi)
+    resid = np.array([r["residual"] for r in rows])
+    rt = board.profile.runtime_for("micropython")
+    # the port's heap beyond the workload's tensors and the sample buffer, per network: its median is the
+    # footprint the prediction adds (the port's code and tables, interpreter state)
+    size = Heap.for_runtime(1 << 30, rt).size_for
+    extra = [h["heap_peak_bytes"] - h["predicted_workload_heap_peak_bytes"] - size(4 * h["n_inputs"])
+             - (size(h["ballast_bytes"]) if h["ballast_bytes"] else 0) for h in m["heaps"]]
+    port_bytes = int(np.median(extra))
+    static = board.ram_bytes - m["heap_total_bytes"]
+    rms = float(np.sqrt(np.mean(resid ** 2)))
+    return {
+        "board": board.name, "machine": board.twin.name, "firmware": m["firmware"], "serial_log": m["serial_log"],
+        "heap_bytes": board.heap_bytes, "heap_total_bytes": m["heap_total_bytes"],
+        "coefficients": {k: round(v, 1) for k, v in legacy.items()},
+        "kind_costs": _rounded(costs), "kind_residuals": kind_residuals(rows),
+        "ram_reserved_bytes": int(static + port_bytes), "static_ram_bytes": int(static),
+        "footprint": {"port_bytes": port_bytes, "base_alloc_bytes": m["base_alloc_bytes"],
+                      "per_network_bytes": extra, "heap_total_bytes": m["heap_total_bytes"]},
+        "benchmark_specs": list(TWIN_BENCH_SPECS), "benchmarks": _bench_rows(rows),
+        "ballast_fraction": BALLAST_FRACTION,
+        "residual_rms": rms, "residual_max_abs": float(np.max(np.abs(resid))),
+        "acceptable": rms <= RESIDUAL_RMS_ACCEPTABLE, "residual_rms_acceptable": RESIDUAL_RMS_ACCEPTABLE,
+        "cycles_per_instruction": cpi,
+    }

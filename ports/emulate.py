@@ -281,7 +281,7 @@ TWIN_MOMENTUM = 0.9
 
 
 def make_twin_job(workload: str, seed: int = 0, lr: float | None = None, momentum: float | None = None,
-                  dataset: str | None = None):
+                  dataset: str | None = None, pretrain: bool = True):
     """The host reference a twin is compared with: SGD with momentum (default 0.9), fused updates, the
     workload's default learning rate."""
     from workloads import make_job
@@ -289,7 +289,7 @@ def make_twin_job(workload: str, seed: int = 0, lr: float | None = None, momentu
 
     return make_job(workload, dataset=dataset, optimizer="sgd",
                     momentum=TWIN_MOMENTUM if momentum is None else momentum, lr=lr,
-                    techniques=Techniques(fused_update=True), seed=seed)
+                    techniques=Techniques(fused_update=True), seed=seed, pretrain=pretrain)
 
 
 def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float | None = None,

@@ -45,7 +45,7 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
     """Run the host steps on ``samples`` (batch 1; this trains ``job``) and price each step's trace
     with the simulator's cost model (``simulator.cost.op_cycles``) and heap model."""
     from simulator.cost import op_cycles
-    from simulator.memory import Heap, OutOfMemory, replay
+    from simulator.memory import Heap, OutOfMemory, place_trace
     from workloads.trace import collect
 
     rt = profile.runtime_for(RUNTIME)
@@ -66,11 +66,11 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
             ops0 = ops
             op_names = [op.name for op in ops]
             op_instr0 = [c / cpi for c in cyc]
-        peaks.append(int(replay(Heap.for_runtime(1 << 30, rt), ops, persistent).peak_bytes))
+        peaks.append(int(place_trace(Heap.for_runtime(1 << 30, rt), ops, persistent).peak_bytes))
         try:                                   # the verdict: the same trace in the RAM the profile leaves
             h2 = Heap.for_runtime(avail, rt)
             h2.alloc(-1, 4 * n_in, "input", "staging")
-            replay(h2, ops, persistent)
+            place_trace(h2, ops, persistent)
         except OutOfMemory:
             fits = False
     return {"losses": losses, "instructions_by_step": instr, "instructions_per_step": float(np.mean(instr)),

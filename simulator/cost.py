@@ -6,7 +6,8 @@
            + (bytes_read + bytes_written) * cycles_per_byte_copy      copy, flash_read
            + macs * cycles_per_decode_op                     decode (macs = decode operations; compressed weights)
     a profile's measured ``kind_costs`` (per op kind: overhead + macs, bytes read and bytes written, each with
-    its cost) replace the lines above for the f32 ops of the kinds they list.
+    its cost) replace the lines above for the f32 ops of the kinds they list (rows by ``cost_key``: the
+    op kind, or ``loss`` / ``conv_direct`` where a profile has those rows).
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
@@ -28,12 +29,26 @@ def op_elems(op: Op) -> int:
     return max(op.bytes_read, op.bytes_written) // DTYPE_BYTES.get(op.dtype, 4)
 
 
+def cost_key(op: Op) -> str:
+    """The kind_costs row of an op: its kind, but ``loss`` for the loss op (exp/log per element, unlike
+    the pools) and ``conv_direct`` for a convolution without an im2col workspace (depthwise: short
+    per-channel windows, no patch reuse across filters). A profile without these rows uses the kind's."""
+    if op.name == "loss":
+        return "loss"
+    if op.kind == "conv" and not any(t.kind == "workspace" for t in op.alloc):
+        return "conv_direct"
+    return op.kind
+
+
 def op_cycles(op: Op, runtime: Any) -> float:
     """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
     kind = op.kind
     measured = getattr(runtime, "kind_costs", None)
-    if measured and kind in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
-        k = measured[kind]
+    key = cost_key(op) if measured else kind
+    if measured and key not in measured:
+        key = kind
+    if measured and key in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
+        k = measured[key]
         return float(k.overhead_cycles + op.macs * k.cycles_per_mac + op.bytes_read * k.cycles_per_byte_read
                      + op.bytes_written * k.cycles_per_byte_written)
     c = runtime.op_overhead_cycles
@@ -69,7 +84,7 @@ class CostModel:
 
     def cost(self, op: Op) -> tuple[float, float, float]:
         """(cycles, seconds, energy_j) of one op."""
-        key = (op.kind, op.macs, op.bytes_read, op.bytes_written, op.dtype)
+        key = (cost_key(op), op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
         hit = self._cache.get(key)
         if hit is not None:
             return hit

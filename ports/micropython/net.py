@@ -67,6 +67,11 @@ def setup(geo, prog, frees, nin, lr, mu, clk):
     LR = lr
     MU = mu
     NQ = NT = -1
+    XS = None
+    for i in range(NET_MAX_LAYERS):                          # a previous model's buffers go first
+        WT[i] = BS[i] = VW[i] = VB[i] = None
+    for i in range(NET_MAX_SLOTS):
+        NS[i] = None
     for i in range(len(geo)):
         NG[i] = geo[i]
     for i in range(len(prog)):
@@ -83,7 +88,7 @@ def setup(geo, prog, frees, nin, lr, mu, clk):
     NV[3] = clk[1]
     NV[4] = clk[2]
     TW = clk[3]
-    XS = zf(nin)
+    XS = af(nin)
     for l in range(len(geo) // NET_GEOM):
         g = l * NET_GEOM
         k = NG[g]

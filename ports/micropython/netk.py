@@ -9,14 +9,28 @@ from array import array
 from math import exp, log
 
 
+ZZ = memoryview(array('f', bytes(1024)))   # 256 zeros to clear new buffers from (copies, no allocation)
+
+
+def af(n):
+    # n float32s at exactly their size (one array header and the items), every one overwritten by the
+    # caller: built from a range, so nothing bigger is allocated on the way (bytes(4 * n) would be)
+    return array('f', range(n))
+
+
 def zf(n):
-    # n float32 zeros at exactly their size: one array header and the items
-    return array('f', bytes(4 * n))
+    # n float32 zeros at exactly their size, for buffers the kernel accumulates into
+    a = af(n)
+    m = memoryview(a)
+    for o in range(0, n, 256):
+        k = min(256, n - o)
+        m[o:o + k] = ZZ[:k]
+    return a
 
 
 def dense(x, w, b, n, m, r):
     # y = x @ w + b, w (n, m) row-major; fused ReLU if r
-    y = zf(m)
+    y = af(m)
     for j in range(m):
         s = b[j]
         k = j
@@ -31,7 +45,7 @@ def dense(x, w, b, n, m, r):
 
 def dense_wg(x, e, n, m):
     # dW = outer(x, e), db = e
-    d = zf(n * m)
+    d = af(n * m)
     for j in range(m):
         v = e[j]
         k = j
@@ -43,7 +57,7 @@ def dense_wg(x, e, n, m):
 
 def dense_dx(e, w, n, m):
     # dx = e @ w.T
-    d = zf(n)
+    d = af(n)
     k = 0
     for i in range(n):
         s = 0.0
@@ -82,8 +96,8 @@ def conv(x, w, b, G, g):
     CO = G[g + 6]
     F = G[g + 7] * G[g + 8] * G[g + 3]
     r = G[g + 13]
-    p = zf(2 * F)
-    y = zf(OH * OW * CO)
+    p = af(2 * F)
+    y = af(OH * OW * CO)
     o = 0
     for oh in range(OH):
         for ow in range(OW):
@@ -109,7 +123,7 @@ def conv_wg(x, e, G, g):
     F = G[g + 7] * G[g + 8] * G[g + 3]
     d = zf(F * CO)
     db = zf(CO)
-    p = zf(2 * F)
+    p = af(2 * F)
     o = 0
     for oh in range(OH):
         for ow in range(OW):
@@ -137,7 +151,7 @@ def conv_dx(e, w, G, g):
     KW = G[g + 8]
     F = KH * KW * C
     dx = zf(H * W * C)
-    p = zf(F)
+    p = af(F)
     o = 0
     for oh in range(OH):
         for ow in range(OW):
@@ -174,7 +188,7 @@ def dw(x, w, b, G, g):
     KH = G[g + 7]
     KW = G[g + 8]
     r = G[g + 13]
-    y = zf(OH * OW * C)
+    y = af(OH * OW * C)
     o = 0
     for oh in range(OH):
         for ow in range(OW):
@@ -254,7 +268,7 @@ def pool(x, G, g, mx):
     OW = G[g + 5]
     KH = G[g + 7]
     KW = G[g + 8]
-    y = zf(OH * OW * C)
+    y = af(OH * OW * C)
     n = KH * KW
     o = 0
     for oh in range(OH):
@@ -342,7 +356,7 @@ def gap(x, G, g):
     # global average pool: (H, W, C) -> (C,)
     C = G[g + 3]
     n = G[g + 1] * G[g + 2]
-    y = zf(C)
+    y = af(C)
     for c in range(C):
         s = 0.0
         q = c
@@ -356,7 +370,7 @@ def gap(x, G, g):
 def gap_dx(e, G, g):
     C = G[g + 3]
     n = G[g + 1] * G[g + 2]
-    dx = zf(n * C)
+    dx = af(n * C)
     q = 0
     for i in range(n):
         for c in range(C):
@@ -371,7 +385,7 @@ def ce(z, y, m):
     for j in range(m):
         if z[j] > t:
             t = z[j]
-    e = zf(m)
+    e = af(m)
     s = 0.0
     for j in range(m):
         v = exp(z[j] - t)

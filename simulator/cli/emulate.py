@@ -39,8 +39,8 @@ def _emulate(args) -> int:
         f"{board.name}-{args.workload.replace(':', '_')}"
     log = out_dir / "serial.log"
     try:
-        res = emulate(board, args.workload, args.steps, seed=args.seed, lr=args.lr, log_path=log,
-                      progress=not args.json)
+        res = emulate(board, args.workload, args.steps, seed=args.seed, lr=args.lr, momentum=args.momentum,
+                      log_path=log, progress=not args.json)
     except PortError as e:
         print(f"edgesim emulate: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
@@ -100,7 +100,7 @@ def _calibrate(args) -> int:
         from .port import calibrate_native
         return calibrate_native(args)
     from ports.boards import load_board
-    from ports.calibrate import calibrate, profile_values, write_runtime_table
+    from ports.calibrate import calibrate, write_calibration
     from ports.errors import PortError
 
     board = _board(args.board)
@@ -114,26 +114,39 @@ def _calibrate(args) -> int:
     except PortError as e:
         print(f"edgesim calibrate: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    path = write_runtime_table(board.profile.path, dst, profile_values(res))
+    path = write_calibration(board.profile.path, dst, res)
     res["written_to"] = str(path)
     load_board(path)      # the written profile loads
     if args.json:
         emit_json(res)
         return EXIT_OK
     rt = board.profile.runtime_for("micropython")
-    print(f"calibrated {board.name} [runtime.micropython] on {res['firmware']}")
+    on = f"twin {res['machine']}, heap {res['heap_bytes']:,} B" if res.get("heap_bytes") else f"QEMU -M {res['machine']}"
+    print(f"calibrated {board.name} [runtime.micropython] on {on}: {res['firmware']}")
+    cpi = res["cycles_per_instruction"]
+    print(f"\nper-kind costs (cycles = instructions x {cpi:g} CPI): cycles = overhead + MACs x a + bytes read x b "
+          "+ bytes written x c")
+    print(format_table(["kind", "overhead (cycles)", "a (cycles/MAC)", "b (cycles/B read)", "c (cycles/B written)",
+                        "ops", "residual rms", "residual max"],
+                       [[k, f"{c['overhead_cycles']:.0f}", f"{c['cycles_per_mac']:.1f}", f"{c['cycles_per_byte_read']:.2f}",
+                         f"{c['cycles_per_byte_written']:.2f}", res["kind_residuals"][k]["ops"],
+                         _pct(res["kind_residuals"][k]["residual_rms"]).lstrip("+"),
+                         _pct(res["kind_residuals"][k]["residual_max_abs"]).lstrip("+")]
+                        for k, c in res["kind_costs"].items()]))
+    print("\nper op (micro-benchmarks; residual = (fit - measured) / measured):")
+    print(format_table(["micro-benchmark", "kind", "MACs", "instructions", "fit", "residual"],
+                       [[b["label"], b["kind"], b["macs"], b["instructions"], round(b["fit_cycles"] / cpi),
+                         _pct(b["residual"])] for b in res["benchmarks"]]))
+    ok = "acceptable" if res["acceptable"] else "NOT acceptable"
+    print(f"op residuals: rms {100 * res['residual_rms']:.1f} %, max {100 * res['residual_max_abs']:.1f} % "
+          f"({ok}: rms <= {100 * res['residual_rms_acceptable']:.0f} % is)")
     rows = [[k, getattr(rt, k), v] for k, v in res["coefficients"].items()]
     rows.append(["ram_reserved_bytes", rt.ram_reserved_bytes, res["ram_reserved_bytes"]])
-    print(format_table(["coefficient", "before", "fitted"], rows))
-    print(f"\nfit: cycles = instructions x {res['cycles_per_instruction']} CPI; residuals (fit - measured) / measured:")
-    print(format_table(["micro-benchmark", "kind", "MACs", "instructions", "fit", "residual"],
-                       [[b["label"], b["kind"], b["macs"], b["instructions"],
-                         round(b["fit_cycles"] / res["cycles_per_instruction"]), _pct(b["residual"])]
-                        for b in res["benchmarks"]]))
-    print(f"residuals: rms {100 * res['residual_rms']:.1f} %, max {100 * res['residual_max_abs']:.1f} %")
+    print("\none-overhead figures (used for kinds without a per-kind cost):")
+    print(format_table(["figure", "before", "fitted"], rows))
     f = res["footprint"]
-    print(f"port footprint: {f['port_bytes']} B of the {f['heap_total_bytes']} B GC heap at an empty training step "
-          f"(modules loaded, no model: {f['base_alloc_bytes']} B)")
+    print(f"port footprint: {f['port_bytes']:,} B of the {f['heap_total_bytes']:,} B GC heap beside the workload's "
+          f"tensors (device code loaded, no model: {f['base_alloc_bytes']:,} B)")
     print(f"written to {path}")
     return EXIT_OK
 
@@ -146,10 +159,14 @@ def register(sub) -> None:
                                 "the host's. Exit 3 if the board runs out of memory.",
                     example="edgesim emulate --board bbc-microbit-v1 --workload mlp:16-12-10 --steps 20")
     p.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
-    p.add_argument("--workload", default="mlp-microbit", help="zoo name or mlp: spec")
+    p.add_argument("--workload", default="mlp-microbit",
+                   help="zoo name or spec (a twin: any spec; the micro:bit v1: mlp: specs)")
     p.add_argument("--steps", type=int, default=10, help="training steps (batch 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the host job (weights, data order)")
-    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help="SGD learning rate (default: the micro:bit port 0.05, a twin the workload's default)")
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum (twins only; default 0.9; the micro:bit port trains without)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, help="directory for emulation.json, the serial log and the report "
                                                "(default ./edgesim-out/emulation/BOARD-WORKLOAD/)")
