@@ -28,7 +28,14 @@ CALIBRATION_SPECS = (
 )
 # specs the accuracy checks use and calibration never sees (besides the zoo)
 HELD_OUT_SPECS = ("cnn:8x8x1-c8k3-p2-c12k3-d10", "mlp:64-40-20-10", "cnn1d:64x3-c12k3-p2-dw3same-gap-d6")
-KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy")
+KINDS = ("matmul", "conv", "conv_direct", "eltwise", "reduce", "loss", "update", "copy")   # cost-model rows
+
+
+def _cost_key(op) -> str:
+    """The cost model's row for an op (its kind, or a finer row where the cost model has one)."""
+    import simulator.cost as cost
+    key = getattr(cost, "cost_key", lambda o: o.kind)(op)
+    return key if key in KINDS else op.kind
 STEPS = 2
 
 
@@ -56,8 +63,8 @@ def measure(profile, machine: str | None = None, specs=CALIBRATION_SPECS, progre
         m = R.run(target, built.elf, host.batches[:STEPS], prog.inputs, len(host.ops), out)
         per_op = m.op_instructions.mean(axis=0)
         for op, v in zip(host.ops, per_op, strict=True):
-            if op.kind in KINDS and op.dtype == "f32":
-                rows.append({"spec": spec, "op": op.name, "kind": op.kind, "macs": op.macs,
+            if _cost_key(op) in KINDS and op.dtype == "f32":
+                rows.append({"spec": spec, "op": op.name, "kind": _cost_key(op), "macs": op.macs,
                              "bytes_read": op.bytes_read, "bytes_written": op.bytes_written, "instructions": float(v)})
         staging = 4 * prog.inputs + 4          # the input buffer the port fills (plus its label), batch 1
         programs.append({"spec": spec, "instructions_per_step": float(per_op.sum()),
