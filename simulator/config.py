@@ -14,6 +14,7 @@ from workloads.techniques import Techniques
 
 TRIGGERS = ("every-n", "periodic", "idle", "charging")
 MEMORY_POLICIES = ("planned", "heap")
+FIDELITY_MODES = ("auto", "full")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,14 @@ class BudgetsConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     points: int
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Which steps run real numpy and which are charged from records (``simulator.fidelity``)."""
+
+    mode: str             # auto | full
+    real_rounds: int      # 0: real rounds until the learning curve is flat; N: N real rounds (after day 1)
 
 
 @dataclass(frozen=True)

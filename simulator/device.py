@@ -16,15 +16,18 @@ from typing import Any
 import simpy
 
 from .run_end import BatteryEmpty
+from .timeline import SampleLog
 
 PRIO_INFERENCE, PRIO_TRAINING = 0, 1
+CPU_LOG_CAP = 200_000    # CPU segments kept for the timeline (a simulated day holds a few thousand)
 
 
 class Device:
     """CPU + power + battery + flash of one board inside one ``simpy.Environment``."""
 
     def __init__(self, env: simpy.Environment, profile: Any, *, capacity_j: float, initial_fraction: float = 1.0,
-                 idle_timeout_s: float = 0.0, harvest_w_by_hour: list[float] | None = None) -> None:
+                 idle_timeout_s: float = 0.0, harvest_w_by_hour: list[float] | None = None,
+                 horizon_s: float = 86400.0, sample_s: float = 300.0) -> None:
         if capacity_j <= 0:
             raise ValueError(f"battery capacity_j must be > 0 (got {capacity_j})")
         self.env = env
@@ -48,8 +51,13 @@ class Device:
         self.harvested_j = 0.0
         self.wasted_harvest_j = 0.0
         self.flash_written_bytes = 0
-        self.cpu_log: list[tuple[float, float, str, bool]] = []   # (start, end, task, preempted)
-        self.battery_log: list[tuple[float, float]] = [(0.0, self.battery.level)]
+        self.cpu_log: list[tuple[float, float, str, bool]] = []   # (start, end, task, preempted), the first ones
+        self.cpu_log_cap = CPU_LOG_CAP
+        self.cpu_log_full = False      # segments beyond the cap were left out of cpu_log
+        self.busy_by_hour: dict[int, dict[str, float]] = {}        # hour of the run -> task -> busy seconds
+        self.battery_log = SampleLog(horizon_s, sample_s)
+        self.battery_log.append((0.0, self.battery.level))
+        self.today: list[tuple[float, float]] = []                # battery samples since the last day boundary
 
     # --- energy in and out -------------------------------------------------------------------------
 
@@ -146,7 +154,12 @@ class Device:
         dt = now - start
         self.time_active_s += dt
         self.energy_active_j += energy_j
-        self.cpu_log.append((start, now, task, preempted))
+        if len(self.cpu_log) < self.cpu_log_cap:
+            self.cpu_log.append((start, now, task, preempted))
+        else:
+            self.cpu_log_full = True
+        hour = self.busy_by_hour.setdefault(int(start // 3600), {})
+        hour[task] = hour.get(task, 0.0) + dt
         debt = self._debt
         if debt is not None:
             self._debt = None
@@ -164,6 +177,7 @@ class Device:
         self.settle(now)
         pending = self._debt[0] if self._debt is not None else 0.0
         self.battery_log.append((now, self.battery.level - pending))
+        self.today.append((now, self.battery.level - pending))
 
     def monitor(self, period_s: float):
         """SimPy process: settle the books and sample the battery every ``period_s``."""

@@ -12,7 +12,7 @@ import bisect
 
 import simpy
 
-from workloads.trace import Op
+from workloads.trace import Op, collect
 
 from .cost import CostModel
 from .device import PRIO_TRAINING, Device
@@ -27,13 +27,14 @@ class Executor:
         self.env, self.device, self.ram, self.cost = env, device, ram, cost
         self.preemptions = 0
         self.last_step_s = 0.0   # device time of the last training step without waits
+        self.busy_since: float | None = None   # start of the trace running now (its RAM records are not final)
 
     def run(self, ops: list[Op], task: str, step: bool = False):
         """SimPy sub-process: run ``ops`` in as few timeouts as preemption allows. ``step``: a training
         step (its arena is checked and, for the heap policy, its placement memoised)."""
         env, dev, ram = self.env, self.device, self.ram
         n = len(ops)
-        cum_t, cum_e = self.cost.cumulative(ops)
+        cum_t, cum_e = cumulative(self.cost, ops)
         total = cum_t[-1]
         if step:
             self.last_step_s = total
@@ -43,6 +44,7 @@ class Executor:
         memo = ram.memo if heap and step else None
         if not n:
             return
+        self.busy_since = env.now
         progress = 0.0
         next_op = 0           # ops before this are fully applied to RAM
         alloc_done = False    # allocs of ops[next_op] applied
@@ -103,6 +105,7 @@ class Executor:
                 progress = new
             if progress >= total:
                 break
+        self.busy_since = None
         if not heap and step:
             if len(segments) == 1:   # not preempted: op starts are the step start plus the cumulative time
                 s0 = segments[0][0]
@@ -123,17 +126,24 @@ class Inference:
     """One inference on the CPU (the caller holds it at inference priority): place its tensors, then
     charge its energy when it ends."""
 
-    def __init__(self, env: simpy.Environment, device: Device, ram: Ram, cost: CostModel, job) -> None:
+    def __init__(self, env: simpy.Environment, device: Device, ram: Ram, cost: CostModel, job,
+                 fidelity=None) -> None:
         self.env, self.device, self.ram, self.cost, self.job = env, device, ram, cost, job
+        self.fidelity = fidelity    # simulator.fidelity.Fidelity: real or recorded inference (None: always real)
         self._pending: tuple[float, float, str] | None = None
 
-    def start(self, x) -> tuple[int, float]:
-        """Run the model on ``x`` now (numpy), place its tensors, and return (prediction, seconds)."""
-        from workloads.trace import collect
-
-        ops, pred = collect(self.job.infer(x))
+    def start(self, x) -> tuple[int | None, float]:
+        """Run the model on ``x`` now (numpy), place its tensors, and return (prediction, seconds);
+        charged from the recorded inference (prediction None) once the fidelity replays."""
+        fid = self.fidelity
+        if fid is not None and fid.replaying:
+            ops, pred = fid.inference_trace(), None
+        else:
+            ops, pred = collect(self.job.infer(x))
+            if fid is not None:
+                fid.record_inference(ops)
         now = self.env.now
-        cum_t, cum_e = self.cost.cumulative(ops)
+        cum_t, cum_e = cumulative(self.cost, ops)
         t, energy = cum_t[-1], cum_e[-1]
         self.device.begin(now)
         ram = self.ram
@@ -143,11 +153,26 @@ class Inference:
             ram.check_arena("infer", ops, now, cum_t[:-1])
             ram.draw_planned("infer", ops, [now + s for s in cum_t[:-1]], now + t)
         self._pending = (now, energy, ops[-1].name if ops else "inference")
-        return int(pred), t
+        return (None if pred is None else int(pred)), t
 
     def finish(self) -> None:
         start, energy, op = self._pending
         self.device.end(start, self.env.now, "inference", energy, op)
+
+
+_CUMULATIVE: dict[int, tuple[CostModel, list[Op], tuple[list[float], list[float]]]] = {}
+
+
+def cumulative(cost: CostModel, ops: list[Op]) -> tuple[list[float], list[float]]:
+    """``cost.cumulative(ops)``, remembered for the trace objects charged again and again (recorded steps)."""
+    hit = _CUMULATIVE.get(id(ops))
+    if hit is not None and hit[0] is cost and hit[1] is ops:
+        return hit[2]
+    out = cost.cumulative(ops)
+    if len(_CUMULATIVE) > 256:
+        _CUMULATIVE.clear()
+    _CUMULATIVE[id(ops)] = (cost, ops, out)
+    return out
 
 
 def energy_between(cum_t: list[float], cum_e: list[float], a: float, b: float) -> float:

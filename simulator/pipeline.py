@@ -91,13 +91,15 @@ def sensor(env: simpy.Environment, cfg: PipelineConfig, frames_out: simpy.Store,
             stats.log_drop("sensor", env.now)
 
 
-def window(env: simpy.Environment, cfg: PipelineConfig, queues: Queues, stream, stats: PipelineStats):
-    """Turns frame blocks into inference inputs (the user's next sample); every k-th carries a label."""
+def window(env: simpy.Environment, cfg: PipelineConfig, queues: Queues, stream, stats: PipelineStats,
+           fidelity=None):
+    """Turns frame blocks into inference inputs (the user's next sample); every k-th carries a label.
+    Once the fidelity replays recorded steps, no sample is drawn (inputs are ``None``)."""
     frames, every = cfg.window, cfg.label_every
     n = 0
     while True:
         ready = yield queues.frames.get()
-        x, y = next(stream)
+        x, y = (None, None) if fidelity is not None and fidelity.replaying else next(stream)
         n += 1
         labelled = n % every == 0
         if not offer(queues.windows, (ready, x, y)):
@@ -135,8 +137,10 @@ def infer(env: simpy.Environment, cfg: PipelineConfig, queues: Queues, device: D
 
 
 def sink(results: simpy.Store, stats: PipelineStats):
-    """Consumes predictions; counts online accuracy on the user's stream."""
+    """Consumes predictions; counts online accuracy on the user's stream (real inferences only)."""
     while True:
         pred, y = yield results.get()
+        if pred is None:
+            continue
         stats.sunk += 1
         stats.online_correct += int(pred == y)

@@ -17,7 +17,7 @@ from workloads.trace import Op, Tensor
 from .memory import Heap, OutOfMemory
 from .planner import ArenaPlan, plan_arena
 from .run_end import RunEnded
-from .timeline import MemTimeline
+from .timeline import memory_timeline
 
 RESERVED_KIND = "runtime"      # the runtime's reserved RAM, a band at the bottom of the memory plot
 ARENA_FREE_KIND = "arena_unused"
@@ -43,13 +43,13 @@ class Ram:
     """RAM of ``ram_bytes`` with ``runtime``'s reserve, under ``policy`` (planned | heap)."""
 
     def __init__(self, runtime: Any, ram_bytes: int, policy: str, heap_policy: str,
-                 persistent: tuple[Tensor, ...], memo: bool = True) -> None:
+                 persistent: tuple[Tensor, ...], memo: bool = True, horizon_s: float = 86400.0) -> None:
         self.policy = policy
         self.reserved = runtime.ram_reserved_bytes
         self.budget = ram_bytes
         self.heap = Heap.for_runtime(self.budget - self.reserved, runtime, policy=heap_policy)
         self.persistent = persistent
-        self.timeline = MemTimeline()
+        self.timeline = memory_timeline(horizon_s)
         self._recs = self.timeline.recs
         self.timeline.add(0.0, RESERVED_KIND, self.reserved)
         self._live: dict[int, tuple[str, int]] = {}

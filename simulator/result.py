@@ -45,6 +45,12 @@ Added by the simulator (always present too):
     compression               None | frozen layers compressed in flash: {spec, layers, checkpoint: "dense",
                               model_flash_bytes(_uncompressed), decode_ops_per_inference, decode_s_per_inference,
                               decode_energy_j_per_day, ...} (simulator.compressed)
+    training_steps_real, training_steps_replayed   steps that ran the job's numpy / were charged from a
+                              recorded step (simulator.fidelity); fidelity "auto" | "full"
+    horizon                   None for runs of a day or less; else {days_simulated, days_charged,
+                              replay_from_s, first_day: {energy_j, energy_per_day_j, battery_charge_j,
+                              flash_writes_bytes, flash_wear_per_year, training_steps, inferences}}
+                              (days_charged: repeated days charged as a whole, simulator.fastforward)
     comparison                None | [{label, techniques, macs_total, peak_ram_bytes, lower_bound_ram_bytes,
                                        accuracy_after, retention_after, energy_per_day_j, training_steps,
                                        step_latency_s, fits, fatal, ram_needed_bytes}]   (scenario + [compare] variants;
@@ -57,8 +63,6 @@ Added by the simulator (always present too):
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .compressed import compression_figures, energy_note, flash_note
 from .config import table
@@ -81,7 +85,7 @@ RESULT_KEYS_ADDED = (
     "ram_reserved_bytes", "memory_policy", "arena_bytes", "mean_step_latency_s", "deadline_misses",
     "worst_inference_latency_s", "frames", "dropped_windows", "labels", "dropped_labels", "preemptions",
     "checkpoints", "swap_steps", "swap_region_bytes", "idle_skips", "energy_j", "time_in_state_s", "battery_capacity_j", "online_accuracy", "schedule",
-    "pipeline", "budgets", "comparison", "compression",
+    "pipeline", "budgets", "comparison", "training_steps_real", "training_steps_replayed", "fidelity", "horizon", "compression",
 )
 
 RESULT_KEYS = (
@@ -96,7 +100,8 @@ RESULT_KEYS = (
 
 def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity_j: float, ended: RunEnded | None,
                     device: Device, ram: Ram | None, pipeline: PipelineStats, training: TrainingStats | None,
-                    preemptions: int, evals: list[dict[str, Any]]) -> dict[str, Any]:
+                    preemptions: int, evals: list[dict[str, Any]], horizon: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
     """The result dict of a finished run from the records its parts own: figures, verdict, timelines."""
     _r = rounded
     tr = training or TrainingStats()
@@ -123,7 +128,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
     flash_need = rt.flash_reserved_bytes + int(job.flash_bytes()) + checkpoint_bytes(job, sc.schedule) + swap_bytes
     # each write of a region erases each of its pages once (no wear levelling): the busier region counts
     wear = max(tr.checkpoints, tr.swap_steps) / elapsed * YEAR_S / prof.flash.endurance_cycles
-    step_latency = max(tr.step_latencies) if tr.step_latencies else None
+    step_latency, mean_latency = tr.latency_figures()
     miss_rate = pipeline.miss_rate
     b = sc.budgets
     energy_budget = b.energy_per_day_j or capacity_j / b.battery_life_days
@@ -141,7 +146,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
         observed={"peak_ram": peak, "flash": flash_need, "step_latency": _r(step_latency),
                   "deadline_miss_rate": _r(miss_rate), "energy_per_day": _r(energy_per_day, 6),
                   "battery_life": _r(battery_days, 6), "flash_wear": _r(wear)},
-        notes={"step_latency": "" if tr.step_latencies else "no training step ran",
+        notes={"step_latency": "" if tr.step_latencies or tr.replayed else "no training step ran",
                "energy_per_day": energy_note(comp) if ran else no_energy, "flash": flash_note(comp),
                "battery_life": "" if battery_days is not None else "energy-neutral: harvesting covers the load"
                if ran else no_energy})
@@ -162,7 +167,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
     fv = first_violation(rows, when, fatal)
     fits = fatal is None and all(r["ok"] for r in rows)
     first, last = (evals[0], evals[-1]) if evals else ({}, {})
-    cpu = cpu_timeline(dev.cpu_log, end)
+    cpu = cpu_timeline(dev.cpu_log, dev.busy_by_hour, dev.cpu_log_full)
     result: dict[str, Any] = {
         "scenario": sc.name, "device": prof.name, "workload": sc.workload.model, "runtime": sc.runtime,
         "seed": sc.seed, "duration_s": sc.duration_s, "fits": fits, "constraints": rows,
@@ -172,13 +177,15 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
         "memory_policy": sc.schedule.memory_policy,
         "flash_bytes": flash_need, "flash_budget_bytes": prof.memory.flash_bytes,
         "step_latency_s": _r(step_latency),
-        "mean_step_latency_s": _r(float(np.mean(tr.step_latencies))) if tr.step_latencies else None,
+        "mean_step_latency_s": _r(mean_latency),
         "deadline_miss_rate": _r(miss_rate), "deadline_misses": pipeline.deadline_misses,
         "worst_inference_latency_s": _r(pipeline.worst_inference_latency_s),
         "inferences": pipeline.inferences, "dropped_frames": pipeline.dropped_frames,
         "dropped_windows": pipeline.dropped_windows, "frames": pipeline.frames, "labels": pipeline.labels,
         "dropped_labels": pipeline.dropped_labels,
-        "training_steps": tr.steps, "preemptions": preemptions, "checkpoints": tr.checkpoints,
+        "training_steps": tr.steps, "training_steps_real": tr.steps - tr.replayed,
+        "training_steps_replayed": tr.replayed, "fidelity": sc.fidelity.mode, "horizon": horizon,
+        "preemptions": preemptions, "checkpoints": tr.checkpoints,
         "swap_steps": tr.swap_steps, "idle_skips": tr.idle_skips, "swap_region_bytes": swap_bytes,
         "energy_per_day_j": _r(energy_per_day, 6), "battery_life_days": _r(battery_days, 6),
         **dev.figures(_r),

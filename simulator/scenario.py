@@ -19,11 +19,13 @@ from workloads.compression.config import CompressionSpec
 from workloads.techniques import Techniques
 
 from .config import (
+    FIDELITY_MODES,
     MEMORY_POLICIES,
     TRIGGERS,
     BatteryConfig,
     BudgetsConfig,
     EvalConfig,
+    FidelityConfig,
     PipelineConfig,
     PowerConfig,
     ScheduleConfig,
@@ -94,6 +96,10 @@ DEFAULTS: dict[str, Any] = {
     "eval": {
         "points": 8,                  # host-side evaluations of accuracy/retention over the run
     },
+    "fidelity": {
+        "mode": "auto",               # auto: real steps while learning moves, then charged from records | full
+        "real_rounds": 0,             # 0: until the learning curve is flat; N: N real training rounds
+    },
     "compare": {
         "variants": [],               # [{label, techniques}] technique variants for the report
     },
@@ -107,7 +113,7 @@ _INT_FIELDS_POSITIVE = {
     "pipeline.window", "pipeline.queue_capacity", "pipeline.label_every", "schedule.every_n",
     "schedule.batch", "schedule.steps", "schedule.replay", "eval.points",
 }
-_INT_FIELDS_NONNEG = {"seed", "schedule.checkpoint_every_steps", "schedule.max_steps"}
+_INT_FIELDS_NONNEG = {"seed", "schedule.checkpoint_every_steps", "schedule.max_steps", "fidelity.real_rounds"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class Scenario:
     eval: EvalConfig
     compare: tuple[Variant, ...]
     where: str = "<scenario>"
+    fidelity: FidelityConfig = FidelityConfig("auto", 0)
 
 
 def _merge(base: dict, over: dict, where: str, prefix: str = "") -> dict:
@@ -168,7 +175,8 @@ def _check(d: dict, where: str) -> None:
             raise bad(f, "a non-empty string")
     for f, choices in (("runtime", RUNTIMES), ("schedule.trigger", TRIGGERS),
                        ("schedule.memory_policy", MEMORY_POLICIES), ("workload.story", STORIES),
-                       ("workload.optimizer", OPTIMIZERS), ("schedule.heap_policy", HEAP_POLICIES)):
+                       ("workload.optimizer", OPTIMIZERS), ("schedule.heap_policy", HEAP_POLICIES),
+                       ("fidelity.mode", FIDELITY_MODES)):
         if _get(d, f) not in choices:
             raise bad(f, "one of " + ", ".join(choices))
     for f in _NUMBER_FIELDS_POSITIVE:
@@ -247,6 +255,7 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
                     pipeline=PipelineConfig(**d["pipeline"]), schedule=ScheduleConfig(**schedule),
                     techniques=techniques, power=PowerConfig(**d["power"]), battery=BatteryConfig(**battery),
                     budgets=BudgetsConfig(**d["budgets"]), eval=EvalConfig(**d["eval"]), compare=variants,
+                    fidelity=FidelityConfig(**d["fidelity"]),
                     where=where)
 
 

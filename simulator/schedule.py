@@ -65,7 +65,7 @@ def trainer(env: simpy.Environment, s: ScheduleConfig, seed: int, queues: Queues
     recent: deque = deque(maxlen=max(s.replay, batch))
     rng = random.Random(seed + 7919)   # batch draws: seeded, cheap
     ckpt_every, max_steps = s.checkpoint_every_steps, s.max_steps
-    stats, control, executor = training.stats, training.control, training.executor
+    stats, control, executor, fidelity = training.stats, training.control, training.executor, training.fidelity
     while True:
         if trigger == "periodic":   # on the period's multiples, however long the last round took
             period = s.period_s
@@ -90,8 +90,11 @@ def trainer(env: simpy.Environment, s: ScheduleConfig, seed: int, queues: Queues
                     break
             n = len(recent)
             idx = rng.sample(range(n), batch) if n >= batch else [rng.randrange(n) for _ in range(batch)]
-            xs = np.stack([recent[i][0] for i in idx])
-            ys = np.array([recent[i][1] for i in idx])
+            if fidelity is not None and fidelity.replaying:
+                xs = ys = None   # charged from a recorded step: no sample is needed
+            else:
+                xs = np.stack([recent[i][0] for i in idx])
+                ys = np.array([recent[i][1] for i in idx])
             yield from training.step(xs, ys)
             if control.ended:
                 return
@@ -99,3 +102,5 @@ def trainer(env: simpy.Environment, s: ScheduleConfig, seed: int, queues: Queues
                 yield from training.checkpoint()
                 if control.ended:
                     return
+        if fidelity is not None:
+            fidelity.end_round(env.now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,14 @@ from . import pipeline, schedule
 from .cost import CostModel
 from .device import Device
 from .executor import Executor, Inference
+from .fastforward import DAY_S, DayCharger
+from .fidelity import Fidelity
 from .pipeline import InferenceDone, PipelineStats, Queues
 from .ram import Ram
 from .result import assemble_result
 from .run_end import BatteryEmpty, RunEnded
 from .scenario import Scenario
+from .timeline import EXACT_HORIZON_S, StreamingMemTimeline
 from .training import Training
 
 
@@ -59,7 +63,8 @@ class Simulation:
         volt = b.voltage_v or profile.battery.voltage_v
         self.capacity_j = cap_mah * 3.6 * volt
         self.device = Device(env, profile, capacity_j=self.capacity_j, initial_fraction=b.initial_fraction,
-                             idle_timeout_s=sc.power.idle_timeout_s, harvest_w_by_hour=list(b.harvest_w_by_hour))
+                             idle_timeout_s=sc.power.idle_timeout_s, harvest_w_by_hour=list(b.harvest_w_by_hour),
+                             horizon_s=sc.duration_s, sample_s=b.sample_s)
         self.cost = CostModel(profile, sc.runtime)
         q = sc.pipeline.queue_capacity
         self.queues = Queues.make(env, q, sc.schedule.every_n + q)
@@ -68,9 +73,11 @@ class Simulation:
         self.pipeline_stats = PipelineStats()
         self.stream = iter(job.labelled_stream())
         self.evals: list[dict[str, Any]] = []
+        self.fidelity = Fidelity(sc.fidelity, sc.seed)
         self.ram: Ram | None = None
         self.executor: Executor | None = None
         self.training: Training | None = None
+        self.charger: DayCharger | None = None
 
     @property
     def ended(self) -> RunEnded | None:
@@ -91,10 +98,10 @@ class Simulation:
             yield self.env.timeout(every)
             self._evaluate()
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, at: float | None = None) -> None:
         ev = self.job.evaluate()
         steps = self.training.stats.steps if self.training else 0
-        self.evals.append({"step": steps, "time_s": round(self.env.now, 6),
+        self.evals.append({"step": steps, "time_s": round(self.env.now if at is None else at, 6),
                            "user_accuracy": float(ev["user_accuracy"]),
                            "retention_accuracy": float(ev["retention_accuracy"])})
 
@@ -104,18 +111,19 @@ class Simulation:
         train_ops, infer_ops = probe_ops(self.probe_job or self.job, sc.schedule.batch,
                                          copy_first=self.probe_job is None)
         self.ram = Ram(self.rt, self.profile.memory.ram_bytes, sc.schedule.memory_policy, sc.schedule.heap_policy,
-                       tuple(self.job.persistent_tensors()), memo=self.memo)
+                       tuple(self.job.persistent_tensors()), memo=self.memo, horizon_s=sc.duration_s)
         self.executor = Executor(self.env, self.device, self.ram, self.cost)
         self.executor.last_step_s = self.cost.cumulative(train_ops)[0][-1]
-        self.training = Training(self.job, self.executor, self.device, sc.budgets.step_latency_s, self.control)
+        self.training = Training(self.job, self.executor, self.device, sc.budgets.step_latency_s, self.control,
+                                 self.fidelity)
         self.ram.setup(train_ops, infer_ops)
         return train_ops, infer_ops
 
     def _processes(self):
         env, sc, q, dev, st = self.env, self.sc, self.queues, self.device, self.pipeline_stats
-        inference = Inference(env, dev, self.ram, self.cost, self.job)
+        inference = Inference(env, dev, self.ram, self.cost, self.job, self.fidelity)
         yield pipeline.sensor(env, sc.pipeline, q.frames, st)
-        yield pipeline.window(env, sc.pipeline, q, self.stream, st)
+        yield pipeline.window(env, sc.pipeline, q, self.stream, st, self.fidelity)
         yield pipeline.infer(env, sc.pipeline, q, dev, inference, self.infer_done, st)
         yield pipeline.sink(q.results, st)
         yield schedule.trainer(env, sc.schedule, sc.seed, q, dev, self.training, sc.pipeline.window_period_s,
@@ -134,6 +142,21 @@ class Simulation:
             env.process(self._guard(proc))
         env.process(self._guard(self.device.monitor(self.sc.battery.sample_s)))
         env.process(self._evaluator(self.sc.eval.points))
+        if dur <= EXACT_HORIZON_S:
+            self._run_chunks(progress)
+        else:
+            self._run_days(progress)
+        charged = self.charger is not None and self.charger.days_charged > 0
+        if not self.control.ended and not charged:
+            try:
+                self.device.sample(env.now)
+            except BatteryEmpty as b:
+                self.control.end(b.run_ended(), self.device)
+        self._evaluate(self.end_s if charged else None)
+
+    def _run_chunks(self, progress: bool) -> None:
+        """Up to a day: the horizon in 100 chunks (progress), every event simulated."""
+        env, dur = self.env, self.sc.duration_s
         chunks = 100
         bar = None
         if progress:
@@ -147,16 +170,51 @@ class Simulation:
                 bar.update(1)
         if bar:
             bar.close()
-        if not self.control.ended:
-            try:
-                self.device.sample(env.now)
-            except BatteryEmpty as b:
-                self.control.end(b.run_ended(), self.device)
-        self._evaluate()
+
+    def _run_days(self, progress: bool) -> None:
+        """Beyond a day: day by day, timelines folded as they go, repeated days charged as a whole
+        (``simulator.fastforward``) once steps and inferences are charged from records."""
+        env, dur = self.env, self.sc.duration_s
+        days = math.ceil(dur / DAY_S)
+        self.charger = charger = DayCharger(self)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=days, desc=f"simulating {self.sc.name} ({dur / DAY_S:g} days)", unit="day", leave=False)
+        tl = self.ram.timeline
+        for k in range(1, days + 1):
+            if self.control.ended:
+                break
+            env.run(until=env.timeout(min(k * DAY_S, dur) - env.now) | self.control.stop)
+            busy = self.executor.busy_since
+            if isinstance(tl, StreamingMemTimeline):
+                tl.fold(env.now if busy is None else min(busy, env.now))
+            if self.control.ended or k * DAY_S >= dur:
+                break
+            charger.day_boundary(k)
+            if self.sc.fidelity.mode == "auto" and charger.ready(k):
+                charger.charge(k)
+                if bar:
+                    bar.update(days - bar.n)
+                break
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
 
     @property
     def end_s(self) -> float:
         return self.control.ended.time_s if self.control.ended else self.sc.duration_s
+
+    def horizon_figures(self) -> dict[str, Any] | None:
+        """Runs beyond a day: days simulated event by event and days charged as a whole, the first day."""
+        c = self.charger
+        if c is None:
+            return None
+        charged = round(c.days_charged, 6)
+        return {"days_simulated": round(self.end_s / DAY_S - charged, 6), "days_charged": charged,
+                "replay_from_s": None if self.fidelity.replay_from_s is None else round(self.fidelity.replay_from_s, 6),
+                "first_day": c.first_day}
 
     def result(self) -> dict[str, Any]:
         """The result dict of the finished run: figures, verdict, timelines (``simulator/result.py``)."""
@@ -164,7 +222,8 @@ class Simulation:
                                ended=self.control.ended, device=self.device, ram=self.ram,
                                pipeline=self.pipeline_stats,
                                training=self.training.stats if self.training else None,
-                               preemptions=self.executor.preemptions if self.executor else 0, evals=self.evals)
+                               preemptions=self.executor.preemptions if self.executor else 0, evals=self.evals,
+                               horizon=self.horizon_figures())
 
 
 def probe_ops(job: Any, batch: int, copy_first: bool = True) -> tuple[list[Op], list[Op]]:
