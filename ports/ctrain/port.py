@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.agreement import (AGREEMENT_RELATIVE, LOSS_ATOL, LOSS_RTOL, NATIVE_FLASH_RELATIVE,
-                                 NATIVE_RAM_RELATIVE)
+from simulator.agreement import AGREEMENT_RELATIVE, LOSS_ATOL, LOSS_RTOL, NATIVE_FLASH_RELATIVE, NATIVE_RAM_RELATIVE
 
 from . import build as B
 from . import codegen, run, step

@@ -10,9 +10,9 @@ import numpy as np
 
 def plan_arena(ops, persistent):
     """The simulator's arena plan for a trace (its public planner function)."""
-    import simulator
-    fn = getattr(simulator, "plan_arena", None) or getattr(simulator, "plan")
-    return fn(ops, persistent)
+    from simulator import plan_arena as plan
+
+    return plan(ops, persistent)
 
 
 @dataclass
