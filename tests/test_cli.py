@@ -10,7 +10,7 @@ import pytest
 
 from simulator.cli import COMMAND_MODULES, build_parser, main
 
-COMMANDS = ["devices", "workloads", "plan", "sweep", "emulate", "calibrate", "demo"]
+COMMANDS = ["devices", "workloads", "plan", "sweep", "emulate", "calibrate", "demo", "port", "compress"]
 
 
 def test_every_command_is_registered():
