@@ -255,3 +255,14 @@ def test_install_script_is_posix_sh():
     text = script.read_text()
     assert "micropython=$MP_VERSION" in text and 'MP_VERSION="1.25.0+ds-1"' in text
     assert "/etc/apt/sources.list.d/" in text and "Dir::Etc::SourceParts=/nonexistent" in text
+
+
+def test_a_new_build_drops_older_builds_of_the_same_board_and_heap(tmp_path):
+    root = tmp_path / "firmware"
+    current, stale, other_heap = (root / "MPS2_AN386-heap65536-aaaa", root / "MPS2_AN386-heap65536-bbbb",
+                                  root / "MPS2_AN386-heap98304-cccc")
+    for d in (current, stale, other_heap):
+        d.mkdir(parents=True)
+        (d / "firmware.elf").write_bytes(b"x")
+    fw._drop_stale(current)
+    assert current.is_dir() and other_heap.is_dir() and not stale.exists()

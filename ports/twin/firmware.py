@@ -176,7 +176,23 @@ def _build(machine: Machine, heap_bytes: int, out: Path, jobs: int, progress: bo
             "command": " ".join(cmd)}
     (out / "firmware.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(build, ignore_errors=True)
+    _drop_stale(out)
     return out / "firmware.elf"
+
+
+def _drop_stale(current: Path) -> None:
+    """Remove older builds of the same board and heap (another digest: other sources, boards or compiler),
+    unless another process holds their lock."""
+    prefix = current.name.rsplit("-", 1)[0] + "-"
+    for d in current.parent.glob(prefix + "*"):
+        if d == current or not d.is_dir():
+            continue
+        try:
+            with open(d / ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:          # BlockingIOError: in use; or already gone
+            continue
 
 
 def firmware_for(machine: Machine, heap_bytes: int, progress: bool = True, jobs: int | None = None) -> Path:

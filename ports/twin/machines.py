@@ -157,3 +157,21 @@ def get_machine(name: str) -> Machine:
         return MACHINES[name]
     except KeyError:
         raise KeyError(f"unknown twin {name!r} (known: {', '.join(MACHINES)})") from None
+
+
+def describe() -> str:
+    """The table for people: one line per twin with its compiler target, RAM, console and guest timer."""
+    lines = []
+    for m in MACHINES.values():
+        fpu = f"{m.gcc_fpu} ({m.gcc_float_abi} float)" if m.gcc_fpu else "no FPU (soft float)"
+        lines.append(
+            f"{m.name}: -M {m.qemu_machine}, {m.cpu}, {m.arch}, {fpu}; code 0x{m.code_base_address:08x} "
+            f"({m.code_size_bytes // 1024} KiB), RAM 0x{m.ram_base_address:08x} ({m.ram_size_bytes // 1024} KiB); "
+            f"console {m.console_uart_kind} at 0x{m.console_uart_base_address:08x}; guest time: {m.timer_name}, "
+            f"machine.mem32[0x{m.timer_count_address:08x}] counts {'down' if m.timer_counts_down else 'up'}, "
+            f"{m.instructions_per_timer_tick} instruction(s) per tick; MicroPython board {m.micropython_board}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe())
