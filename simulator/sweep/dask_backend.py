@@ -1,5 +1,5 @@
 """The cluster backend: grid points on a Dask scheduler (``--scheduler tcp://HOST:PORT``).
-``dask.distributed`` is imported only here, so the core needs no Dask."""
+``dask.distributed`` is imported only here (and in ``dask_worker``), so the core needs no Dask."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,9 +20,15 @@ def run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[di
     except OSError as e:
         raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
     try:
-        # the base scenario travels as data: a remote worker need not have the file
-        base = load_base(grid.base)
-        futs = [client.submit(runner, p, base, grid.keep_timelines, None, pure=False) for p in todo]
+        from .dask_worker import warm_workers
+
+        # workers import the simulator once, before the first task (as the pool's fork server does), and
+        # keep the workloads' caches between tasks; the base scenario travels once to each worker as data
+        # (a remote worker need not have the file); the tasks go to the scheduler in one message
+        warm_workers(client)
+        [base] = client.scatter([load_base(grid.base)], broadcast=True, hash=False)
+        n = len(todo)
+        futs = client.map(runner, todo, [base] * n, [grid.keep_timelines] * n, [None] * n, pure=False)
         by_fut = dict(zip(futs, todo, strict=True))
         for fut in as_completed(futs):
             p = by_fut[fut]

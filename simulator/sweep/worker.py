@@ -13,6 +13,10 @@ from typing import Any
 
 from .grid import Point
 
+# what a worker process imports before its first scenario (1-2 s otherwise, per process): the pool's fork
+# server preloads them, a Dask worker imports them in its WarmWorker plugin (dask_worker)
+PRELOAD_MODULES = ("simulator.sweep", "simulator.api", "workloads", "sklearn.datasets")
+
 
 def load_base(base: str | dict) -> dict:
     """The base scenario as a dict (a path or embedded name is read here, in the worker)."""
