@@ -5,10 +5,11 @@ Part 1: every format on every zoo model (pre-trained weights, story new-class): 
 biases, held-out accuracy change (population test split), decode operations per weight, exact round trip.
 Headline settings: f32; int8 (8 bit); binary (1 bit, no pruning); csr (91 % pruned, float32 values);
 xor (91 % pruned, 1 bit); lowrank (91 % pruned, float32 values). The XOR row also gives the bit-plane
-figure the seed paper's 0.09 bit/weight measures (bit-planes + patches + per-layer header, without
-scales and the pruning index).
+figure the seed paper's 0.09 bit/weight measures (bit-planes + patches + headers, the model seed shared
+pro rata, without scales and the pruning index).
 
-Part 2: the Done-when figures. XOR at 91 % pruning, 1 bit, per dense layer; low-rank binary index bits
+Part 2: the Done-when figures. XOR at 91 % pruning, 1 bit, per dense layer (each model's layers encoded
+together, as in part 1, with one model seed); low-rank binary index bits
 per weight against CSR's at the same pruning rate on the zoo's largest layers.
 
 Part 3: DeepTwist (distort every D steps) vs compressing the pre-trained weights directly, 1 bit 91 %
@@ -35,7 +36,6 @@ from workloads.compression import apply, compress_model, roundtrip_exact  # noqa
 from workloads.compression import csr as CSR  # noqa: E402
 from workloads.compression import deeptwist as DT  # noqa: E402
 from workloads.compression import lowrank as LR  # noqa: E402
-from workloads.compression import xor as XOR  # noqa: E402
 from workloads.compression.base import as_rows  # noqa: E402
 
 SEED_XOR_BITS = 0.09     # the seed paper: AlexNet FC layers, 1 bit, 91 % pruned
@@ -77,14 +77,17 @@ def part2(models: dict) -> str:
     xr, lr_rows = [], []
     layers = []
     for name, (model, _) in models.items():
+        cm = compress_model(model, "xor", prune=0.91, bits=1)       # every layer, one model seed
         for ly in model.param_layers():
             layers.append((name, ly))
+            e = cm.layers[ly.name]
             if ly.kind == "matmul":
-                e = XOR.encode(ly.params[0], prune=0.91, bits=1)
-                xr.append([name, ly.name, e.n, e.kept, e.params["block"], e.params["n_in"], e.params["patch_count"],
-                           f"{e.params['xor_bits_per_weight']:.4f}", "yes" if e.params["xor_bits_per_weight"] <= 0.12
-                           else "no", "yes" if roundtrip_exact(ly.params[0], e) else "NO",
-                           f"{e.bits_per_weight:.3f}"])
+                p, b = e.params, e.bits
+                xr.append([name, ly.name, e.n, e.kept, p["block"], p["n_in"], p["slack"], p["patch_count"],
+                           b["values"], b["patches"], b["header"],
+                           f"{b['model_header']} of {p['model_seed_bits']} (seed {p['seed']})",
+                           f"{p['xor_bits_per_weight']:.4f}", "yes" if p["xor_bits_per_weight"] <= 0.12 else "no",
+                           "yes" if roundtrip_exact(ly.params[0], e) else "NO", f"{e.bits_per_weight:.3f}"])
     largest = sorted(layers, key=lambda t: -t[1].params[0].size)[:4]
     for name, ly in largest:
         W = ly.params[0]
@@ -96,10 +99,14 @@ def part2(models: dict) -> str:
                         f"{1 - e.kept / e.n:.3f}", e.params["extra_kept"], e.params["extra_pruned"],
                         f"{e.params['importance_kept']:.2f}", f"{e.bits['index'] / e.n:.3f}", f"{csr_same:.3f}",
                         f"{csr_target:.3f}"])
-    return ("XOR format, 91 % pruned, 1 bit, every dense layer (bit-plane bits/weight: values + patches + "
-            "header, the seed's measure; total adds scales and the index):\n\n"
-            + table(["model", "layer", "weights", "kept", "block", "N_in", "patches", "bits/weight",
-                     "<= 0.12", "exact", "total bits/weight"], xr)
+    return ("XOR format, 91 % pruned, 1 bit, every weight layer of each model encoded together (one model "
+            "seed, Elias-gamma coded, stored once; each layer carries a whole-bit share of it in proportion to its "
+            "weights), the dense layers shown. Bits/weight = (values + patches + the layer's header + its share "
+            "of the model seed) / weights: everything the decoder needs for the bit-planes, the seed's measure; "
+            "the total adds the float16 scales and the pruning index:\n\n"
+            + table(["model", "layer", "weights", "kept", "block", "N_in", "slack", "patches", "value bits",
+                     "patch bits", "layer header bits", "model seed bits (share of)", "bits/weight", "<= 0.12",
+                     "exact", "total bits/weight"], xr)
             + "\n\nLow-rank binary index (rank 4, 64x64 tiles) vs CSR index, 91 % target, the zoo's largest "
               "layers (CSR at the low-rank mask's own kept count and at the target):\n\n"
             + table(["model", "layer", "rows x cols", "target kept", "kept", "prune rate", "extra kept",

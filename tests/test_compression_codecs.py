@@ -194,9 +194,15 @@ def test_bits_by_part_and_flash_bytes():
     half = encode(W, "xor", prune=0.5, bits=1)           # half pruned: the bitmap is cheaper
     assert half.params["index"] == "bitmap" and half.bits["index"] == n + 1
     assert encode(W, "xor", prune=0.5, bits=1, index="csr").bits["index"] == csr.index_bits(rows, cols, n // 2)
-    assert ex.bits["header"] == xor.SEED_BITS + B.gamma_bits(p["slack"] + 1)
-    assert ex.bits["patches"] == B.gamma_bits(p["patch_count"] + 1) + p["patch_count"] * B.width(k)
-    assert p["xor_bits_per_weight"] == pytest.approx((ex.bits["values"] + ex.bits["patches"] + ex.bits["header"]) / n)
+    # one layer alone is a model of its own: it carries the whole model seed
+    assert ex.bits["model_header"] == xor.seed_bits(p["seed"]) == B.gamma_bits(p["seed"] + 1)
+    if p["clean"]:
+        assert ex.bits["header"] == xor.FLAG_BITS and ex.bits["patches"] == 0 and p["slack"] == 0
+    else:
+        assert ex.bits["header"] == xor.FLAG_BITS + B.gamma_bits(p["slack"] + 1)
+        assert ex.bits["patches"] == B.gamma_bits(p["patch_count"] + 1) + p["patch_count"] * B.width(k)
+    assert p["xor_bits_per_weight"] == pytest.approx(
+        (ex.bits["values"] + ex.bits["patches"] + ex.bits["header"] + ex.bits["model_header"]) / n)
     for e in (e8, eb, ec, ex):
         assert e.total_bits == sum(e.bits.values())
         assert e.flash_bytes == math.ceil(e.total_bits / 8)

@@ -104,18 +104,24 @@ def compress_model(model, fmt: str, *, prune: float = 0.0, bits: int | None = No
     unknown = [n for n in chosen if n not in names]
     if unknown:
         raise ValueError(f"compression layers: {', '.join(unknown)} not in the model (layers: {', '.join(names)})")
-    out, dense_bits, bias_bits = {}, {}, {}
+    out, dense_bits, bias_bits, group = {}, {}, {}, {}
     for ly in model.param_layers():
         W, b = ly.params
         dense_bits[ly.name] = 32 * W.size
         bias_bits[ly.name] = BIAS_BITS * b.size
+        out[ly.name] = None
         if ly.name in chosen:
             try:
-                out[ly.name] = encode(W, fmt, prune=prune, bits=bits, seed=seed, **opts)
+                if fmt == xor.FORMAT:          # encoded together below: one model seed for all XOR layers
+                    group[ly.name] = xor.Layer(W, prune=prune, bits=bits,
+                                               **{k: v for k, v in opts.items() if k != "seeds"})
+                else:
+                    out[ly.name] = encode(W, fmt, prune=prune, bits=bits, seed=seed, **opts)
             except ValueError as e:
                 raise ValueError(f"{e} (layer {ly.name})") from None
-        else:
-            out[ly.name] = None
+    if group:
+        out.update(zip(group, xor.encode_layers(list(group.values()), seeds=opts.get("seeds", xor.SEEDS)),
+                       strict=True))
     return CompressedModel(fmt, out, dense_bits, bias_bits)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import Encoded, check, decode, encode
+from . import Encoded, check, decode, encode, xor
 
 KEYS = ("format", "prune", "bits", "layers", "seed", "layer")
 LAYER_KEYS = ("format", "prune", "bits")
@@ -102,6 +102,7 @@ def compress_frozen(model, spec: CompressionSpec, trainable: dict[str, list[bool
             raise ValueError(f"{WHERE}.layers: {name!r} is not a layer of {model.spec.text} "
                              f"(layers with weights: {', '.join(names)})")
     out: dict[str, Encoded] = {}
+    group: dict = {}                 # XOR layers, encoded together (one model seed) after the loop
     for ly in model.param_layers():
         trained = trainable.get(ly.name, [False, False])[0]
         chosen = ly.name in spec.layers if spec.layers is not None else not trained
@@ -112,10 +113,17 @@ def compress_frozen(model, spec: CompressionSpec, trainable: dict[str, list[bool
                              f"compressed (trained layers stay dense in RAM)")
         o = spec.per_layer.get(ly.name, {"format": spec.format, "prune": spec.prune, "bits": spec.bits})
         try:
+            if o["format"] == xor.FORMAT:
+                group[ly.name] = (ly, xor.Layer(ly.params[0], prune=o["prune"], bits=o["bits"]))
+                continue
             enc = encode(ly.params[0], o["format"], prune=o["prune"], bits=o["bits"], seed=spec.seed)
         except ValueError as e:
             raise ValueError(f"{WHERE}: layer {ly.name}: {e}") from None
         ly.params[0][...] = decode(enc)
         out[ly.name] = enc
-    return out
+    encs = xor.encode_layers([x for _, x in group.values()])
+    for (name, (ly, _)), enc in zip(group.items(), encs, strict=True):
+        ly.params[0][...] = decode(enc)
+        out[name] = enc
+    return {ly.name: out[ly.name] for ly in model.param_layers() if ly.name in out}
 
