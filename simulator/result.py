@@ -114,10 +114,11 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
     ran = end >= 1.0          # a run stopped in its first second says nothing about energy
     energy_per_day = dev.consumed_j / elapsed * DAY_S if ran else None
     net_w = (dev.consumed_j - dev.harvested_j) / elapsed
+    stopped = fatal is not None and fatal["kind"] != "battery_empty"   # out of memory: the device stopped working
     if fatal and fatal["kind"] == "battery_empty":
         battery_days = fatal["time_s"] / DAY_S
-    elif not ran:
-        battery_days = None
+    elif not ran or stopped:
+        battery_days = None   # not observed: no battery life is extrapolated from a run that stopped early
     elif net_w > 0:
         battery_days = capacity_j / net_w / DAY_S
     else:
@@ -129,7 +130,7 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
     # each write of a region erases each of its pages once (no wear levelling): the busier region counts
     wear = max(tr.checkpoints, tr.swap_steps) / elapsed * YEAR_S / prof.flash.endurance_cycles
     step_latency, mean_latency = tr.latency_figures()
-    miss_rate = pipeline.miss_rate
+    miss_rate = pipeline.miss_rate if pipeline.inferences else None     # no inference: not observed
     b = sc.budgets
     energy_budget = b.energy_per_day_j or capacity_j / b.battery_life_days
     mem = ram.figures() if ram else {"peak_ram_bytes": rt.ram_reserved_bytes, "naive_ram_bytes": None,
@@ -148,8 +149,10 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
                   "battery_life": _r(battery_days, 6), "flash_wear": _r(wear)},
         notes={"step_latency": "" if tr.step_latencies or tr.replayed else "no training step ran",
                "energy_per_day": energy_note(comp) if ran else no_energy, "flash": flash_note(comp),
-               "battery_life": "" if battery_days is not None else "energy-neutral: harvesting covers the load"
-               if ran else no_energy})
+               "deadline_miss_rate": "" if pipeline.inferences else "no inference ran",
+               "battery_life": "" if battery_days is not None else
+               f"not observed: the run stopped at t = {fatal['time_s']:g} s ({fatal['kind'].replace('_', ' ')})"
+               if stopped else "energy-neutral: harvesting covers the load" if ran else no_energy})
     if fatal and fatal["kind"] != "battery_empty":
         need = fatal.get("ram_needed_bytes")
         rows[0]["observed"] = need

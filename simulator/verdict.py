@@ -121,7 +121,8 @@ def summarise(result: dict[str, Any]) -> str:
     lines.append(line + ".")
     lines.append(f"{result['training_steps']} training steps ({result['macs_total']:,} MACs), worst step "
                  f"{_fmt(result['step_latency_s'])} s; {result['inferences']} inferences, deadline miss rate "
-                 f"{result['deadline_miss_rate']:.2%}, {result['dropped_frames']} frames dropped, "
+                 f"{'not observed' if result['deadline_miss_rate'] is None else format(result['deadline_miss_rate'], '.2%')}, "
+                 f"{result['dropped_frames']} frames dropped, "
                  f"{result.get('preemptions', 0)} preemptions.")
     ts = result.get("time_in_state_s") or {}
     if ts.get("active") is not None and result["duration_s"]:
@@ -131,8 +132,11 @@ def summarise(result: dict[str, Any]) -> str:
                                             if v is not None) + ".")
     bl, e = result["battery_life_days"], result["energy_per_day_j"]
     if e is not None:
+        stopped = result["fatal"] and result["fatal"]["kind"] != "battery_empty"
         lines.append(f"Energy {e:.1f} J/day; battery life "
-                     + ("unbounded (harvesting covers the load)" if bl is None else f"{bl:.1f} days") + ".")
+                     + ((f"not observed (the run stopped at t={result['fatal']['time_s']:.1f} s; nothing is "
+                         "extrapolated from it)") if stopped else "unbounded (harvesting covers the load)"
+                        if bl is None else f"{bl:.1f} days") + ".")
     if result["accuracy_before"] is not None:
         lines.append(f"User accuracy {result['accuracy_before']:.1%} -> {result['accuracy_after']:.1%}; "
                      f"retention of the old classes {result['retention_before']:.1%} -> "

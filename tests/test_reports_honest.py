@@ -116,3 +116,22 @@ def test_no_agrees_above_a_red_row(tmp_path):
     assert "<strong>DISAGREES</strong>" in text and "<strong>AGREES</strong>" not in text
     good = dict(EMU, predicted_instructions_per_step=101000)
     assert "<strong>AGREES</strong>" in render_emulation(good, tmp_path / "good").read_text()
+
+
+def test_a_run_that_stopped_early_extrapolates_no_battery_life():
+    """microbit-oom runs out of memory after 256 s: its battery life is not observed (no 3111 days)."""
+    from simulator.run import run_scenario
+    from simulator.verdict import summarise
+
+    r = run_scenario("microbit-oom")
+    assert r["fatal"]["kind"] == "out_of_memory" and r["fatal"]["time_s"] > 1.0
+    life = next(c for c in r["constraints"] if c["name"] == "battery_life")
+    assert r["battery_life_days"] is None and life["observed"] is None and life["ok"]
+    assert life["note"].startswith("not observed: the run stopped at t = ")
+    assert "battery life not observed" in summarise(r)
+
+
+def test_a_run_dead_at_t0_observes_no_deadline_miss_rate(dead):
+    r = dead[0]
+    miss = next(c for c in r["constraints"] if c["name"] == "deadline_miss_rate")
+    assert r["inferences"] == 0 and miss["observed"] is None and miss["note"] == "no inference ran"
