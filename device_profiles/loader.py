@@ -57,6 +57,12 @@ class Runtime:
     # per decode operation of compressed weights (workloads.compression); None: the profile has no figure,
     # and a scenario with compressed layers on it is an error naming the field
     cycles_per_decode_op: float | None = None
+    # MicroPython's garbage collector (edgesim calibrate on a twin): a kernel allocates this many bytes of
+    # garbage (boxed floats) per cycle of work; a collection costs gc_collection_cycles plus
+    # gc_cycles_per_live_byte per live heap byte it marks. None: the cost model has no GC term.
+    gc_garbage_bytes_per_cycle: float | None = None
+    gc_collection_cycles: float | None = None
+    gc_cycles_per_live_byte: float | None = None
     # measured cost per op kind (edgesim calibrate --runtime native): replaces the figures above for the
     # f32 ops of a kind it lists; read from the [runtime.<name>.kind_costs] table
     kind_costs: dict[str, KindCost] | None = None

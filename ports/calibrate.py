@@ -225,6 +225,12 @@ def profile_values(result: dict) -> dict[str, tuple[Any, str]]:
               f"device code and tables, interpreter state)")
     vals = {k: (v, fitsrc) for k, v in result["coefficients"].items()}
     vals["ram_reserved_bytes"] = (result["ram_reserved_bytes"], ramsrc)
+    if result.get("gc"):
+        gcsrc = (f"{on}: gc.collect() timed beside ballasts filling {', '.join(f'{f:.0%}' for f in GC_BALLAST_FRACTIONS)}"
+                 f" of the free GC heap (cycles = a + b x live bytes), garbage per cycle the median over the "
+                 f"micro-benchmark ops of the bytes they allocated beyond their buffers")
+        for k, v in result["gc"].items():
+            vals[k] = (v, gcsrc)
     return vals
 
 
@@ -295,7 +301,7 @@ def _toml(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, float):
-        return repr(round(v, 1))
+        return repr(round(v, 1)) if abs(v) >= 10 else f"{v:.6g}"
     return str(v)
 
 
@@ -310,10 +316,11 @@ TWIN_BENCH_SPECS = (
     "cnn:8x8x1-c8k3s2-dw2-gap-d10",
 )
 BENCH_STEPS = 2
-# MicroPython's boxed floats make every kernel allocate; the garbage collector's share of an op grows with
-# the live heap (it marks it) over the free heap (how often it runs). The micro-benchmarks therefore run
-# beside a ballast that fills the GC heap to this fraction, a typical training heap; see ports/README.md.
-BALLAST_FRACTION = 0.6
+# MicroPython's boxed floats make every kernel allocate: an op pays a collection each time its garbage
+# fills the free heap, and a collection marks the live heap. The kernels' costs are fitted without
+# collections (any a benchmark op ran are taken out); the collector is measured on its own: gc.collect()
+# beside ballasts filling these fractions of the free GC heap, and the garbage each op allocated per cycle.
+GC_BALLAST_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 KIND_COST_FIELDS = ("overhead_cycles", "cycles_per_mac", "cycles_per_byte_read", "cycles_per_byte_written")
 RESIDUAL_RMS_ACCEPTABLE = 0.25
 
@@ -383,24 +390,61 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
             prog = build_program(job, host.pop("ops_step0"))
             job2 = make_twin_job(spec, pretrain=False)               # the same steps again, for their op records
             traces = [collect(job2.train_step(np.asarray(x)[None], np.array([y])))[0] for x, y in samples]
-            s.run("BAL = None")
-            after = port.setup(prog, job.lr, mom, s.clock)
+            port.setup(prog, job.lr, mom, s.clock)
             port.send_params(job.model.layers, params)
-            ballast = max(0, int(BALLAST_FRACTION * s.heap_total_bytes) - after)
-            s.run(f"BAL = bytearray({ballast})")
             for q, (x, y) in enumerate(samples):
                 st = port.step(q, x, int(y))
-                for op, t in zip(traces[q], st.op_ticks, strict=True):
-                    rows.append({"label": f"{spec} {op.name}", "op": op, "instructions": t * tick, "step": q})
+                for op, t, live, got in zip(traces[q], st.op_ticks, st.op_heap_bytes, st.op_alloc_bytes, strict=True):
+                    rows.append({"label": f"{spec} {op.name}", "op": op, "instructions": t * tick, "step": q,
+                                 "live_bytes": live, "alloc_bytes": got})
                 heaps.append({"spec": spec, "heap_peak_bytes": max(st.op_heap_bytes),
                               "predicted_workload_heap_peak_bytes": host["heap_peak_bytes"],
-                              "n_inputs": prog.n_inputs, "ballast_bytes": ballast})
-            s.run("BAL = None")
+                              "n_inputs": prog.n_inputs})
+        gc_rows = []
+        s.run("NS[0] = None\nfor i in range(NET_MAX_LAYERS):\n    WT[i] = BS[i] = VW[i] = VB[i] = None")
+        for frac in GC_BALLAST_FRACTIONS:
+            n = int(frac * (heap_total_bytes(s) - int(s.run("print(mem())").strip())))
+            out = s.run(f"BAL = [bytearray(4080) for i in range({n // 4096})]\nL = mem()\nclk0()\nt0 = now()\n"
+                        "gc.collect()\nprint(L, ticks(t0, now()))\nBAL = None")
+            live, t = (int(v) for v in out.split())
+            gc_rows.append({"live_bytes": live, "instructions": t * tick})
         firmware = s.firmware_version
         log = s.log_path
         heap_total = s.heap_total_bytes
     return {"rows": rows, "heaps": heaps, "base_alloc_bytes": base, "firmware": firmware, "serial_log": log,
-            "heap_total_bytes": heap_total}
+            "heap_total_bytes": heap_total, "gc_rows": gc_rows}
+
+
+def heap_total_bytes(session: Any) -> int:
+    return session.heap_total_bytes
+
+
+def fit_gc(m: dict, rt: Any, cpi: float) -> dict:
+    """The collector's figures: cycles per collection = a + b x live bytes (least squares over the
+    ballasts), garbage bytes per cycle (median over the benchmark ops of what they allocated beyond
+    their buffers, ops too small to weigh left out); then each benchmark op's cycles without the
+    collections its garbage caused (simulator.cost.gc_cycles)."""
+    from simulator.cost import gc_cycles
+    from simulator.memory import Heap
+
+    size = Heap.for_runtime(1 << 30, rt).size_for
+    X = np.array([[1.0, r["live_bytes"]] for r in m["gc_rows"]])
+    y = np.array([r["instructions"] * cpi for r in m["gc_rows"]], dtype=float)
+    a, b = (max(float(v), 0.0) for v in np.linalg.lstsq(X, y, rcond=None)[0])
+    ratios = []
+    for r in m["rows"]:
+        garbage = r["alloc_bytes"] - sum(size(t.nbytes) for t in r["op"].alloc)
+        c = r["instructions"] * cpi
+        if c > 20_000 and 0 <= garbage < 0.5 * (m["heap_total_bytes"] - r["live_bytes"]):
+            ratios.append(garbage / c)
+    g = float(np.median(ratios)) if ratios else 0.0
+    figures = {"gc_collection_cycles": a, "gc_cycles_per_live_byte": b, "gc_garbage_bytes_per_cycle": g}
+    probe = type("GcFigures", (), figures)()
+    for r in m["rows"]:
+        c = r["instructions"] * cpi
+        r["gc_cycles"] = gc_cycles(c, r["live_bytes"], m["heap_total_bytes"], probe)
+        r["instructions"] = int(round((c - r["gc_cycles"]) / cpi))
+    return figures
 
 
 def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: bool = False,
@@ -411,6 +455,7 @@ def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: b
     m = measure_twin(board, log_path, progress, qemu_binary)
     rows = m["rows"]
     cpi = board.cycles_per_instruction
+    gc = fit_gc(m, board.profile.runtime_for("micropython"), cpi)
     legacy = fit([dict(r) for r in rows], cpi)          # the one-overhead model too (profiles need it)
     costs = fit_kind_costs(rows, cpi)
     resid = np.array([r["residual"] for r in rows])
@@ -419,7 +464,7 @@ def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: b
     # footprint the prediction adds (the port's code and tables, interpreter state)
     size = Heap.for_runtime(1 << 30, rt).size_for
     extra = [h["heap_peak_bytes"] - h["predicted_workload_heap_peak_bytes"] - size(4 * h["n_inputs"])
-             - (size(h["ballast_bytes"]) if h["ballast_bytes"] else 0) for h in m["heaps"]]
+             for h in m["heaps"]]
     port_bytes = int(np.median(extra))
     static = board.ram_bytes - m["heap_total_bytes"]
     rms = float(np.sqrt(np.mean(resid ** 2)))
@@ -432,7 +477,7 @@ def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: b
         "footprint": {"port_bytes": port_bytes, "base_alloc_bytes": m["base_alloc_bytes"],
                       "per_network_bytes": extra, "heap_total_bytes": m["heap_total_bytes"]},
         "benchmark_specs": list(TWIN_BENCH_SPECS), "benchmarks": _bench_rows(rows),
-        "ballast_fraction": BALLAST_FRACTION,
+        "gc": {k: round(v, 6) for k, v in gc.items()}, "gc_collections_measured": m["gc_rows"],
         "residual_rms": rms, "residual_max_abs": float(np.max(np.abs(resid))),
         "acceptable": rms <= RESIDUAL_RMS_ACCEPTABLE, "residual_rms_acceptable": RESIDUAL_RMS_ACCEPTABLE,
         "cycles_per_instruction": cpi,

@@ -68,6 +68,7 @@ class BoardStep:
     op_us: list[int]              # per-op guest timer ticks (the micro:bit: ticks_us)
     op_heap_bytes: list[int]
     tick_instructions: int = 1000  # instructions per tick (ticks_us under -icount shift=0: 1000)
+    op_alloc_bytes: list[int] | None = None   # a twin: bytes allocated during each op (buffers + garbage)
 
     @property
     def instructions(self) -> int:
@@ -300,12 +301,15 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     from .netrun import StepFailed, TwinPort
     from .program import build_program
     from .session import TwinSession
+    from .twin.firmware import gc_pool_bytes
 
     job = job or make_twin_job(workload, seed=seed, lr=lr, momentum=momentum)
     mom = float(getattr(job.opt, "momentum", 0.0))
     params = [p.copy() for p in job.model.parameters()]
     samples = list(itertools.islice(iter(job.labelled_stream()), steps))
-    host = predict_trace(board.profile, job, samples)          # runs the host steps (mutates the job)
+    pool = gc_pool_bytes(board.heap_bytes)
+    foot = PortFootprint.from_profile(board.profile, pool, int(np.prod(job.input_shape)))
+    host = predict_trace(board.profile, job, samples, pool, foot.bytes)   # runs the host steps (mutates the job)
     prog = build_program(job, host.pop("ops_step0"))           # limits are checked before any boot
     tick = board.twin.instructions_per_timer_tick
     run = BoardRun()
@@ -326,7 +330,8 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
                 x, y = samples[q]
                 t0 = time.monotonic()
                 st = port.step(q, x, int(y))
-                run.steps.append(BoardStep(st.loss, st.base_alloc_bytes, st.op_ticks, st.op_heap_bytes, tick))
+                run.steps.append(BoardStep(st.loss, st.base_alloc_bytes, st.op_ticks, st.op_heap_bytes, tick,
+                                           st.op_alloc_bytes))
                 run.wall_per_step_s.append(time.monotonic() - t0)
         except GuestMemoryError as e:
             oom = e
@@ -334,9 +339,10 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
             raise step_failed(s, len(run.steps)) from e
         firmware = s.firmware_version
         log = s.log_path
-    foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, prog.n_inputs)
+    if run.heap_total_bytes != pool:
+        foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, prog.n_inputs)
     res = build_result(board, workload, job, [job.name], steps, host, run, foot, firmware, log, oom,
                        time.monotonic() - t_total)
     res.update({"momentum": mom, "heap_bytes": board.heap_bytes, "instructions_per_timer_tick": tick,
-                "program_ops": prog.n_ops})
+                "program_ops": prog.n_ops, "predicted_gc_instructions_per_step": host["gc_instructions_per_step"]})
     return res

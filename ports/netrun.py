@@ -32,6 +32,7 @@ class TwinStep:
     base_alloc_bytes: int
     op_ticks: list[int]
     op_heap_bytes: list[int]
+    op_alloc_bytes: list[int]     # allocated during each op (its buffers + garbage), on a collected heap
 
 
 def answer(out: str) -> str:
@@ -101,12 +102,13 @@ class TwinPort:
 
 
 def parse_twin_step(body: str, q: int) -> TwinStep:
-    """``<q> <loss bits> <heap before> <ticks,...> <heap,...>``."""
+    """``<q> <loss bits> <heap before> <ticks,...> <heap,...> <allocated,...>``."""
     try:
-        sq, bits, base, ticks, heap = body.split(" ")
+        sq, bits, base, ticks, heap, alloc = body.split(" ")
         if int(sq) != q:
             raise ValueError(f"answer for step {sq}, expected {q}")
         loss = struct.unpack("<f", struct.pack("<I", int(bits, 16)))[0]
-        return TwinStep(loss, int(base), [int(v) for v in ticks.split(",")], [int(v) for v in heap.split(",")])
+        return TwinStep(loss, int(base), [int(v) for v in ticks.split(",")], [int(v) for v in heap.split(",")],
+                        [int(v) for v in alloc.split(",")])
     except ValueError as e:
         raise ValueError(f"step {q}: unreadable answer {body[:80]!r}: {e}") from None

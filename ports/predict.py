@@ -41,27 +41,45 @@ class PortFootprint:
         return cls(code_bytes=int(rt.ram_reserved_bytes - static), staging_bytes=int(staging))
 
 
-def predict_trace(profile: Any, job: Any, samples: list) -> dict:
+def predict_trace(profile: Any, job: Any, samples: list, heap_total_bytes: int | None = None,
+                  port_bytes: int = 0) -> dict:
     """Run the host steps on ``samples`` (batch 1; this trains ``job``) and price each step's trace
-    with the simulator's cost model (``simulator.cost.op_cycles``) and heap model."""
-    from simulator.cost import op_cycles
+    with the simulator's cost model (``simulator.cost.op_cycles``) and heap model. Given the GC heap's
+    size and the port's own bytes, each op also pays the collections its garbage causes
+    (``simulator.cost.gc_cycles``, at the live heap the heap model gives for that op)."""
+    from simulator.cost import gc_cycles, op_cycles
     from simulator.memory import Heap, OutOfMemory, place_trace
     from workloads.trace import collect
 
     rt = profile.runtime_for(RUNTIME)
     cpi = profile.core.cycles_per_instruction
     persistent = tuple(job.persistent_tensors())
-    losses, instr, peaks = [], [], []
+    size = Heap.for_runtime(1 << 30, rt).size_for
+    base_live = port_bytes + sum(size(t.nbytes) for t in persistent)
+    losses, instr, peaks, gcs = [], [], [], []
     fits = True
     op_names: list[str] = []
     op_instr0: list[float] = []
+    ops0: list = []
     n_in = int(np.prod(job.input_shape))
     avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     for k, (x, y) in enumerate(samples):
         ops, loss = collect(job.train_step(np.asarray(x)[None], np.array([y])))
         losses.append(float(loss))
-        cyc = [op_cycles(op, rt) for op in ops]
+        live: dict[int, int] = {}
+        cyc = []
+        gc_total = 0.0
+        for op in ops:
+            for t in op.alloc:
+                live[t.id] = size(t.nbytes)
+            c = op_cycles(op, rt)
+            g = gc_cycles(c, base_live + sum(live.values()), heap_total_bytes, rt)
+            gc_total += g
+            cyc.append(c + g)
+            for i in op.free:
+                live.pop(i, None)
         instr.append(sum(cyc) / cpi)
+        gcs.append(gc_total / cpi)
         if k == 0:
             ops0 = ops
             op_names = [op.name for op in ops]
@@ -74,5 +92,6 @@ def predict_trace(profile: Any, job: Any, samples: list) -> dict:
         except OutOfMemory:
             fits = False
     return {"losses": losses, "instructions_by_step": instr, "instructions_per_step": float(np.mean(instr)),
+            "gc_instructions_per_step": float(np.mean(gcs)),
             "heap_peak_bytes": max(peaks), "fits": fits, "op_names": op_names,
             "op_instructions_step0": op_instr0, "heap_available_bytes": int(avail), "ops_step0": ops0}

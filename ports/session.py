@@ -122,6 +122,7 @@ def check_answer(out: str, n: int, what: str, session: BoardSession) -> list[int
 
 TWIN_CHUNK_BYTES = 256       # the twins' UARTs hold the sender back (QEMU's chardev flow control): no pauses
 TWIN_EXEC_TIMEOUT_S = 120.0
+TWIN_SLOWEST_LINK_BYTES_PER_S = 2000   # host -> guest through the emulated UART on a busy machine (24-34 KiB/s idle)
 
 
 class TwinSession(BoardSession):
@@ -133,6 +134,7 @@ class TwinSession(BoardSession):
         t0 = time.monotonic()
         self.qemu.start()
         self.repl = RawRepl(self.qemu, chunk_bytes=TWIN_CHUNK_BYTES, chunk_pause_s=0.0)
+        self.repl.ok_timeout_per_byte_s = 1.0 / TWIN_SLOWEST_LINK_BYTES_PER_S
         self.banner = self.repl.wait_boot(self.boot_timeout_s).decode("utf-8", "replace")
         self.repl.enter_raw_repl()
         for name in self.device_files:

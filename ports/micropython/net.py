@@ -5,8 +5,9 @@
 # grammar accepts. Sent as it is after protocol.py and netk.py, into the same namespace (the twins have
 # no writable file system). Every table has its protocol size from the start: the port's own heap does
 # not depend on the model.
-# Per op: guest time from the machine's timer (mem32; the host turns ticks into instructions), then,
-# outside the timed window, gc.collect() and gc.mem_alloc() before the op's last-use buffers go.
+# Per op, each on a collected heap: guest time from the machine's timer (mem32; the host turns ticks
+# into instructions), the bytes allocated during the op (its buffers and its garbage: boxed floats),
+# then, outside the timed window, gc.collect() and gc.mem_alloc() before the op's last-use buffers go.
 # Commands (each answers one line): setup(), pw()/px() verified float pieces, s(q, y) one step.
 import gc
 from array import array
@@ -24,6 +25,8 @@ VW = [None] * NET_MAX_LAYERS
 VB = [None] * NET_MAX_LAYERS
 TK = array('i', bytes(4 * NET_MAX_OPS))                      # per-op timer ticks of the last step
 MA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op live heap bytes, after the op
+GA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op bytes allocated during the op (garbage
+                                                             # included; exact when no collection ran in it)
 NV = array('i', bytes(4 * 8))                                # ops, -, -, timer counts down, timer period
 TA = 0                                                       # the timer's count register (an int kept once:
 TW = ()                                                      # no allocation per read); its restart writes
@@ -137,6 +140,7 @@ def s(q, y):
     n = NV[0]
     h = '%d %s %d ' % (q, fbits(v), a)
     h += ','.join([str(TK[i]) for i in range(n)]) + ' ' + ','.join([str(MA[i]) for i in range(n)])
+    h += ' ' + ','.join([str(GA[i]) for i in range(n)])
     NR = h + ' #' + str(nck(h))
     NQ = q
     print('@' + NR)
@@ -164,6 +168,7 @@ def run(y):
         o3 = NP[r + 7]
         g = l * NET_GEOM
         k = NG[g] if l >= 0 else 0
+        a = mem()
         t0 = now()
         if c == OP_FWD:
             x = NS[i1]
@@ -217,6 +222,7 @@ def run(y):
         else:
             NS[o1] = array('f', XS)
         TK[n] = ticks(t0, now())
+        GA[n] = gc.mem_alloc() - a
         MA[n] = mem()
         for i in range(NF[n], NF[n + 1]):
             NS[NL[i]] = None
