@@ -146,10 +146,11 @@ def assemble_result(sc: Scenario, prof: Any, job: Any, *, end_s: float, capacity
                  "flash_wear": b.flash_wear_per_year},
         observed={"peak_ram": peak, "flash": flash_need, "step_latency": _r(step_latency),
                   "deadline_miss_rate": _r(miss_rate), "energy_per_day": _r(energy_per_day, 6),
-                  "battery_life": _r(battery_days, 6), "flash_wear": _r(wear)},
+                  "battery_life": _r(battery_days, 6), "flash_wear": _r(wear) if ran else None},
         notes={"step_latency": "" if tr.step_latencies or tr.replayed else "no training step ran",
                "energy_per_day": energy_note(comp) if ran else no_energy, "flash": flash_note(comp),
                "deadline_miss_rate": "" if pipeline.inferences else "no inference ran",
+               "flash_wear": "" if ran else "the run stopped in its first second",
                "battery_life": "" if battery_days is not None else
                f"not observed: the run stopped at t = {fatal['time_s']:g} s ({fatal['kind'].replace('_', ' ')})"
                if stopped else "energy-neutral: harvesting covers the load" if ran else no_energy})

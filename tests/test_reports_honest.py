@@ -135,3 +135,5 @@ def test_a_run_dead_at_t0_observes_no_deadline_miss_rate(dead):
     r = dead[0]
     miss = next(c for c in r["constraints"] if c["name"] == "deadline_miss_rate")
     assert r["inferences"] == 0 and miss["observed"] is None and miss["note"] == "no inference ran"
+    wear = next(c for c in r["constraints"] if c["name"] == "flash_wear")
+    assert wear["observed"] is None and wear["ok"]
