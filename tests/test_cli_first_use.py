@@ -218,3 +218,32 @@ def test_a_signal_to_plan_leaves_no_pool_worker_running(tmp_path, sig, code):
     assert proc.returncode == code, err
     assert ("terminated" if sig == signal.SIGTERM else "interrupted") in err
     assert left == [], "pool workers outlived the plan"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["emulate", "--lr", "nan"], "must be a finite number"),
+    (["emulate", "--momentum", "inf"], "must be a finite number"),
+    (["emulate", "--out", "{file}"], "is an existing file"),
+    (["calibrate", "--write", "{file}"], "already exists"),
+    (["calibrate", "--write", "{dir}"], "is a directory"),
+    (["calibrate", "--write", "{file}/x.toml"], "is a file, not a directory"),
+], ids=["emulate-lr-nan", "emulate-momentum-inf", "emulate-out-file", "calibrate-write-exists",
+        "calibrate-write-dir", "calibrate-write-under-a-file"])
+def test_emulator_commands_refuse_bad_flags_before_booting(tmp_path, capsys, argv, needle):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    argv = [a.format(file=f, dir=tmp_path) for a in argv]
+    t0 = time.monotonic()
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err, err
+    assert time.monotonic() - t0 < 5 and f.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command, footer", [("emulate", "3 the board ran out of memory"),
+                                             ("calibrate", "0 calibrated and written")])
+def test_emulator_commands_have_their_own_exit_code_footers(command, footer):
+    assert footer in _subparsers(build_parser())[command].format_help()

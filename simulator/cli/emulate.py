@@ -8,7 +8,7 @@ from pathlib import Path
 from simulator.agreement import AGREEMENT_RELATIVE as AGREEMENT
 from simulator.files import emit_json, jsonable, write_atomic
 
-from .common import EXIT_INTERNAL, EXIT_NOFIT, EXIT_OK, add_command, format_table
+from .common import EXIT_INTERNAL, EXIT_NOFIT, EXIT_OK, add_command, exit_codes, finite_float, format_table
 
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
@@ -30,10 +30,17 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f} %"
 
 
+def _not_a_file(flag: str, path: str | None) -> None:
+    """An output directory given as a path that is a file is refused before any work (exit 2)."""
+    if path and Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is an existing file, not a directory")
+
+
 def _emulate(args) -> int:
     from ports.emulate import emulate
     from ports.errors import PortError
 
+    _not_a_file("--out", args.out)
     board = _board(args.board)
     out_dir = Path(args.out) if args.out else Path("edgesim-out") / "emulation" / \
         f"{board.name}-{args.workload.replace(':', '_')}"
@@ -96,6 +103,15 @@ def _print_emulation(res: dict, out_dir: Path, report) -> None:
 
 
 def _calibrate(args) -> int:
+    if args.write:              # checked before the board boots: a calibration takes minutes
+        w = Path(args.write)
+        if w.is_dir():
+            raise ValueError(f"--write {args.write}: is a directory; give the profile file to write")
+        if w.exists():
+            raise ValueError(f"--write {args.write}: already exists; choose another path (or --in-place to "
+                             "update the board's own profile)")
+        if w.parent.exists() and not w.parent.is_dir():
+            raise ValueError(f"--write {args.write}: {w.parent} is a file, not a directory")
     if args.runtime == "native":
         from .port import calibrate_native
         return calibrate_native(args)
@@ -156,16 +172,18 @@ def register(sub) -> None:
                     description="Run a workload's training in MicroPython on a QEMU-emulated board and print,\n"
                                 "beside the simulator's prediction for the same board, workload and batch: heap peak,\n"
                                 "instructions per step (guest time under -icount shift=0), and the loss curve against\n"
-                                "the host's. Exit 3 if the board runs out of memory.",
-                    example="edgesim emulate --board bbc-microbit-v1 --workload mlp:16-12-10 --steps 20")
+                                "the host's.",
+                    example="edgesim emulate --board bbc-microbit-v1 --workload mlp:16-12-10 --steps 20",
+                    exits=exit_codes("0 the workload trained on the emulated board", "3 the board ran out of memory",
+                                     "1 also when the emulator fails (the message names the serial log)"))
     p.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
     p.add_argument("--workload", default="mlp-microbit",
                    help="zoo name or spec (a twin: any spec; the micro:bit v1: mlp: specs)")
     p.add_argument("--steps", type=int, default=10, help="training steps (batch 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the host job (weights, data order)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=finite_float, default=None,
                    help="SGD learning rate (default: the micro:bit port 0.05, a twin the workload's default)")
-    p.add_argument("--momentum", type=float, default=None,
+    p.add_argument("--momentum", type=finite_float, default=None,
                    help="SGD momentum (twins only; default 0.9; the micro:bit port trains without)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, help="directory for emulation.json, the serial log and the report "
@@ -176,7 +194,9 @@ def register(sub) -> None:
                                 "sizes, an empty op, an empty training step), fit the simulator's micropython cost\n"
                                 "coefficients and the port's heap footprint, print the fit and its residuals, and\n"
                                 "write them into a profile.",
-                    example="edgesim calibrate --board bbc-microbit-v1 --write my-microbit.toml")
+                    example="edgesim calibrate --board bbc-microbit-v1 --write my-microbit.toml",
+                    exits=exit_codes("0 calibrated and written",
+                                     "1 also when the emulator fails (the message names the serial log)"))
     c.add_argument("--board", default="bbc-microbit-v1", help="profile name or path with an [emulator] table")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--write", default=None, metavar="PATH",
