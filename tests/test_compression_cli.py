@@ -25,7 +25,11 @@ def test_json_reports_every_layer_and_the_totals(capsys):
     assert out["flash_bytes"] == sum(x["flash_bytes"] for x in out["layers"]) + 4 * (32 + 10)
     assert out["flash_bytes_f32"] == 4 * (out["weights"] + 42)
     assert out["accuracy_after"] < out["accuracy_before"]          # 91 % pruned to 1 bit costs accuracy
-    assert out["layers"][0]["params"]["xor_bits_per_weight"] < 0.12
+    assert all(x["params"]["xor_bits_per_weight"] <= 0.12 for x in out["layers"])
+    # one model seed, stored once: the layers' shares of it add up to its code length
+    seed = out["layers"][0]["params"]["seed"]
+    assert all(x["params"]["seed"] == seed for x in out["layers"])
+    assert sum(x["bits"]["model_header"] for x in out["layers"]) == out["layers"][0]["params"]["model_seed_bits"]
 
 
 def test_f32_is_lossless(capsys):

@@ -104,6 +104,11 @@ def run(args) -> int:
     print(f"\n{args.model} as {args.format} (prune {prune:g}, {bits} bit{'s' if bits != 1 else ''}){tune}:")
     print(f"  weights   {out['bits_per_weight']:.3f} bit/weight; flash {human_bytes(out['flash_bytes'])} with biases "
           f"(float32: {human_bytes(dense_bytes)}, {dense_bytes / max(out['flash_bytes'], 1):.1f}x smaller)")
+    if xor:
+        p = layers[0]["params"]
+        sb = p["model_seed_bits"]
+        print(f"  xor seed  {p['seed']} ({sb} bit{'s' if sb != 1 else ''}, stored once; each layer's xor bits/weight "
+              f"carries a share pro rata to its weights)")
     print(f"  decode    {out['decode_ops']:,} operations per forward ({out['decode_ops_per_weight']:.2f} per weight)")
     print(f"  accuracy  {before * 100:.1f} % before, {after * 100:.1f} % after (held-out population data, "
           f"{len(yte)} samples)")
