@@ -223,6 +223,18 @@ def _check(d: dict, where: str) -> None:
         Techniques.from_dict(v.get("techniques", {}), where=f"{where}: compare.variants[{i}].techniques")
 
 
+def _check_finite(v: Any, where: str, dotted: str = "") -> None:
+    """NaN and infinities are refused wherever a scenario holds a number (techniques and variants too)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{where}: {dotted} must be a finite number (got {v!r})")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _check_finite(x, where, f"{dotted}.{k}" if dotted else str(k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_finite(x, where, f"{dotted}[{i}]")
+
+
 def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> Scenario:
     """A validated Scenario from a TOML path, an embedded name (``demo``) or a dict."""
     if isinstance(path_or_dict, dict):
@@ -231,6 +243,7 @@ def load_scenario(path_or_dict: str | Path | dict, where: str | None = None) -> 
         raw, path = _read_file(path_or_dict, where)
         where = where or str(path)
     d = _merge(DEFAULTS, raw, where)
+    _check_finite(d, where)
     tech = d["schedule"]["techniques"]
     if not isinstance(tech, dict):
         raise ValueError(f"{where}: schedule.techniques must be a table (got {tech!r})")

@@ -97,8 +97,9 @@ BAD = [
     ("duration nan", [*TINY[:4], "--duration-s", "nan"], "must be a finite number"),
     ("duration inf", [*TINY[:4], "--duration-s", "inf"], "must be a finite number"),
     ("period -inf", [*TINY, "--period-s=-inf"], "must be a finite number"),
-    ("--set nan", [*TINY, "--set", "workload.lr=nan"], "workload.lr must be a number > 0"),
-    ("--set inf", [*TINY, "--set", "pipeline.sensor_rate_hz=inf"], "pipeline.sensor_rate_hz must be a number > 0"),
+    ("--set nan", [*TINY, "--set", "workload.lr=nan"], "workload.lr must be a finite number"),
+    ("--set inf", [*TINY, "--set", "pipeline.sensor_rate_hz=inf"], "pipeline.sensor_rate_hz must be a finite number"),
+    ("--technique nan", [*TINY, "--technique", "instance_filter=nan"], "schedule.techniques.instance_filter must be a finite"),
     ("--name escapes", [*TINY, "--name", "../../escape"], "must be a plain name"),
     ("--name slash", [*TINY, "--name", "a/b"], "must be a plain name"),
 ]
@@ -247,3 +248,8 @@ def test_emulator_commands_refuse_bad_flags_before_booting(tmp_path, capsys, arg
                                              ("calibrate", "0 calibrated and written")])
 def test_emulator_commands_have_their_own_exit_code_footers(command, footer):
     assert footer in _subparsers(build_parser())[command].format_help()
+
+
+def test_workloads_techniques_refuse_nan(capsys):
+    assert main(["workloads", "mlp:64-16-10", "--train", "2", "--techniques", "instance_filter=inf"]) == 2
+    assert "--techniques: instance_filter must be a finite number" in capsys.readouterr().err

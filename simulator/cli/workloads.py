@@ -1,6 +1,8 @@
 """``edgesim workloads``: the model zoo, the spec grammar, and what one training step of a model costs."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from simulator.files import emit_json
@@ -101,6 +103,8 @@ def parse_techniques(text: str):
                 d[k] = int(v) if v.lstrip("-").isdigit() else float(v)
             except ValueError:
                 d[k] = v
+            if isinstance(d[k], float) and not math.isfinite(d[k]):
+                raise ValueError(f"--techniques: {k} must be a finite number (got {v!r})")
     return Techniques.from_dict(d, where="--techniques")
 
 
