@@ -13,6 +13,7 @@ import numpy as np
 
 from . import datasets as D
 from .compression.config import CompressionSpec, compress_frozen
+from .early_filter import EarlyFilter
 from .imperfect import DataTechniques
 from .model import build_model, resolve
 from .optim import make_optimizer
@@ -88,8 +89,12 @@ class Job:
         self._choose_trainable()
         self.compressed = self._compress(compression)
         self._make_persistent()
+        early = None
+        if t.early_filter is not None:
+            early = EarlyFilter(self.model, t, seed)
+            self._persistent += early.persistent_tensors()
         self._steps = StepBuilder(self.model, t, self.trainable, self.opt, self._state, self._qscale, self._rng,
-                                  self.compressed)
+                                  self.compressed, early)
         self._data = None       # imperfect-data techniques (self_adaptive, sinkhorn, buffer, noise_bias)
         if t.self_adaptive is not None or t.sinkhorn is not None or t.buffer is not None or t.noise_bias:
             self._data = DataTechniques(self.model, t, self.split, self.input_shape, self._rng)
@@ -203,7 +208,7 @@ class Job:
         if len(xs) != len(ys) or len(ys) == 0:
             raise ValueError(f"train_step: {len(xs)} samples but {len(ys)} labels")
         values: dict = {}
-        st = StepState(len(ys))
+        st = StepState(len(ys), labels=ys)
         before: list[ProgramOp] = []
         if self._data is not None:
             xs, ys, before, train = self._data.before(xs, ys)
@@ -211,7 +216,7 @@ class Job:
                 yield from run_program(before, values)
                 self.last_step = dict(self._data.stats, kept=0)
                 return self._data.skipped_loss()
-        program = self._steps.forward(xs, values)
+        program = self._steps.forward(xs, values, st)
         program += self._steps.loss_and_backward(ys, values, st)
         if self.techniques.swap:
             program = apply_swap(program, values, self.techniques.int8)

@@ -39,6 +39,9 @@ class StepState:
     loss: float = float("nan")
     is_sub: set = field(default_factory=set)
     stats: dict = field(default_factory=dict)
+    labels: np.ndarray | None = None      # the batch's labels (the early filter's head predicts per label)
+    early: np.ndarray | None = None       # the samples the early filter kept (None: all of them)
+    losses: np.ndarray | None = None      # per-sample losses of the samples that reached the loss op
 
     def sub(self, key: str, arr: np.ndarray) -> np.ndarray:
         """The kept samples' rows of a full-batch value (instance filtering)."""

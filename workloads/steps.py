@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from .model import Model
 from .program import ProgramOp, StepState, value_key
 from .techniques import Techniques
 from .transforms import prune_errors, stochastic_round
+
+if TYPE_CHECKING:
+    from .early_filter import EarlyFilter
 
 F32 = np.float32
 # A device conv kernel builds im2col patches a few at a time (CMSIS-NN's arm_convolve_* uses two), so the
@@ -41,8 +45,9 @@ class StepBuilder:
 
     def __init__(self, model: Model, techniques: Techniques, trainable: dict[str, list[bool]], opt,
                  opt_state: dict[int, list[np.ndarray]], qscale: dict[int, float], rng: np.random.Generator,
-                 decoders: dict | None = None):
+                 decoders: dict | None = None, early: EarlyFilter | None = None):
         self.model, self.techniques, self.trainable = model, techniques, trainable
+        self.early = early          # early_filter.EarlyFilter: its head's ops after its layer and after the loss
         self.decoders = decoders or {}      # layer name -> compression.Encoded: weights kept compressed in flash
         self.opt, self.opt_state, self.qscale, self.rng = opt, opt_state, qscale, rng
         self.act_size = 1 if techniques.int8 else 4
@@ -59,8 +64,9 @@ class StepBuilder:
         return self.out_key[len(self.model.layers) - 1]
 
     # ---------------------------------------------------------------------------------- forward
-    def forward(self, xs: np.ndarray, values: dict) -> list[ProgramOp]:
-        """``input.load`` and one ``<layer>.forward`` op per non-view layer."""
+    def forward(self, xs: np.ndarray, values: dict, st: StepState | None = None) -> list[ProgramOp]:
+        """``input.load`` and one ``<layer>.forward`` op per non-view layer; in a training step (``st``) with
+        the early filter, its ops after its layer, and the later layers over the samples it kept."""
         model, a, n = self.model, self.act_size, len(xs)
         self.batch = xs
         dt = "i8" if self.techniques.int8 else "f32"
@@ -74,15 +80,19 @@ class StepBuilder:
 
         program.append(ProgramOp("input.load", "copy", dt, load, [], [("input", "input", lambda: xs.size * a)]))
         cur = "input"
+        early = self.early if st is not None else None
+        rows = lambda: n  # noqa: E731
         for i, ly in enumerate(model.layers):
             self.in_key[i] = cur
-            if ly.view:
-                self.out_key[i] = cur
-                continue
-            out = f"{ly.name}.y"
-            program += self.decoded(ly, "decode", self.forward_op(ly, cur, out, values, dt, f"{ly.name}.forward",
-                                                                 lambda: n))
-            self.out_key[i] = cur = out
+            if not ly.view:
+                out = f"{ly.name}.y"
+                program += self.decoded(ly, "decode", self.forward_op(ly, cur, out, values, dt,
+                                                                     f"{ly.name}.forward", rows))
+                cur = out
+            self.out_key[i] = cur
+            if early is not None and i == early.after:
+                program += early.select_ops(cur, values, st)
+                rows = lambda: n if st.early is None else len(st.early)  # noqa: E731
         return program
 
     def decoded(self, ly: L.Layer, tag: str, op: ProgramOp) -> list[ProgramOp]:
@@ -132,17 +142,18 @@ class StepBuilder:
 
         def loss_run():
             logits = values[logits_key]
-            losses, p = L.softmax_cross_entropy(logits, ys)
-            st.loss = float(losses.mean())
+            yk = ys if st.early is None else ys[st.early]    # the samples the early filter kept
+            losses, p = L.softmax_cross_entropy(logits, yk)
+            st.loss, st.losses = float(losses.mean()), losses
             if t.instance_filter is None:
-                st.nk = len(ys)
-                values["loss.grad"] = L.softmax_ce_grad(p, ys, st.nk)
+                st.nk = len(yk)
+                values["loss.grad"] = L.softmax_ce_grad(p, yk, len(ys))   # dropped samples: zero gradient
             else:
                 keep = losses >= t.instance_filter
                 st.nk = int(keep.sum())
-                st.keep = None if st.nk == len(ys) else np.flatnonzero(keep)
+                st.keep = None if st.nk == len(yk) else np.flatnonzero(keep)
                 if st.nk:   # skipped samples count as zero gradient: the mean stays over the whole batch
-                    values["loss.grad"] = L.softmax_ce_grad(p[keep], ys[keep], len(ys))
+                    values["loss.grad"] = L.softmax_ce_grad(p[keep], yk[keep], len(ys))
             st.stats["kept"] = st.nk
             return 0, logits.size * 4, logits.size * 4
 
@@ -150,7 +161,10 @@ class StepBuilder:
             program += self.labeller.loss_ops(self.batch, ys, values, st, logits_key, t.instance_filter)
         else:
             program.append(ProgramOp("loss", "reduce", "f32", loss_run, [logits_key],
-                                     [("loss.grad", "grad", lambda: st.nk * k * 4)], ends_step=lambda: st.nk == 0))
+                                     [("loss.grad", "grad", lambda: st.nk * k * 4)],
+                                     ends_step=None if self.early else lambda: st.nk == 0))
+            if self.early:   # its head learns from the true losses; its update ends a step with no backward
+                program += self.early.train_ops(self.out_key[self.early.after], values, st)
         # recompute: which activations stay (segment inputs) and which are rebuilt per segment
         fwd_layers = [i for i in range(self.first_bwd, nl) if not model.layers[i].view]
         segments: list[list[int]] = []

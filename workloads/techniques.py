@@ -36,6 +36,11 @@ class Techniques:
     buffer_size: int = 32                # samples the replay buffer keeps (>= the batch)
     noise_bias: bool = False             # bias-only adaptation per measured input-noise level
     noise_bias_steps: int = 20           # bias-only steps per noise level before its bias set is kept as is
+    # the early instance filter (workloads.early_filter): a head on early features predicts each sample's loss
+    early_filter: float | None = None    # drop samples predicted under this loss (nats) after the early layers
+    early_filter_layer: int = 2          # the head reads the output of the model's first this-many layers
+    early_filter_hidden: int = 8         # the head's hidden ReLU units (0: a linear head)
+    early_filter_explore: float = 0.1    # fraction of the samples it would drop that go on anyway (it learns from them)
 
     def __post_init__(self) -> None:
         if self.update not in UPDATE_MODES:
@@ -60,6 +65,24 @@ class Techniques:
         if isinstance(self.self_adaptive_start, bool) or not isinstance(self.self_adaptive_start, int) \
                 or self.self_adaptive_start < 0:
             raise ValueError(f"techniques.self_adaptive_start must be a whole number >= 0 (got {self.self_adaptive_start!r})")
+        if self.early_filter is not None and (isinstance(self.early_filter, bool)
+                                              or not isinstance(self.early_filter, (int, float))
+                                              or not 0 <= self.early_filter < float("inf")):
+            raise ValueError(f"techniques.early_filter must be a loss in nats >= 0 (got {self.early_filter!r})")
+        if isinstance(self.early_filter_layer, bool) or not isinstance(self.early_filter_layer, int) \
+                or self.early_filter_layer < 1:
+            raise ValueError(f"techniques.early_filter_layer must be a whole number >= 1 (got {self.early_filter_layer!r})")
+        if isinstance(self.early_filter_hidden, bool) or not isinstance(self.early_filter_hidden, int) \
+                or self.early_filter_hidden < 0:
+            raise ValueError(f"techniques.early_filter_hidden must be a whole number >= 0 (got {self.early_filter_hidden!r})")
+        if isinstance(self.early_filter_explore, bool) or not isinstance(self.early_filter_explore, (int, float)) \
+                or not 0 <= self.early_filter_explore <= 1:
+            raise ValueError(f"techniques.early_filter_explore must be a fraction in [0, 1] (got {self.early_filter_explore!r})")
+        data = [n for n in ("self_adaptive", "sinkhorn", "buffer") if getattr(self, n) is not None] + \
+            (["noise_bias"] if self.noise_bias else [])
+        if self.early_filter is not None and data:
+            raise ValueError(f"techniques.early_filter cannot be combined with {', '.join(data)} (their loss ops "
+                             "replace the loss the early filter's head learns from)")
         for name in ("buffer_size", "noise_bias_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -1,0 +1,186 @@
+"""The early instance filter (workloads.early_filter): what a dropped sample costs in the trace (only the
+early layers and the head), what a kept one costs (everything, plus the head's training), that the math on
+the kept samples is the plain step's, and precise errors for bad switches."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import workloads as W
+from workloads import Techniques
+
+MODEL = "lenet-digits"     # conv0, maxpool1 | conv2, maxpool3, flatten4, dense5, dense6: the head reads maxpool1
+LATE = ("conv2", "maxpool3", "dense5", "dense6")
+
+
+def _job(tech: Techniques, seed: int = 0, lr: float = 0.02, momentum: float = 0.9):
+    return W.make_job(MODEL, story="plain", techniques=tech, lr=lr, momentum=momentum, seed=seed)
+
+
+def _batch(job, n: int = 16):
+    X, y = job.split.user_train
+    return X[:n].reshape((n,) + job.input_shape).astype(np.float32), y[:n].astype(np.int64)
+
+
+def _force_keep(job, classes: set[int]) -> None:
+    """Make the head predict a huge loss for samples labelled in ``classes`` and a tiny one otherwise."""
+    out = job._steps.early.layers[-1]
+    out.params[0][...] = 0.0
+    out.params[1][...] = [math.log(1e3) if c in classes else math.log(1e-9) for c in range(out.params[1].size)]
+
+
+def _by_name(ops):
+    return {o.name: o for o in ops}
+
+
+def test_dropping_every_sample_costs_only_the_early_layers_and_the_head():
+    job = _job(Techniques(early_filter=1e9, early_filter_explore=0.0))
+    xs, ys = _batch(job)
+    ops, _ = W.collect(job.train_step(xs, ys))
+    assert [o.name for o in ops] == ["input.load", "conv0.forward", "maxpool1.forward", "efilter.head",
+                                     "efilter.select"]
+    s = W.check_trace(ops, job.persistent_tensors())          # every buffer freed when the step ends
+    conv0 = job.model.layers[0]
+    head = 16 * (6 * 4 * 4 * 8 + 8 * 10)                          # 96 features -> 8 hidden -> 10 losses
+    assert s.macs == conv0.forward_macs(16) + head
+    assert job.last_step["early_kept"] == 0
+
+
+def test_keeping_every_sample_adds_the_head_to_the_plain_trace():
+    base = _job(Techniques())
+    kept = _job(Techniques(early_filter=0.0))
+    xs, ys = _batch(base)
+    b_ops, _ = W.collect(base.train_step(xs, ys))
+    k_ops, _ = W.collect(kept.train_step(xs, ys))
+    extra = [o.name for o in k_ops if o.name.startswith("efilter.")]
+    assert extra == ["efilter.head", "efilter.select", "efilter.head.backward", "efilter.head.update"]
+    assert [o.name for o in k_ops if not o.name.startswith("efilter.")] == [o.name for o in b_ops]
+    kb = _by_name(k_ops)
+    for o in b_ops:
+        assert kb[o.name].macs == o.macs, o.name
+    head_w = sum(t.nbytes for t in kept.persistent_tensors() if t.name.startswith("efilter."))
+    assert head_w == (96 * 8 + 8 + 8 * 10 + 10) * 4
+    assert kb["efilter.head.backward"].macs > 0 and kb["efilter.head.update"].macs == 96 * 8 + 8 + 8 * 10 + 10
+
+
+def test_dropped_samples_skip_the_later_forward_and_the_backward():
+    keep_classes = {0, 1, 2}
+    job = _job(Techniques(early_filter=0.5, early_filter_explore=0.0))
+    _force_keep(job, keep_classes)
+    xs, ys = _batch(job)
+    nk = int(np.isin(ys, list(keep_classes)).sum())
+    assert 0 < nk < len(ys)
+    ops, _ = W.collect(job.train_step(xs, ys))
+    W.check_trace(ops, job.persistent_tensors())
+    by = _by_name(ops)
+    assert job.last_step["early_kept"] == nk == job.last_step["kept"]
+    for name in ("conv0", "maxpool1"):                               # early layers: the whole batch
+        assert by[f"{name}.forward"].alloc[0].nbytes == 16 * math.prod(job.model.layers[[ly.name for ly in job.model.layers].index(name)].out_shape) * 4
+    assert by["conv0.forward"].macs == job.model.layers[0].forward_macs(16)
+    layers = {ly.name: ly for ly in job.model.layers}
+    for name in LATE:                                                # later layers: the kept samples only
+        assert by[f"{name}.forward"].macs == layers[name].forward_macs(nk), name
+        assert by[f"{name}.forward"].alloc[0].nbytes == nk * math.prod(layers[name].out_shape) * 4, name
+    assert [t.nbytes for t in by["loss"].alloc] == [nk * 10 * 4]
+    # the backward is the plain step's on the kept samples alone
+    ref = _job(Techniques())
+    keep = np.isin(ys, list(keep_classes))
+    r_ops, _ = W.collect(ref.train_step(xs[keep], ys[keep]))
+    for o in r_ops:
+        if ".backward" in o.name:
+            assert by[o.name].macs == o.macs, o.name
+
+
+def test_the_kept_samples_train_the_network_as_a_plain_step_would():
+    """Dropped samples count as zero gradient, the mean stays over the whole batch: one SGD step (no
+    momentum) with the filter equals a plain step on the kept samples at lr * kept / batch."""
+    keep_classes = {3, 4, 5, 6}
+    lr = 0.05
+    job = _job(Techniques(early_filter=0.5, early_filter_explore=0.0), lr=lr, momentum=0.0)
+    _force_keep(job, keep_classes)
+    xs, ys = _batch(job)
+    keep = np.isin(ys, list(keep_classes))
+    ref = _job(Techniques(), lr=lr * keep.sum() / len(ys), momentum=0.0)
+    W.collect(job.train_step(xs, ys))
+    W.collect(ref.train_step(xs[keep], ys[keep]))
+    for a, b in zip(job.model.parameters(), ref.model.parameters(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_head_learns_the_losses_it_sees():
+    # the network nearly frozen (lr 1e-6), so the losses the head learns stand still; explore keeps all
+    job = _job(Techniques(early_filter=0.1, early_filter_explore=1.0), lr=1e-6)
+    head = job._steps.early
+    xs, ys = _batch(job, 32)
+    before = [p.copy() for ly in head.layers for p in ly.params]
+    errs = []
+    for _ in range(60):
+        W.collect(job.train_step(xs, ys))
+        errs.append(job.last_step["early_head_mse"])
+    after = [p for ly in head.layers for p in ly.params]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    assert np.mean(errs[-10:]) < 0.5 * np.mean(errs[:5])
+
+
+def test_exploration_keeps_a_seeded_fraction_of_what_the_head_drops():
+    job = _job(Techniques(early_filter=1e9, early_filter_explore=0.25))
+    xs, ys = _batch(job, 16)
+    kept = []
+    for _ in range(40):
+        W.collect(job.train_step(xs, ys))
+        kept.append(job.last_step["early_kept"])
+    assert 0.15 < np.mean(kept) / 16 < 0.35
+    again = _job(Techniques(early_filter=1e9, early_filter_explore=0.25))
+    W.collect(again.train_step(xs, ys))
+    assert again.last_step["early_kept"] == kept[0]
+
+
+def test_early_filter_with_instance_filter_and_pruning_runs_a_clean_trace():
+    job = _job(Techniques(early_filter=0.1, instance_filter=0.2, error_map_prune=0.2))
+    stream = job.labelled_stream()
+    for _ in range(30):
+        batch = [next(stream) for _ in range(16)]
+        ops, loss = W.collect(job.train_step(np.stack([b[0] for b in batch]), np.array([b[1] for b in batch])))
+        W.check_trace(ops, job.persistent_tensors())
+        assert job.last_step["kept"] <= job.last_step["early_kept"] <= 16
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"early_filter": -0.1}, "techniques.early_filter must be a loss in nats >= 0 (got -0.1)"),
+    ({"early_filter": True}, "techniques.early_filter must be a loss in nats >= 0 (got True)"),
+    ({"early_filter": "0.1"}, "techniques.early_filter must be a loss in nats >= 0 (got '0.1')"),
+    ({"early_filter": float("nan")}, "techniques.early_filter must be a loss in nats >= 0 (got nan)"),
+    ({"early_filter": 0.1, "early_filter_layer": 0}, "techniques.early_filter_layer must be a whole number >= 1 (got 0)"),
+    ({"early_filter": 0.1, "early_filter_layer": 1.5}, "early_filter_layer must be a whole number >= 1 (got 1.5)"),
+    ({"early_filter": 0.1, "early_filter_hidden": -1}, "early_filter_hidden must be a whole number >= 0 (got -1)"),
+    ({"early_filter": 0.1, "early_filter_explore": 1.5}, "early_filter_explore must be a fraction in [0, 1] (got 1.5)"),
+    ({"early_filter": 0.1, "sinkhorn": 3}, "early_filter cannot be combined with sinkhorn"),
+])
+def test_bad_switches_are_precise_errors(kw, message):
+    with pytest.raises(ValueError) as e:
+        Techniques(**kw)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("pos", [7, 99])
+def test_a_head_position_past_the_model_names_the_range(pos):
+    with pytest.raises(ValueError, match=rf"early_filter_layer must be in 1\.\.6 for cnn:.* \(got {pos}\)"):
+        _job(Techniques(early_filter=0.1, early_filter_layer=pos))
+
+
+def test_a_head_after_a_view_layer_reads_its_input_and_a_linear_head_works():
+    job = _job(Techniques(early_filter=0.0, early_filter_layer=5, early_filter_hidden=0))   # after flatten4
+    xs, ys = _batch(job)
+    ops, _ = W.collect(job.train_step(xs, ys))
+    by = _by_name(ops)
+    names = [o.name for o in ops]
+    assert names.index("efilter.head") == names.index("maxpool3.forward") + 1
+    assert by["efilter.head"].macs == 16 * 64 * 10
+
+
+def test_from_dict_accepts_the_switches():
+    t = Techniques.from_dict({"early_filter": 0.1, "early_filter_layer": 2, "early_filter_hidden": 4,
+                              "early_filter_explore": 0.05})
+    assert t.active() == ["early_filter", "early_filter_hidden", "early_filter_explore"]
