@@ -51,7 +51,12 @@ def test_table_shows_every_board_with_units(capsys):
         assert "MHz" in row and "mW" in row and "est.)" in row
     assert "stm32f405-pyboard" in out and "168 MHz" in out and "192.0 KiB" in out
     micro = next(ln for ln in lines if ln.startswith("bbc-microbit-v1 "))
-    assert micro.rstrip().endswith("yes"), "the micro:bit v1 runs under QEMU"
+    assert micro.rstrip().endswith("QEMU microbit"), "the micro:bit v1 runs under QEMU's own micro:bit machine"
+    pyboard = next(ln for ln in lines if ln.startswith("stm32f405-pyboard "))
+    assert "twin netduinoplus2, heap " in pyboard and "KiB" in pyboard
+    for board in ("esp32-devkitc", "rpi-zero-2w"):  # no twin, and the table says why
+        row = next(ln for ln in lines if ln.startswith(board + " "))
+        assert " none: " in row and len(row.split(" none: ")[1]) > 20
 
 
 def test_named_devices_only(capsys):

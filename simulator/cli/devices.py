@@ -8,6 +8,12 @@ from simulator.units import human_bytes
 from .common import add_command, exit_codes, format_table
 
 
+def _short(summary: str) -> str:
+    """The emulator cell: a no-twin reason up to its first colon (--json has the whole reason)."""
+    head, sep, reason = summary.partition(": ")
+    return f"{head}: {reason.split(':')[0]}" if sep else summary
+
+
 def register(sub) -> None:
     p = add_command(
         sub, "devices", help="list the device profiles (boards) edgesim knows",
@@ -32,7 +38,7 @@ def run(args) -> int:
     rows = [[p.name, p.core.cpu + ("" if p.core.fpu == "none" else f" ({p.core.fpu} FPU)"),
              f"{p.core.clock_hz / 1e6:g} MHz", human_bytes(p.memory.ram_bytes), human_bytes(p.memory.flash_bytes),
              f"{p.active_power_w * 1e3:.1f} mW", f"{len(p.sources)} ({len(p.estimates)} est.)",
-             "yes" if p.emulator else "-"] for p in profiles]
+             _short(p.emulator_summary)] for p in profiles]
     print(format_table(["name", "core", "clock", "RAM", "flash", "active power", "figures", "emulator"], rows))
     print(f"\n{len(profiles)} profile(s). Every figure carries a source; 'est.' counts those marked estimate "
           "(edgesim devices NAME --json shows each source).")
