@@ -164,13 +164,13 @@ def test_plan_never_silently_overwrites_an_earlier_run(tmp_path, capsys, monkeyp
     assert (tmp_path / "edgesim-out" / "twice" / "result.json").read_bytes() == first
 
 
-def test_plan_json_is_alone_on_stdout_with_report_a_path_and_progress_on_stderr(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "simulator.cli", "plan", *TINY, "--out", str(tmp_path), "--json"],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode in (0, 3), p.stderr
-    obj = json.loads(p.stdout)
+def test_plan_json_is_alone_on_stdout_with_report_a_path_and_progress_on_stderr(tmp_path, capfd):
+    rc = main(["plan", *TINY, "--out", str(tmp_path), "--json"])
+    out, err = capfd.readouterr()
+    assert rc in (0, 3), err
+    obj = json.loads(out)
     assert Path(obj["report"]).is_file() and obj["report"].endswith("report.html")
-    assert "simulating" in p.stderr, "progress belongs on stderr"
+    assert "simulating" in err, "progress belongs on stderr"
 
 
 def _session_pids(sid: int) -> list[int]:
