@@ -31,7 +31,8 @@ from .trace import Tensor, new_tensor_id
 F32 = np.float32
 SINKHORN_RHO = 0.5          # fraction of a batch's unlabelled mass allocated to classes
 SINKHORN_SLACK = 1.5        # class upper bound = slack * the class's share of the labels seen so far
-SINKHORN_REG = 10.0         # entropic sharpness (x log-probabilities)
+SINKHORN_REG = 50.0         # entropic sharpness (x log-probabilities)
+SINKHORN_WEIGHT = 1.0       # weight of the pseudo-labelled part of the loss against the labelled part
 
 
 class DataTechniques:
@@ -198,11 +199,13 @@ class DataTechniques:
             keep = (w * mass) > 1e-6
             if instance_filter is not None:
                 keep &= losses >= instance_filter
-            st.loss = float((w * losses).sum() / n)
+            w[unl] *= SINKHORN_WEIGHT
+            w /= n                      # a mean over the batch: unlabelled samples with no allocation count as 0
+            st.loss = float((w * losses).sum())
             st.nk = int(keep.sum())
             st.keep = None if st.nk == n else np.flatnonzero(keep)
             if st.nk:
-                g = (w[:, None] * (mass[:, None] * p - T)) / n
+                g = w[:, None] * (mass[:, None] * p - T)
                 values["loss.grad"] = g[keep].astype(F32)
             st.stats.update(kept=st.nk, labelled=n - n_u, pseudo_labelled=int((keep & unl).sum()))
             return 0, (n * k * 2 + n) * 4, (n * k + n) * 4

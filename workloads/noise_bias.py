@@ -6,8 +6,8 @@ Clean inputs keep the pre-trained biases (level 0 is never overwritten by noisy 
 Noise is measured per sample from neighbouring-value differences: additive white noise of std s adds
 s^2 to half the mean squared difference of neighbours, so ``s = sqrt(max(0, v - v_clean))`` with
 ``v = mean(diff(x)^2) / 2`` and ``v_clean`` the same figure on clean population data (one constant,
-measured when the model is deployed). On the 8x8 digits it reads 0.02 / 0.19 / 0.39 / 0.49 for true
-std 0 / 0.2 / 0.4 / 0.5 (per-sample spread ~0.05).
+measured when the model is deployed). On the 8x8 digits it reads 0.03 / 0.19 / 0.39 / 0.49 for true
+std 0 / 0.2 / 0.4 / 0.5 (per-sample spread 0.05-0.07).
 """
 from __future__ import annotations
 

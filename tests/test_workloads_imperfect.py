@@ -1,0 +1,239 @@
+"""Learning from imperfect data (issue #15): the stories, the techniques' math, and what each technique
+adds to the op trace (so the simulator charges it)."""
+import itertools
+
+import numpy as np
+import pytest
+
+import workloads as W
+from workloads import Techniques, check_trace, collect, datasets
+from workloads import noise_bias as NB
+from workloads import sinkhorn as SK
+from workloads.buffers import ReplayBuffer
+from workloads.self_adaptive import SelfAdaptiveTargets
+
+MODEL = "mlp-digits"     # small and quick; the traces have the same structure as the CNNs'
+
+
+def _step(job, batch=8, stream=None):
+    stream = stream or job.labelled_stream()
+    xs, ys = zip(*itertools.islice(stream, batch), strict=True)
+    ops, loss = collect(job.train_step(np.stack(xs), np.array(ys)))
+    check_trace(ops, job.persistent_tensors())
+    return ops, loss
+
+
+def _names(ops):
+    return [op.name for op in ops]
+
+
+def _state(job):
+    return {t.name: t.nbytes for t in job.persistent_tensors() if t.kind == "state"}
+
+
+# ------------------------------------------------------------------------------------------ stories
+
+def test_noisy_labels_flip_the_given_fraction_of_training_labels_only():
+    ds = datasets.load("digits8")
+    base = datasets.personalisation_split(ds, "shift", 0)
+    sp = datasets.personalisation_split(ds, "noisy-labels", 0, datasets.StoryOptions(label_noise=0.3))
+    y_noisy, y_true = sp.user_train[1], sp.user_train_clean
+    np.testing.assert_array_equal(y_true, base.user_train[1])
+    assert int((y_noisy != y_true).sum()) == round(0.3 * len(y_true))
+    np.testing.assert_array_equal(sp.user_test[1], base.user_test[1])      # the test labels stay right
+
+
+def test_confusable_noise_goes_to_the_nearest_class_mean():
+    ds = datasets.load("digits8")
+    sp = datasets.personalisation_split(ds, "noisy-labels", 0,
+                                        datasets.StoryOptions(label_noise=0.4, label_noise_kind="confusable"))
+    conf = datasets.confusable_classes(*sp.pop_train)
+    flipped = sp.user_train[1] != sp.user_train_clean
+    assert flipped.any()
+    np.testing.assert_array_equal(sp.user_train[1][flipped], conf[sp.user_train_clean[flipped]])
+    assert (conf != np.arange(10)).all()
+
+
+def test_unlabelled_stream_arrives_class_by_class_with_the_given_fraction_labelled():
+    job = W.make_job(MODEL, story="unlabelled", story_options={"label_fraction": 0.2})
+    y, y_true = job.split.user_train[1], job.split.user_train_clean
+    assert (np.diff(y_true) >= 0).all()                      # ordered by class
+    assert int((y != datasets.UNLABELLED).sum()) == round(0.2 * len(y))
+    lab = y != datasets.UNLABELLED
+    np.testing.assert_array_equal(y[lab], y_true[lab])
+    first = [lbl for _, lbl in itertools.islice(job.labelled_stream(), len(y))]
+    assert first == [int(v) for v in y]                      # arrival order is the split's order
+
+
+def test_input_noise_ramps_up_over_the_first_pass_and_stays():
+    job = W.make_job(MODEL, story="input-noise", story_options={"noise_level": 0.4})
+    n = len(job.split.user_train[1])
+    xs = np.stack([x for x, _ in itertools.islice(job.labelled_stream(), 2 * n)])
+    clean = float(NB.roughness(job.split.pop_train[0]).mean())
+    sigma = NB.measure(xs, clean)
+    early, mid, late = np.median(sigma[: n // 10]), np.median(sigma[n // 2 - 10: n // 2 + 10]), np.median(sigma[n:])
+    assert early < 0.1 and abs(mid - 0.2) < 0.06 and abs(late - 0.4) < 0.05
+    Xt = job.split.user_test[0]
+    clean = datasets.personalisation_split(datasets.load("digits8"), "input-noise", 0,
+                                           datasets.StoryOptions(noise_level=0.0)).user_test[0]
+    assert abs((Xt - clean).std() - 0.4) < 0.03
+
+
+@pytest.mark.parametrize("field,value", [("label_noise", -0.1), ("label_noise", 1.0), ("label_fraction", 1.5),
+                                         ("noise_level", "high"), ("label_noise_kind", "random")])
+def test_story_options_reject_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"{field}.*{value}"):
+        datasets.StoryOptions(**{field: value}).check()
+    with pytest.raises(ValueError, match=f"--flag.*{value}"):
+        datasets.StoryOptions(**{field: value}).check({field: "--flag"})
+
+
+@pytest.mark.parametrize("kw,msg", [({"self_adaptive": 1.0}, "self_adaptive"), ({"sinkhorn": 0}, "sinkhorn"),
+                                    ({"buffer": "lifo"}, "buffer.*lifo"), ({"buffer_size": 0}, "buffer_size"),
+                                    ({"noise_bias_steps": 0}, "noise_bias_steps"),
+                                    ({"self_adaptive_start": -1}, "self_adaptive_start")])
+def test_techniques_reject_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        Techniques(**kw)
+
+
+def test_unknown_technique_is_named():
+    with pytest.raises(ValueError, match="unknown technique 'self_adaptiv'"):
+        Techniques.from_dict({"self_adaptiv": 0.9})
+
+
+# -------------------------------------------------------------------------------- self-adaptive
+
+def test_self_adaptive_targets_mix_labels_and_predictions_as_the_paper_defines():
+    sat = SelfAdaptiveTargets(5, 3, momentum=0.8)
+    p = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], np.float32)
+    T, w = sat.update(np.array([0, 3]), np.array([0, 0]), p)
+    np.testing.assert_allclose(T, 0.8 * np.eye(3)[[0, 0]] + 0.2 * p, rtol=1e-6)
+    np.testing.assert_allclose(w.sum(), 2.0, rtol=1e-6)                  # weights rescaled to the batch size
+    assert w[1] > w[0]                                                     # the more confident target weighs more
+    T2, _ = sat.update(np.array([0]), np.array([0]), p[:1])               # the running mix continues
+    np.testing.assert_allclose(T2[0], 0.8 * T[0] + 0.2 * p[0], rtol=1e-6)
+
+
+def test_self_adaptive_adds_its_op_and_per_sample_state_to_the_trace():
+    plain = W.make_job(MODEL, story="noisy-labels")
+    sat = W.make_job(MODEL, story="noisy-labels", techniques=Techniques(self_adaptive=0.9, self_adaptive_start=0))
+    n, k = len(sat.split.user_train[1]), sat.num_classes
+    assert _state(sat) == {"self_adaptive.targets": n * k * 4} and _state(plain) == {}
+    ops_p, _ = _step(plain)
+    ops_s, _ = _step(sat)
+    names = _names(ops_s)
+    assert "self_adaptive.targets" not in _names(ops_p)
+    assert names.index("self_adaptive.targets") == names.index("loss") - 1
+    op = ops_s[names.index("self_adaptive.targets")]
+    assert op.bytes_written > 0 and op.alloc and op.alloc[0].kind == "workspace"
+    # no extra MACs: the paper's "no extra computational cost" (elements are charged through its bytes)
+    assert sum(o.macs for o in ops_s) == sum(o.macs for o in ops_p)
+    assert sat._data.sat.seen.sum() == 8 and not np.allclose(sat._data.sat.t[sat._data.sat.seen].max(axis=1), 1.0)
+
+
+# ------------------------------------------------------------------------------------- sinkhorn
+
+def test_sinkhorn_allocation_respects_rows_class_bounds_and_the_allocation_fraction():
+    rng = np.random.default_rng(0)
+    log_p = np.log(rng.dirichlet(np.ones(5) * 0.5, 40))
+    upper = np.full(5, 0.3)
+    Q = SK.allocate(log_p, upper, rho=0.6, iters=200)
+    assert (Q >= 0).all() and (Q.sum(axis=1) <= 1 + 1e-6).all()
+    assert (Q.sum(axis=0) <= upper * 40 * 1.02).all()
+    assert abs(Q.sum() - 0.6 * 40) < 0.5
+    # a confident sample gets its own class
+    log_p[0] = np.log(np.array([0.96, 0.01, 0.01, 0.01, 0.01]))
+    assert SK.allocate(log_p, upper, 0.6, 200)[0].argmax() == 0
+
+
+def test_sinkhorn_pseudo_labels_unlabelled_samples_and_its_cost_is_counted():
+    opts = {"label_fraction": 0.1}
+    base = W.make_job(MODEL, story="unlabelled", story_options=opts, techniques=Techniques(buffer="reservoir"))
+    sk = W.make_job(MODEL, story="unlabelled", story_options=opts,
+                    techniques=Techniques(buffer="reservoir", sinkhorn=7))
+    for job in (base, sk):              # fill the buffers with the same samples
+        stream = job.labelled_stream()
+        for _ in range(4):
+            ops, _ = _step(job, stream=stream)
+    lab = base.last_step["labelled"]
+    assert base.last_step["kept"] == lab and base.last_step["pseudo_labelled"] == 0   # labelled alone
+    assert sk.last_step["pseudo_labelled"] > 0
+    op = next(o for o in ops if o.name == "sinkhorn.allocate")
+    n_u = 8 - sk.last_step["labelled"]
+    assert op.macs == SK.elements(n_u, 10, 7) and op.alloc[0].nbytes == (n_u + 1) * 11 * 4
+
+
+# --------------------------------------------------------------------------------------- buffers
+
+def test_buffer_policies_keep_what_they_say():
+    rng = np.random.default_rng(0)
+    xs = np.arange(40, dtype=np.float32).reshape(40, 1)
+    ys = np.repeat(np.arange(10), 4)                                     # class by class
+    fifo = ReplayBuffer("fifo", 8, (1,), 2, rng)
+    fifo.offer(xs, ys)
+    assert sorted(fifo.x[:, 0]) == list(range(32, 40))
+    res = ReplayBuffer("reservoir", 8, (1,), 2, np.random.default_rng(1))
+    res.offer(xs, ys)
+    assert res.n == 8 and res.x[:, 0].min() < 32                         # older samples survive
+    rep = ReplayBuffer("representative", 8, (1,), 2, rng)
+    emb = np.stack([ys * 10.0, rng.normal(0, 0.1, 40)], axis=1)           # classes far apart in embedding space
+    rep.offer(xs, ys, emb)
+    assert len(set(rep.y.tolist())) == 8 > len(set(fifo.y.tolist()))   # it covers the stream
+
+
+def test_buffer_state_and_ops_are_in_the_trace():
+    jobs = {p: W.make_job(MODEL, story="unlabelled", techniques=Techniques(buffer=p, buffer_size=16))
+            for p in ("fifo", "representative")}
+    st = _state(jobs["fifo"])
+    assert st == {"buffer.fifo": 16 * (64 * 4 + 4)}
+    rep_state = _state(jobs["representative"])["buffer.representative"]
+    assert rep_state == 16 * (64 * 4 + 4) + 16 * 32 * 4 + 16 * 8          # + embeddings (32 wide), nn dist/index
+    ops_f, _ = _step(jobs["fifo"])
+    ops_r, _ = _step(jobs["representative"])
+    assert _names(ops_f)[:2] == ["buffer.offer", "buffer.draw"]
+    embed = next(o for o in ops_r if o.name == "buffer.embed")
+    assert embed.macs == 8 * 64 * 32                                     # the new samples up to the classifier
+    assert next(o for o in ops_r if o.name == "buffer.select").macs > 0
+
+
+def test_buffer_smaller_than_the_batch_is_refused():
+    job = W.make_job(MODEL, story="unlabelled", techniques=Techniques(buffer="fifo", buffer_size=4))
+    with pytest.raises(ValueError, match=r"buffer_size \(4\) must be >= the batch \(8\)"):
+        _step(job)
+
+
+# ----------------------------------------------------------------------------------- noise bias
+
+def test_noise_measurement_reads_the_added_std():
+    X = datasets.load("digits8").X[:300]
+    clean = float(NB.roughness(datasets.load("digits8").X[300:]).mean())
+    for sigma in (0.0, 0.2, 0.4):
+        noisy = X + np.random.default_rng(0).normal(0, sigma, X.shape)
+        assert abs(float(np.median(NB.measure(noisy, clean))) - sigma) < 0.05
+
+
+def test_noise_bias_trains_only_biases_per_level_and_skips_clean_and_finished_levels():
+    job = W.make_job(MODEL, story="input-noise", story_options={"noise_level": 0.4},
+                     techniques=Techniques(noise_bias=True, noise_bias_steps=2))
+    assert set(_state(job)) == {"noise_bias.table"}
+    X, y = job.split.user_train
+    clean_ops, _ = collect(job.train_step(X[:8], y[:8]))
+    assert _names(clean_ops) == ["noise.measure"] and job.last_step["noise_level"] == 0   # clean: nothing to learn
+    noisy = (X[:8] + np.random.default_rng(0).normal(0, 0.4, X[:8].shape)).astype(np.float32)
+    W0 = [ly.params[0].copy() for ly in job.model.param_layers()]
+    for _ in range(2):
+        ops, _ = collect(job.train_step(noisy, y[:8]))
+        names = _names(ops)
+        assert names[0] == "noise.measure" and not any(n.endswith("backward_weight") for n in names)
+        assert any(n.endswith("backward_bias") for n in names)
+    assert job.last_step["noise_level"] == 2
+    for w0, ly in zip(W0, job.model.param_layers(), strict=True):
+        np.testing.assert_array_equal(w0, ly.params[0])                    # weights untouched
+    done, _ = collect(job.train_step(noisy, y[:8]))                       # the level's budget is spent
+    assert _names(done) == ["noise.measure"]
+    table, fresh = job._data.bias_table, W.make_job(MODEL, story="input-noise").model.param_layers()
+    assert table.current == 2 and table.steps[2] == 2
+    for b, ly in zip(table.sets[0], fresh, strict=True):
+        np.testing.assert_array_equal(b, ly.params[1])                    # the clean level keeps the pre-training
+    assert not np.array_equal(job.model.param_layers()[0].params[1], fresh[0].params[1])   # level 2 adapted
