@@ -126,6 +126,7 @@ def main() -> int:
     controls: dict[str, list[float]] = {r[0]: [] for r in runners}
     starts: dict[str, list[float]] = {r[0]: [] for r in runners}
     rows_of: dict[str, list[dict]] = {}
+    busy: dict[str, list[float]] = {r[0]: [] for r in runners}    # per round: sum of the rows' own times
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
             for i, (label, fn, w) in enumerate(runners):
@@ -134,16 +135,19 @@ def main() -> int:
                 walls[label].append(wall)
                 starts[label].append(start)
                 rows_of.setdefault(label, rows)
+                busy[label].append(sum(r.get("elapsed_s") or 0.0 for r in rows))
                 controls[label].append(free_cores_control())
     base = min(walls[runners[0][0]])
     print(f"\n{'runner':30s} {'best wall (s)':>13s} {'scenarios/s':>12s} {'x 1-worker pool':>16s} "
-          f"{'all rounds (s)':>20s} {'start-up (s)':>12s} {'free-cores control':>19s}")
+          f"{'all rounds (s)':>20s} {'in scenarios (s)':>16s} {'start-up (s)':>12s} {'free-cores control':>19s}")
     for label, _, _ in runners:
         best = min(walls[label])
         st = statistics.median(starts[label])
         print(f"{label:30s} {best:13.2f} {n / best:12.2f} {base / best:15.2f}x "
               f"{' '.join(f'{w:.2f}' for w in walls[label]):>20s} "
-              f"{(f'{st:.2f}' if st else '-'):>12s} {statistics.median(controls[label]):18.2f}x")
+              f"{busy[label][walls[label].index(best)]:16.2f} {(f'{st:.2f}' if st else '-'):>12s} {statistics.median(controls[label]):18.2f}x")
+    print("in scenarios: the sum of the scenarios' own run times in the best round (inside the workers; the "
+          "rest of the wall time x workers is waiting, start-up and overhead)")
     print("start-up: cluster start and worker warm-up, excluded from the wall time (the pool's fork server "
           "likewise); free-cores control: 2 processes of pure-Python work vs 1, measured right after each run "
           "(about 2x on two idle cores; lower means other load on the host, which caps a sweep's speed-up too)")
