@@ -78,3 +78,33 @@ def test_train_bad_input_exits_2(argv, words, capsys):
     err = capsys.readouterr().err
     for w in words:
         assert w in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--story", "noisy-labels", "--label-noise", "1.5"], ["--label-noise", "1.5"]),
+    (["--story", "noisy-labels", "--label-noise", "-0.1"], ["--label-noise", "-0.1"]),
+    (["--story", "unlabelled", "--label-fraction", "1.0"], ["--label-fraction", "1.0"]),
+    (["--story", "input-noise", "--noise-level", "nan"], ["--noise-level", "nan"]),
+    (["--techniques", "self_adaptive=1.5"], ["--techniques", "self_adaptive", "1.5"]),
+    (["--techniques", "sinkhorn=0"], ["--techniques", "sinkhorn", "0"]),
+    (["--techniques", "buffer=fifo,buffer_size=4"], ["buffer_size", "--batch 8", "4"]),
+    (["--techniques", "buffer=lifo"], ["--techniques", "buffer", "'lifo'"]),
+    (["--techniques", "self_adaptve=0.9"], ["unknown technique 'self_adaptve'"]),
+])
+def test_imperfect_data_bad_input_exits_2_naming_flag_and_value(argv, words, capsys):
+    assert main(["workloads", "mlp-digits", "--train", "2", "--batch", "8"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    for w in words:
+        assert w in err[0]
+
+
+def test_imperfect_data_story_and_technique_from_the_command_line(capsys):
+    assert main(["workloads", "mlp-digits", "--train", "3", "--batch", "8", "--story", "noisy-labels",
+                 "--label-noise", "0.3", "--label-noise-kind", "confusable", "--techniques",
+                 "self_adaptive=0.9,self_adaptive_start=0", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["before"]) == {"user_accuracy", "retention_accuracy"} and set(r["after"]) == set(r["before"])
+    assert r["story"] == "noisy-labels" and r["techniques"] == ["self_adaptive", "self_adaptive_start"]
+    assert r["story_options"]["label_noise"] == 0.3 and r["story_options"]["label_noise_kind"] == "confusable"
+    assert r["technique_state_bytes"] == 180 * 10 * 4          # the per-sample soft targets

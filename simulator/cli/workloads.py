@@ -7,6 +7,7 @@ import numpy as np
 
 from simulator.files import emit_json
 from simulator.units import human_bytes
+from workloads.datasets import LABEL_NOISE_KINDS, STORIES
 
 from .common import add_command, exit_codes, format_table
 
@@ -35,7 +36,9 @@ def register(sub) -> None:
                     "name or spec layer by layer; with --train, personalise it through the trace and report\n"
                     "user accuracy and retention before/after.\n\n" + GRAMMAR,
         example="edgesim workloads cnn:8x8x1-c8k3-p2-c16k3-gap-d10\n"
-                "  edgesim workloads lenet-digits --train 80 --batch 8 --techniques instance_filter=0.2",
+                "  edgesim workloads lenet-digits --train 80 --batch 8 --techniques instance_filter=0.2\n"
+                "  edgesim workloads lenet-digits --train 400 --batch 8 --story noisy-labels --label-noise 0.4 "
+                "--techniques self_adaptive=0.9",
         exits=exit_codes("0 listed or described"),
     )
     p.add_argument("workload", nargs="?", metavar="WORKLOAD",
@@ -43,8 +46,17 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size of the traced step")
     p.add_argument("--train", type=int, default=0, metavar="STEPS",
                    help="with WORKLOAD: personalise it for STEPS traced steps and report accuracy before/after")
-    p.add_argument("--story", default="new-class", choices=("new-class", "shift", "plain"),
-                   help="with --train: learn a new class, adapt to shifted data, or train from scratch")
+    p.add_argument("--story", default="new-class", choices=STORIES,
+                   help="with --train: learn a new class, adapt to shifted data, train from scratch, or learn "
+                        "from imperfect data (wrong labels, a mostly unlabelled class-by-class stream, sensor noise)")
+    p.add_argument("--label-noise", type=float, default=0.4, metavar="P",
+                   help="story noisy-labels: fraction of the user's labels that are wrong, in [0, 1) (default 0.4)")
+    p.add_argument("--label-noise-kind", default="symmetric", choices=LABEL_NOISE_KINDS,
+                   help="story noisy-labels: wrong labels go to any other class or to the confusable one")
+    p.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
+                   help="story unlabelled: fraction of the stream that comes with a label, in [0, 1) (default 0.1)")
+    p.add_argument("--noise-level", type=float, default=0.4, metavar="SIGMA",
+                   help="story input-noise: std of the sensor noise the stream rises to, in [0, 1) (default 0.4)")
     p.add_argument("--techniques", default="", metavar="K=V,...",
                    help="with --train: technique switches, e.g. instance_filter=0.2,error_map_prune=0.2")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -105,10 +117,23 @@ def parse_techniques(text: str):
                 d[k] = v
             if isinstance(d[k], float) and not math.isfinite(d[k]):
                 raise ValueError(f"--techniques: {k} must be a finite number (got {v!r})")
-    return Techniques.from_dict(d, where="--techniques")
+    try:
+        return Techniques.from_dict(d, where="--techniques")
+    except ValueError as e:     # name the flag: "--techniques: techniques.buffer must be one of ... (got 'lifo')"
+        raise ValueError(str(e) if str(e).startswith("--techniques") else f"--techniques: {e}") from None
 
 
-def personalise(workload: str, steps: int, batch: int, story: str, techniques, seed: int = 0) -> dict:
+def story_options(args):
+    """The imperfect-data story options from the flags (exit 2 naming the flag and value if bad)."""
+    from workloads.datasets import StoryOptions
+
+    return StoryOptions(args.label_noise, args.label_noise_kind, args.label_fraction, args.noise_level).check(
+        {"label_noise": "--label-noise", "label_noise_kind": "--label-noise-kind",
+         "label_fraction": "--label-fraction", "noise_level": "--noise-level"})
+
+
+def personalise(workload: str, steps: int, batch: int, story: str, techniques, seed: int = 0,
+                options=None) -> dict:
     """Train a job for ``steps`` traced steps; accuracy before/after, total MACs, largest step peak."""
     import itertools
 
@@ -116,7 +141,7 @@ def personalise(workload: str, steps: int, batch: int, story: str, techniques, s
 
     import workloads as W
 
-    job = W.make_job(workload, story=story, techniques=techniques, seed=seed)
+    job = W.make_job(workload, story=story, techniques=techniques, seed=seed, story_options=options)
     before = job.evaluate()
     stream = job.labelled_stream()
     macs = peak = 0
@@ -128,9 +153,17 @@ def personalise(workload: str, steps: int, batch: int, story: str, techniques, s
         losses.append(loss)
         if i % 20 == 0 or i == steps - 1:
             peak = max(peak, W.check_trace(ops, job.persistent_tensors()).peak_live_bytes)
-    return {"spec": job.name, "dataset": job.dataset, "story": story, "steps": steps, "batch": batch,
-            "techniques": techniques.active(), "lr": job.lr, "before": before, "after": job.evaluate(),
-            "macs": macs, "peak_live_bytes": peak, "first_loss": losses[0], "last_loss": losses[-1]}
+    state = sum(t.nbytes for t in job.persistent_tensors() if t.kind == "state")
+    out = {"spec": job.name, "dataset": job.dataset, "story": story, "steps": steps, "batch": batch,
+           "techniques": techniques.active(), "lr": job.lr, "before": before, "after": job.evaluate(),
+           "macs": macs, "peak_live_bytes": peak, "first_loss": losses[0], "last_loss": losses[-1]}
+    if state:
+        out["technique_state_bytes"] = state
+    if story in W.datasets.BASE_STORY and options is not None:
+        from dataclasses import asdict
+
+        out["story_options"] = asdict(options)
+    return out
 
 
 def run(args) -> int:
@@ -143,7 +176,12 @@ def run(args) -> int:
     if args.train:
         if not args.workload:
             raise ValueError("--train needs a WORKLOAD (a zoo name or spec)")
-        r = personalise(args.workload, args.train, args.batch, args.story, parse_techniques(args.techniques))
+        techniques = parse_techniques(args.techniques)
+        if techniques.buffer is not None and techniques.buffer_size < args.batch:
+            raise ValueError(f"--techniques: buffer_size must be >= --batch {args.batch} "
+                             f"(got {techniques.buffer_size})")
+        r = personalise(args.workload, args.train, args.batch, args.story, techniques,
+                        options=story_options(args))
         if args.json:
             emit_json(r)
             return 0
@@ -153,7 +191,9 @@ def run(args) -> int:
         print(f"user accuracy      {b['user_accuracy'] * 100:5.1f} % -> {a['user_accuracy'] * 100:5.1f} %")
         print(f"retention (old)    {b['retention_accuracy'] * 100:5.1f} % -> {a['retention_accuracy'] * 100:5.1f} %")
         print(f"loss               {r['first_loss']:.3f} -> {r['last_loss']:.3f} nats")
-        print(f"{r['macs']:,} MACs in total; largest step peak live {human_bytes(r['peak_live_bytes'])}")
+        print(f"{r['macs']:,} MACs in total; largest step peak live {human_bytes(r['peak_live_bytes'])}"
+              + (f"; technique state {human_bytes(r['technique_state_bytes'])} kept for the run"
+                 if "technique_state_bytes" in r else ""))
         return 0
     if args.workload:
         d = describe(args.workload, args.batch)
