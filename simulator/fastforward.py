@@ -149,6 +149,14 @@ class DayCharger:
             setattr(tr, k, int(round(new(f"t.{k}"))))
         tr.replayed_latency[0] = new("t.replayed_latency_sum")
         sim.executor.preemptions = int(round(new("x.preemptions")))
+        every = sim.sc.schedule.checkpoint_every_steps
+        if every:   # a checkpoint every N steps: counted from the steps, not from the template's mean
+            ckpt = int(b["t.checkpoints"]) + tr.steps // every - int(b["t.steps"]) // every
+            ckpt_bytes = int(sim.job.trainable_bytes())
+            flash = (b["d.flash_written_bytes"] + (ckpt - b["t.checkpoints"]) * ckpt_bytes
+                     + (new("d.flash_written_bytes") - b["d.flash_written_bytes"]
+                        - per_day["t.checkpoints"] * days * ckpt_bytes))
+            tr.checkpoints, sim.device.flash_written_bytes = ckpt, int(round(flash))
 
     def _set_level(self, level: float) -> None:
         dev = self.sim.device

@@ -13,6 +13,7 @@ from typing import Any
 from device_profiles.loader import DeviceProfile
 from workloads.techniques import Techniques
 
+from .horizon import check_horizon
 from .inputs import job_for, profile_for
 from .scenario import Scenario, load_scenario
 from .simulation import Simulation
@@ -24,6 +25,7 @@ AS_SCHEDULED = "as scheduled"
 def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Run one validated scenario (optionally with a given job/profile, for tests) and build its result."""
+    check_horizon(sc.duration_s, sc.where)
     profile = profile or profile_for(sc)
     probe = None
     if job is None:
@@ -55,6 +57,7 @@ def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers
     dict scenario's origin in error messages.
     """
     sc = load_scenario(scenario, where=where)
+    check_horizon(sc.duration_s, sc.where)
     check_static_fit(sc, profile_for(sc))      # fail fast, before any pre-training
     if not sc.compare or not compare:
         return simulate(sc, progress=progress)

@@ -105,7 +105,9 @@ def unit_profile(*, ram_bytes: int = 1 << 20, reserved: int = 0, block: int = 1,
     p = load_profile("stm32f405-pyboard")
     rt = dataclasses.replace(p.runtime["native"], ram_reserved_bytes=reserved, heap_block_bytes=block,
                              alloc_overhead_bytes=overhead, cycles_per_mac_f32=1.0, cycles_per_mac_i8=1.0,
-                             cycles_per_elem_f32=1.0, cycles_per_byte_copy=0.0, op_overhead_cycles=0.0)
+                             cycles_per_elem_f32=1.0, cycles_per_byte_copy=0.0, op_overhead_cycles=0.0,
+                             kind_costs=None, gc_garbage_bytes_per_cycle=None, gc_collection_cycles=None,
+                             gc_cycles_per_live_byte=None)   # the formula's round numbers only: no measured costs
     return dataclasses.replace(
         p, name="unit", core=dataclasses.replace(p.core, clock_hz=clock_hz, cycles_per_instruction=1.0),
         memory=dataclasses.replace(p.memory, ram_bytes=ram_bytes), runtime={"native": rt},

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles.loader import RUNTIMES
-from simulator.config import MEMORY_POLICIES, TRIGGERS
+from simulator.config import FIDELITY_MODES, MEMORY_POLICIES, TRIGGERS
 from simulator.files import emit_json, jsonable, write_atomic
 from simulator.units import human_bytes
 
@@ -39,7 +39,8 @@ def overrides_from_args(args) -> dict[str, Any]:
              ("duration_s", "duration_s"), ("seed", "seed"), ("batch", "schedule.batch"),
              ("steps", "schedule.steps"), ("trigger", "schedule.trigger"), ("every_n", "schedule.every_n"),
              ("period_s", "schedule.period_s"), ("memory_policy", "schedule.memory_policy"),
-             ("checkpoint_every_steps", "schedule.checkpoint_every_steps"), ("name", "name"))
+             ("checkpoint_every_steps", "schedule.checkpoint_every_steps"), ("name", "name"),
+             ("fidelity", "fidelity.mode"))
     for attr, key in flags:
         v = getattr(args, attr, None)
         if v is not None:
@@ -68,13 +69,21 @@ def render(result: dict, out_dir: Path) -> Path:
     return render_run(result, out_dir)
 
 
+NOTE_MAX = 60       # longer notes go below the table, referenced as [n]
+
+
 def verdict_table(result: dict) -> str:
-    rows = []
+    """The verdict rows with their notes (as in report.html): a short note in the table, a long one below it."""
+    rows, below = [], []
     for c in result["constraints"]:
+        note = c.get("note", "")
+        if len(note) > NOTE_MAX:
+            below.append(f"[{len(below) + 1}] {c['name']}: {note}")
+            note = f"[{len(below)}]"
         rows.append([c["name"], _fmt(c["budget"], c["unit"]), _fmt(c["observed"], c["unit"]),
                      _fmt(c["margin"], c["unit"]),
-                     "not observed" if c["observed"] is None and c["ok"] else "ok" if c["ok"] else "FAIL"])
-    return format_table(["constraint", "budget", "observed", "margin", "verdict"], rows)
+                     "not observed" if c["observed"] is None and c["ok"] else "ok" if c["ok"] else "FAIL", note])
+    return "\n".join([format_table(["constraint", "budget", "observed", "margin", "verdict", "note"], rows), *below])
 
 
 def _fmt(v: Any, unit: str) -> str:
@@ -205,6 +214,10 @@ def _schedule_flags(p) -> None:
                    help="planned: one static arena from the memory planner; heap: every tensor placed on a heap")
     p.add_argument("--checkpoint-every-steps", dest="checkpoint_every_steps", type=int,
                    help="write the trained weights to flash every N steps (0: never)")
+    p.add_argument("--fidelity", choices=FIDELITY_MODES,
+                   help="auto: real training steps for the first day and while the loss still falls, then steps "
+                        "charged from recorded ones and repeated days charged as a whole; full: every step and "
+                        "every event of the horizon simulated (fidelity.mode)")
     p.add_argument("--technique", action="append", metavar="NAME[=VALUE]",
                    help="a training technique switch (repeatable), e.g. etf, instance_filter=0.1; "
                         "the names are listed above")
