@@ -7,7 +7,8 @@
            + macs * cycles_per_decode_op                     decode (macs = decode operations; compressed weights)
     a profile's measured ``kind_costs`` (per op kind: overhead + macs, bytes read and bytes written, each with
     its cost) replace the lines above for the f32 ops of the kinds they list (rows by ``cost_key``: the
-    op kind, or ``loss`` / ``conv_direct`` where a profile has those rows).
+    op kind, or ``loss`` / ``conv_direct`` where a profile has those rows; ``cost_keys``: a backward part's
+    own row, such as ``conv.backward_weight``, first where a profile has it).
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
@@ -40,13 +41,24 @@ def cost_key(op: Op) -> str:
     return op.kind
 
 
+BACKWARD_PARTS = ("backward_weight", "backward_input")   # op name suffixes a kind_costs row may single out
+
+
+def cost_keys(op: Op) -> tuple[str, ...]:
+    """The kind_costs rows that may price an op, most specific first: ``<cost_key>.backward_weight`` /
+    ``.backward_input`` (a backward pass runs other loops than the forward one: native C rows), then
+    ``cost_key(op)``, then the op kind."""
+    key = cost_key(op)
+    part = op.name.rsplit(".", 1)[-1]
+    fine = (f"{key}.{part}",) if part in BACKWARD_PARTS else ()
+    return (*fine, key, op.kind)
+
+
 def op_cycles(op: Op, runtime: Any) -> float:
     """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
     kind = op.kind
     measured = getattr(runtime, "kind_costs", None)
-    key = cost_key(op) if measured else kind
-    if measured and key not in measured:
-        key = kind
+    key = next((k for k in cost_keys(op) if k in measured), kind) if measured else kind
     if measured and key in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
         k = measured[key]
         return float(k.overhead_cycles + op.macs * k.cycles_per_mac + op.bytes_read * k.cycles_per_byte_read
@@ -74,7 +86,7 @@ def gc_cycles(cycles: float, live_bytes: int, heap_bytes: int | None, runtime: A
     ``heap_bytes`` with ``live_bytes`` live: its garbage (gc_garbage_bytes_per_cycle x cycles) fills the
     free heap (garbage // free) times, and each collection marks the live heap. 0 without the figures."""
     g = getattr(runtime, "gc_garbage_bytes_per_cycle", None)
-    per = getattr(runtime, "gc_collection_cycles", None)
+    per = getattr(runtime, "gc_collection_overhead_cycles", None)
     if g is None or per is None or not heap_bytes or live_bytes >= heap_bytes:
         return 0.0
     n = int(g * cycles // (heap_bytes - live_bytes))
@@ -96,7 +108,7 @@ class CostModel:
 
     def cost(self, op: Op) -> tuple[float, float, float]:
         """(cycles, seconds, energy_j) of one op."""
-        key = (cost_key(op), op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
+        key = (cost_keys(op)[0], op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
         hit = self._cache.get(key)
         if hit is not None:
             return hit

@@ -28,20 +28,20 @@ CALIBRATION_SPECS = (
 )
 # specs the accuracy checks use and calibration never sees (besides the zoo)
 HELD_OUT_SPECS = ("cnn:8x8x1-c8k3-p2-c12k3-d10", "mlp:64-40-20-10", "cnn1d:64x3-c12k3-p2-dw3same-gap-d6")
-KINDS = ("matmul", "conv", "conv_direct", "eltwise", "reduce", "loss", "update", "copy")   # cost-model rows
+KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy")   # the op kinds a C training step has
 
 
 def _cost_key(op) -> str:
-    """The cost model's row for an op (its kind, or a finer row where the cost model has one)."""
-    import simulator.cost as cost
-    key = getattr(cost, "cost_key", lambda o: o.kind)(op)
-    return key if key in KINDS else op.kind
+    """The most specific cost-model row for an op (simulator.cost.cost_keys): what the fit gives a cost."""
+    from simulator.cost import cost_keys
+
+    return cost_keys(op)[0]
 STEPS = 2
 
 
-def _features(kind: str, macs: int, br: int, bw: int) -> np.ndarray:
-    f = np.zeros(4 * len(KINDS))
-    i = 4 * KINDS.index(kind)
+def _features(keys: list[str], kind: str, macs: int, br: int, bw: int) -> np.ndarray:
+    f = np.zeros(4 * len(keys))
+    i = 4 * keys.index(kind)
     f[i:i + 4] = (1.0, macs, br, bw)
     return f
 
@@ -63,7 +63,7 @@ def measure(profile, machine: str | None = None, specs=CALIBRATION_SPECS, progre
         m = R.run(target, built.elf, host.batches[:STEPS], prog.inputs, len(host.ops), out)
         per_op = m.op_instructions.mean(axis=0)
         for op, v in zip(host.ops, per_op, strict=True):
-            if _cost_key(op) in KINDS and op.dtype == "f32":
+            if op.kind in KINDS and op.dtype == "f32":
                 rows.append({"spec": spec, "op": op.name, "kind": _cost_key(op), "macs": op.macs,
                              "bytes_read": op.bytes_read, "bytes_written": op.bytes_written, "instructions": float(v)})
         staging = 4 * prog.inputs + 4          # the input buffer the port fills (plus its label), batch 1
@@ -77,17 +77,16 @@ def measure(profile, machine: str | None = None, specs=CALIBRATION_SPECS, progre
 
 
 def fit(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per kind: instructions = overhead + per MAC + per byte read + per byte written (NNLS)."""
+    """Per row: instructions = overhead + per MAC + per byte read + per byte written (NNLS)."""
     from scipy.optimize import nnls
 
-    A = np.array([_features(r["kind"], r["macs"], r["bytes_read"], r["bytes_written"]) for r in rows])
+    keys = sorted({r["kind"] for r in rows})
+    A = np.array([_features(keys, r["kind"], r["macs"], r["bytes_read"], r["bytes_written"]) for r in rows])
     y = np.array([r["instructions"] for r in rows])
     w = 1.0 / np.sqrt(np.maximum(y, 100.0))
     x, _ = nnls(A * w[:, None], y * w)
     out = {}
-    for i, kind in enumerate(KINDS):
-        if not any(r["kind"] == kind for r in rows):
-            continue
+    for i, kind in enumerate(keys):
         o, m, br, bw = x[4 * i:4 * i + 4]
         out[kind] = {"overhead": float(o), "per_mac": float(m), "per_byte_read": float(br),
                      "per_byte_written": float(bw)}
@@ -141,7 +140,8 @@ def runtime_toml(res: dict) -> tuple[dict[str, tuple[int, str]], str]:
              f'source = "{how}: instructions per op kind fitted (op residual rms '
              f'{100 * res["op_residual_rms"]:.0f} %), times core.cycles_per_instruction {cpi:g} (an estimate)"']
     for kind, c in res["instruction_costs"].items():
-        lines.append(f"{kind} = {{ overhead_cycles = {c['overhead'] * cpi:.6g}, cycles_per_mac = "
+        name = f'"{kind}"' if "." in kind else kind
+        lines.append(f"{name} = {{ overhead_cycles = {c['overhead'] * cpi:.6g}, cycles_per_mac = "
                      f"{c['per_mac'] * cpi:.6g}, cycles_per_byte_read = {c['per_byte_read'] * cpi:.6g}, "
                      f"cycles_per_byte_written = {c['per_byte_written'] * cpi:.6g} }}")
     return figures, "\n".join(lines) + "\n"

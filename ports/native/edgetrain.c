@@ -58,24 +58,36 @@ void et_dense_input_grad(const float *dz, const float *W, float *dx, int n, int 
 
 /* ----------------------------------------------------------------------------------------- conv */
 
-/* One im2col patch: the input window of output position pos (over the whole batch), zero outside. */
+/* One im2col patch: the input window of output position pos (over the whole batch), zero outside. Each
+ * kernel row is kw * cin contiguous floats of the input (NHWC), copied in one run where it lies inside. */
 static void patch(const et_conv_t *c, const float *x, int pos, float *p)
 {
     int per = c->oh * c->ow;
     int s = pos / per, r = pos % per;
     int oy = r / c->ow, ox = r % c->ow;
-    const float *xs = x + s * c->h * c->w * c->cin;
-    for (int i = 0; i < c->kh; i++) {
+    int cin = c->cin, run = c->kw * cin;
+    int ix0 = ox * c->sw - c->pl;
+    const float *xs = x + s * c->h * c->w * cin;
+    for (int i = 0; i < c->kh; i++, p += run) {
         int iy = oy * c->sh + i - c->pt;
-        for (int j = 0; j < c->kw; j++) {
-            int ix = ox * c->sw + j - c->pl;
-            if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w) {
-                for (int ch = 0; ch < c->cin; ch++)
-                    *p++ = 0.0f;
-            } else {
-                const float *src = xs + (iy * c->w + ix) * c->cin;
-                for (int ch = 0; ch < c->cin; ch++)
-                    *p++ = src[ch];
+        if (iy < 0 || iy >= c->h) {
+            for (int k = 0; k < run; k++)
+                p[k] = 0.0f;
+        } else if (ix0 >= 0 && ix0 + c->kw <= c->w) {
+            const float *src = xs + (iy * c->w + ix0) * cin;
+            for (int k = 0; k < run; k++)
+                p[k] = src[k];
+        } else {
+            for (int j = 0; j < c->kw; j++) {
+                int ix = ix0 + j;
+                if (ix < 0 || ix >= c->w) {
+                    for (int ch = 0; ch < cin; ch++)
+                        p[j * cin + ch] = 0.0f;
+                } else {
+                    const float *src = xs + (iy * c->w + ix) * cin;
+                    for (int ch = 0; ch < cin; ch++)
+                        p[j * cin + ch] = src[ch];
+                }
             }
         }
     }
@@ -123,27 +135,20 @@ void et_conv2d_weight_grad(const et_conv_t *c, const float *x, const float *dz, 
         db[co] = 0.0f;
     for (int pos = 0; pos < npos; pos += 2) {
         const float *d0 = dz + pos * cout, *d1 = d0 + cout;
-        if (pos + 1 < npos) {
-            patch(c, x, pos, p0);
+        int two = pos + 1 < npos;
+        patch(c, x, pos, p0);
+        if (two)
             patch(c, x, pos + 1, p1);
-            for (int k = 0; k < fan; k++) {
-                float x0 = p0[k], x1 = p1[k];
-                float *row = dW + k * cout;
-                for (int co = 0; co < cout; co++)
-                    row[co] += x0 * d0[co] + x1 * d1[co];
-            }
-            for (int co = 0; co < cout; co++)
-                db[co] += d0[co] + d1[co];
-        } else {
-            patch(c, x, pos, p0);
-            for (int k = 0; k < fan; k++) {
-                float x0 = p0[k];
-                float *row = dW + k * cout;
-                for (int co = 0; co < cout; co++)
-                    row[co] += x0 * d0[co];
-            }
-            for (int co = 0; co < cout; co++)
-                db[co] += d0[co];
+        for (int co = 0; co < cout; co++) {
+            float g0 = d0[co], g1 = two ? d1[co] : 0.0f;
+            float *wp = dW + co;
+            if (two)
+                for (int k = 0; k < fan; k++, wp += cout)
+                    *wp += p0[k] * g0 + p1[k] * g1;
+            else
+                for (int k = 0; k < fan; k++, wp += cout)
+                    *wp += p0[k] * g0;
+            db[co] += two ? g0 + g1 : g0;
         }
     }
 }
@@ -165,115 +170,128 @@ void et_conv2d_input_grad(const et_conv_t *c, const float *dz, const float *W, f
         }
         int s = pos / per, r = pos % per;
         int oy = r / c->ow, ox = r % c->ow;
+        int cin = c->cin, run = c->kw * cin;
+        int ix0 = ox * c->sw - c->pl;
         float *xs = dx + s * plane;
         const float *g = dcol;
-        for (int i = 0; i < c->kh; i++) {
+        for (int i = 0; i < c->kh; i++, g += run) {
             int iy = oy * c->sh + i - c->pt;
-            for (int j = 0; j < c->kw; j++, g += c->cin) {
-                int ix = ox * c->sw + j - c->pl;
-                if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w)
+            if (iy < 0 || iy >= c->h)
+                continue;
+            if (ix0 >= 0 && ix0 + c->kw <= c->w) {
+                float *dst = xs + (iy * c->w + ix0) * cin;
+                for (int k = 0; k < run; k++)
+                    dst[k] += g[k];
+                continue;
+            }
+            for (int j = 0; j < c->kw; j++) {
+                int ix = ix0 + j;
+                if (ix < 0 || ix >= c->w)
                     continue;
-                float *dst = xs + (iy * c->w + ix) * c->cin;
-                for (int ch = 0; ch < c->cin; ch++)
-                    dst[ch] += g[ch];
+                float *dst = xs + (iy * c->w + ix) * cin;
+                for (int ch = 0; ch < cin; ch++)
+                    dst[ch] += g[j * cin + ch];
             }
         }
     }
 }
 
 /* ------------------------------------------------------------------------------- depthwise conv */
+/* Channel by channel with the sum in a register; the valid kernel taps of each output are computed once
+ * (no bounds test per tap), so the work is one multiply-add per MAC plus a little per output. */
+
+/* The kernel rows/columns [*lo, *hi) of output coordinate o that land inside an input of size n. */
+static void taps(int o, int stride, int pad, int k, int n, int *lo, int *hi)
+{
+    int first = o * stride - pad;
+    *lo = first < 0 ? -first : 0;
+    *hi = first + k > n ? n - first : k;
+}
 
 void et_dwconv_forward(const et_conv_t *c, const float *x, const float *W, const float *b, float *y, int n,
                        int relu)
 {
-    int ch = c->cout;
+    int ch = c->cout, rowx = c->w * ch;
     for (int s = 0; s < n; s++) {
-        const float *xs = x + s * c->h * c->w * ch;
-        for (int oy = 0; oy < c->oh; oy++)
-            for (int ox = 0; ox < c->ow; ox++) {
-                float *yo = y + ((s * c->oh + oy) * c->ow + ox) * ch;
-                for (int k = 0; k < ch; k++)
-                    yo[k] = b[k];
-                for (int i = 0; i < c->kh; i++) {
-                    int iy = oy * c->sh + i - c->pt;
-                    if (iy < 0 || iy >= c->h)
-                        continue;
-                    for (int j = 0; j < c->kw; j++) {
-                        int ix = ox * c->sw + j - c->pl;
-                        if (ix < 0 || ix >= c->w)
-                            continue;
-                        const float *src = xs + (iy * c->w + ix) * ch;
-                        const float *wk = W + (i * c->kw + j) * ch;
-                        for (int k = 0; k < ch; k++)
-                            yo[k] += src[k] * wk[k];
-                    }
+        const float *xs = x + s * c->h * rowx;
+        float *ys = y + s * c->oh * c->ow * ch;
+        for (int k = 0; k < ch; k++) {
+            for (int oy = 0; oy < c->oh; oy++) {
+                int i0, i1;
+                taps(oy, c->sh, c->pt, c->kh, c->h, &i0, &i1);
+                for (int ox = 0; ox < c->ow; ox++) {
+                    int j0, j1;
+                    taps(ox, c->sw, c->pl, c->kw, c->w, &j0, &j1);
+                    float acc = b[k];
+                    const float *xr = xs + ((oy * c->sh - c->pt + i0) * c->w + ox * c->sw - c->pl) * ch + k;
+                    const float *wr = W + i0 * c->kw * ch + k;
+                    for (int i = i0; i < i1; i++, xr += rowx, wr += c->kw * ch)
+                        for (int j = j0; j < j1; j++)
+                            acc += xr[j * ch] * wr[j * ch];
+                    ys[(oy * c->ow + ox) * ch + k] = (relu && acc < 0.0f) ? 0.0f : acc;
                 }
-                if (relu)
-                    for (int k = 0; k < ch; k++)
-                        if (yo[k] < 0.0f)
-                            yo[k] = 0.0f;
             }
+        }
     }
 }
 
 void et_dwconv_weight_grad(const et_conv_t *c, const float *x, const float *dz, float *dW, float *db, int n)
 {
-    int ch = c->cout;
-    for (int i = 0; i < c->kh * c->kw * ch; i++)
-        dW[i] = 0.0f;
-    for (int k = 0; k < ch; k++)
-        db[k] = 0.0f;
-    for (int s = 0; s < n; s++) {
-        const float *xs = x + s * c->h * c->w * ch;
-        for (int oy = 0; oy < c->oh; oy++)
-            for (int ox = 0; ox < c->ow; ox++) {
-                const float *d = dz + ((s * c->oh + oy) * c->ow + ox) * ch;
-                for (int k = 0; k < ch; k++)
-                    db[k] += d[k];
-                for (int i = 0; i < c->kh; i++) {
-                    int iy = oy * c->sh + i - c->pt;
-                    if (iy < 0 || iy >= c->h)
-                        continue;
-                    for (int j = 0; j < c->kw; j++) {
-                        int ix = ox * c->sw + j - c->pl;
-                        if (ix < 0 || ix >= c->w)
-                            continue;
-                        const float *src = xs + (iy * c->w + ix) * ch;
-                        float *gw = dW + (i * c->kw + j) * ch;
-                        for (int k = 0; k < ch; k++)
-                            gw[k] += src[k] * d[k];
+    int ch = c->cout, rowx = c->w * ch;
+    for (int k = 0; k < ch; k++) {
+        float bsum = 0.0f;
+        for (int s = 0; s < n; s++)
+            for (int p = 0; p < c->oh * c->ow; p++)
+                bsum += dz[(s * c->oh * c->ow + p) * ch + k];
+        db[k] = bsum;
+        for (int i = 0; i < c->kh; i++)
+            for (int j = 0; j < c->kw; j++) {
+                /* the outputs whose tap (i, j) lands inside the input */
+                int oy0 = 0, oy1 = c->oh, ox0 = 0, ox1 = c->ow;
+                while (oy0 < oy1 && oy0 * c->sh + i - c->pt < 0) oy0++;
+                while (oy1 > oy0 && (oy1 - 1) * c->sh + i - c->pt >= c->h) oy1--;
+                while (ox0 < ox1 && ox0 * c->sw + j - c->pl < 0) ox0++;
+                while (ox1 > ox0 && (ox1 - 1) * c->sw + j - c->pl >= c->w) ox1--;
+                float acc = 0.0f;
+                for (int s = 0; s < n; s++) {
+                    const float *xs = x + s * c->h * rowx + k;
+                    const float *ds = dz + s * c->oh * c->ow * ch + k;
+                    for (int oy = oy0; oy < oy1; oy++) {
+                        const float *xr = xs + ((oy * c->sh + i - c->pt) * c->w + ox0 * c->sw + j - c->pl) * ch;
+                        const float *dr = ds + (oy * c->ow + ox0) * ch;
+                        for (int ox = ox0; ox < ox1; ox++, xr += c->sw * ch, dr += ch)
+                            acc += *xr * *dr;
                     }
                 }
+                dW[(i * c->kw + j) * ch + k] = acc;
             }
     }
 }
 
 void et_dwconv_input_grad(const et_conv_t *c, const float *dz, const float *W, float *dx, int n)
 {
-    int ch = c->cout;
-    int plane = c->h * c->w * ch;
-    for (int i = 0; i < n * plane; i++)
+    int ch = c->cout, rowx = c->w * ch;
+    for (int i = 0; i < n * c->h * rowx; i++)
         dx[i] = 0.0f;
     for (int s = 0; s < n; s++) {
-        float *xs = dx + s * plane;
-        for (int oy = 0; oy < c->oh; oy++)
-            for (int ox = 0; ox < c->ow; ox++) {
-                const float *d = dz + ((s * c->oh + oy) * c->ow + ox) * ch;
-                for (int i = 0; i < c->kh; i++) {
-                    int iy = oy * c->sh + i - c->pt;
-                    if (iy < 0 || iy >= c->h)
-                        continue;
-                    for (int j = 0; j < c->kw; j++) {
-                        int ix = ox * c->sw + j - c->pl;
-                        if (ix < 0 || ix >= c->w)
-                            continue;
-                        float *dst = xs + (iy * c->w + ix) * ch;
-                        const float *wk = W + (i * c->kw + j) * ch;
-                        for (int k = 0; k < ch; k++)
-                            dst[k] += d[k] * wk[k];
-                    }
+        float *xs = dx + s * c->h * rowx;
+        const float *ds = dz + s * c->oh * c->ow * ch;
+        for (int k = 0; k < ch; k++) {
+            for (int oy = 0; oy < c->oh; oy++) {
+                int i0, i1;
+                taps(oy, c->sh, c->pt, c->kh, c->h, &i0, &i1);
+                for (int ox = 0; ox < c->ow; ox++) {
+                    int j0, j1;
+                    taps(ox, c->sw, c->pl, c->kw, c->w, &j0, &j1);
+                    float g = ds[(oy * c->ow + ox) * ch + k];
+                    float *xr = xs + ((oy * c->sh - c->pt + i0) * c->w + ox * c->sw - c->pl) * ch + k;
+                    const float *wr = W + i0 * c->kw * ch + k;
+                    for (int i = i0; i < i1; i++, xr += rowx, wr += c->kw * ch)
+                        for (int j = j0; j < j1; j++)
+                            xr[j * ch] += g * wr[j * ch];
                 }
             }
+        }
     }
 }
 
