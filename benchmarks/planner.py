@@ -10,9 +10,12 @@ traced and planned. Printed side by side:
 - heap / planned: what a first-fit heap with MicroPython's 16-byte blocks reaches (high-water mark)
   over the planned arena;
 - planner wall time for a trace of >= 5,000 ops (training steps concatenated), with identical steps
-  planned once (the default) and with every step planned afresh (reuse=False).
+  planned once (the default) and with every step planned afresh (reuse=False);
+- 100 random specs (issue #13): seeded MLPs and CNNs from the spec grammar, random batch and technique
+  switches, one step each (from the seeded initial weights, no pre-training): worst planned / lower
+  bound (target <= 1.02) and how many reach the bound exactly.
 
-Run: ``.venv/bin/python benchmarks/planner.py [--batch 8] [--ops 5000]``
+Run: ``.venv/bin/python benchmarks/planner.py [--batch 8] [--ops 5000] [--random 100]``
 """
 from __future__ import annotations
 
@@ -31,6 +34,53 @@ from simulator.planner import plan_arena  # noqa: E402
 
 NNTRAINER_NAIVE_OVER_PLANNED = "20-28x"   # NNTrainer (Moon et al., 2022): peak memory cut to 1/20-1/28
 TARGET_PLANNED_OVER_LB = 1.05
+TARGET_RANDOM = 1.02
+
+
+def random_spec(rng) -> str:
+    """A seeded spec string the grammar accepts: an MLP on 16 or 64 inputs, or a CNN on 8x8x1."""
+    if rng.random() < 0.5:
+        widths = [int(rng.choice([4, 8, 12, 16, 24, 32, 48, 64, 96, 128])) for _ in range(rng.integers(1, 5))]
+        return "mlp:" + "-".join(str(w) for w in [int(rng.choice([16, 64])), *widths, 10])
+    parts, side = [], 8
+    for _ in range(rng.integers(1, 4)):
+        k = rng.random()
+        if k < 0.45:
+            parts.append(f"c{int(rng.choice([2, 4, 6, 8, 12, 16]))}k3same")
+        elif k < 0.6:
+            parts.append("dw3same")
+        elif side >= 4 and k < 0.85:
+            parts.append(rng.choice(["p2", "a2"]))
+            side //= 2
+    if not parts or not parts[0].startswith("c"):
+        parts.insert(0, f"c{int(rng.choice([4, 8]))}k3same")
+    if rng.random() < 0.3:
+        parts.append("gap")
+    if rng.random() < 0.5:
+        parts.append(f"d{int(rng.choice([16, 32]))}")
+    return "cnn:8x8x1-" + "-".join(parts) + "-d10"
+
+
+def random_specs(n: int, seed: int = 13) -> list[tuple[str, float, int, list[str]]]:
+    """(spec, planned / lower bound, batch, techniques) for ``n`` random specs, traced and planned."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    bar = tqdm(total=n, desc="random specs", unit="spec", leave=False)
+    while len(out) < n:
+        spec, batch = random_spec(rng), int(rng.integers(1, 17))
+        tech = {k: True for k in ("fused_update", "etf", "recompute") if rng.random() < 0.3}
+        try:
+            job = workloads.make_job(spec, techniques=workloads.Techniques(**tech), pretrain=False,
+                                     seed=int(rng.integers(1000)))
+        except ValueError:
+            continue
+        p = plan_arena(step_ops(job, batch), tuple(job.persistent_tensors()))
+        out.append((spec, p.planned_over_lower_bound, batch, sorted(tech)))
+        bar.update(1)
+    bar.close()
+    return out
 
 
 def zoo_names() -> list[str]:
@@ -74,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8, help="training batch size (samples per step)")
     ap.add_argument("--ops", type=int, default=5000, help="op count of the trace the planner is timed on")
+    ap.add_argument("--random", type=int, default=100, help="random specs to plan (0: none)")
     args = ap.parse_args(argv)
 
     rows = []
@@ -117,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     print("(step only) leaves the persistent weights, biases and optimiser state out of both sides.")
     print("NNTrainer's 20-28x is for its own models and baseline framework, so compare only the kind, not the value.")
     print("heap/plan: a first-fit heap with 16 B blocks (MicroPython's GC) placing the same step, high-water mark.")
+    if args.random:
+        rand = random_specs(args.random)
+        worst = max(rand, key=lambda r: r[1])
+        exact = sum(1 for r in rand if r[1] <= 1.0 + 1e-12)
+        ok = "meets" if worst[1] <= TARGET_RANDOM else "MISSES"
+        print(f"\n{len(rand)} random specs (seeded; random batch 1-16 and technique switches): worst planned/lower "
+              f"bound {worst[1]:.4f} ({ok} the {TARGET_RANDOM} target) for {worst[0]} at batch {worst[2]} "
+              f"{worst[3] or ''}; {exact} of {len(rand)} planned exactly at the bound; mean "
+              f"{sum(r[1] for r in rand) / len(rand):.4f}")
     return 0
 
 

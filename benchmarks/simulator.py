@@ -11,14 +11,23 @@ Printed side by side, in one run:
    figure replays one recorded step/inference instead, isolating the simulator's own cost.
 3. the demo day (embedded ``demo.toml``, technique variants left out): simulated seconds per wall
    second.
+4. long horizons (issue #13): ``edgesim plan demo.toml`` (technique variants included, a 20 Ah battery
+   that outlives the year) at 1, 30 and 365 days, each in a fresh process: wall time, peak RSS (of the
+   process and its pool workers), their ratios to the 1-day run, steps real/charged from records, days
+   charged as a whole, and the first day's energy, battery and flash wear beside the 1-day run's.
+   Targets: a year in <= 60 s on 2 cores, RSS <= 1.3x and wall <= 20x the 1-day run's, first day within 1 %.
 
-Run: ``.venv/bin/python benchmarks/simulator.py [--repeat 3]``
+Run: ``.venv/bin/python benchmarks/simulator.py [--repeat 3] [--only horizons] [--set device=my.toml]``
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -147,10 +156,63 @@ def count_events(sim: Simulation) -> list[int]:
     return n
 
 
+def plan_in_child(days: float, extra: list[str], out: Path) -> tuple[float, float, dict]:
+    """``edgesim plan demo.toml`` for ``days`` in a fresh process: (wall s, peak RSS MB, result)."""
+    cmd = [sys.executable, "-m", "simulator.cli", "plan", str(SCENARIO_DIR / "demo.toml"),
+           "--set", f"duration_s={days * 86400:g}", "--set", "battery.capacity_mah=20000", "--out", str(out)]
+    for kv in extra:
+        cmd += ["--set", kv]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=Path(__file__).resolve().parent.parent)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) not in (0, 3):
+        raise SystemExit(f"benchmark: {' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
+    return wall, usage.ru_maxrss / 1024, json.loads((out / "result.json").read_text())
+
+
+def horizons(days_list: list[float], extra: list[str]) -> None:
+    print("4. long horizons: edgesim plan demo.toml --set duration_s=D*86400 --set battery.capacity_mah=20000"
+          + "".join(f" --set {kv}" for kv in extra) + f"  ({os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f} at the start)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for days in tqdm(days_list, desc="horizons", unit="run", leave=False):
+            rows.append((days, *plan_in_child(days, extra, Path(tmp) / f"d{days:g}")))
+    base_wall, base_rss, base = rows[0][1], rows[0][2], rows[0][3]
+    print(f"   {'days':>5} {'wall (s)':>9} {'x 1 day':>8} {'peak RSS (MB)':>14} {'x 1 day':>8} {'steps real':>11} "
+          f"{'charged':>9} {'days charged':>13} {'fits':>5}")
+    for days, wall, rss, r in rows:
+        h = r.get("horizon") or {}
+        print(f"   {days:>5g} {wall:>9.1f} {wall / base_wall:>7.2f}x {rss:>14.0f} {rss / base_rss:>7.2f}x "
+              f"{r['training_steps_real']:>11,} {r['training_steps_replayed']:>9,} {h.get('days_charged', 0):>13g} "
+              f"{str(r['fits']):>5}")
+    print("   targets: 365 days <= 60 s, RSS <= 1.3x and wall <= 20x the 1-day run")
+    bat0 = base["timelines"]["battery"]["charge_j"][-1]
+    for days, _, _, r in rows[1:]:
+        fd = (r.get("horizon") or {}).get("first_day")
+        if not fd:
+            continue
+        pairs = (("energy J/day", base["energy_per_day_j"], fd["energy_per_day_j"]),
+                 ("battery charge after day 1 (J)", bat0, fd["battery_charge_j"]),
+                 ("flash wear / year", base["flash_wear_fraction_per_year"], fd["flash_wear_per_year"]))
+        diffs = ", ".join(f"{name} {a:.6g} vs {b:.6g} ({(b / a - 1) if a else 0.0:+.3%})" for name, a, b in pairs
+                          if a is not None and b is not None)
+        print(f"   first day of the {days:g}-day run vs the 1-day run: {diffs}   (target: within 1 %)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=5, help="timings per case; the best is kept")
+    ap.add_argument("--only", choices=("horizons",), help="run only part 4")
+    ap.add_argument("--days", default="1,30,365", help="horizons of part 4 in days, the first is the base")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra scenario overrides for part 4 (e.g. device=path/to/profile.toml)")
     args = ap.parse_args()
+    if args.only == "horizons":
+        horizons([float(x) for x in args.days.split(",")], args.set)
+        return
 
     print("1. training alone vs the same training inside the simulation (best of", args.repeat, "runs)")
     rows = []
@@ -189,6 +251,8 @@ def main() -> None:
           f"{n2[0]:,} events in {wall2:.2f} s = {n2[0] / wall2:,.0f} events/s, {bare / wall2 * n2[0] / events:.3f}x "
           f"the bare loop's rate")
     print(f"   (python {sys.version.split()[0]}, simpy {simpy.__version__}, numpy {np.__version__})")
+    print()
+    horizons([float(x) for x in args.days.split(",")], args.set)
 
 
 if __name__ == "__main__":
