@@ -1,5 +1,5 @@
 """edgesim simulator: will on-device training of this model fit this device on this schedule?
-(docs/architecture.md)
+(docs/architecture.md §3)
 
 The public API, imported lazily so ``edgesim --help`` stays quick:
 

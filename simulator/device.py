@@ -1,4 +1,4 @@
-"""The device in the simulation: CPU, power states, battery, harvesting and flash (docs/architecture.md).
+"""The device in the simulation: CPU, power states, battery, harvesting and flash (docs/architecture.md §3).
 
 - CPU: a ``simpy.PreemptiveResource`` of capacity 1. Inference requests with priority 0 and preempts
   training (priority 1). Every stretch of CPU work is a *segment* on the CPU timeline.

@@ -1,5 +1,5 @@
 """Running op traces on the device's CPU: the preemptible training executor and inference
-(docs/architecture.md).
+(docs/architecture.md §3).
 
 Speed: a training step is not one SimPy event per op. Its ops are costed up front and the step runs
 as one ``env.timeout`` for its remaining time; when inference preempts it, the step is interrupted,

@@ -1,4 +1,4 @@
-"""Long horizons: repeated days charged as a whole (docs/architecture.md, "Long horizons").
+"""Long horizons: repeated days charged as a whole (docs/architecture.md §3).
 
 A run longer than a day is simulated day by day. At each day boundary the counters of every part
 (pipeline, training, executor, device, battery) are snapshotted. Once every step and inference is charged

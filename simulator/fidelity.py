@@ -1,5 +1,5 @@
 """Fidelity: which training steps and inferences run the job's real numpy, and which are charged from
-recorded traces (docs/architecture.md, "Long horizons").
+recorded traces (docs/architecture.md §3).
 
 ``full``: every step and every inference is real. ``auto`` (the default): every step is real for at least
 the first simulated day (``REAL_DAYS``) and then while the learning curve still moves: until the mean loss

@@ -1,4 +1,4 @@
-"""Refuse a horizon this machine cannot hold, before anything runs (docs/architecture.md, "Long horizons").
+"""Refuse a horizon this machine cannot hold, before anything runs (docs/architecture.md §3).
 
 Every timeline of a long run is bounded (``simulator.timeline``) except the result's busy seconds per
 hour of the run (``timelines.cpu_busy_by_hour``), one entry per simulated hour: a horizon whose hours

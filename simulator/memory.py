@@ -1,4 +1,4 @@
-"""RAM as a heap that places real offsets (docs/architecture.md), so fragmentation fails like on the board.
+"""RAM as a heap that places real offsets (docs/architecture.md §3), so fragmentation fails like on the board.
 
 Every allocation is rounded up to the runtime's block size after adding its per-object overhead
 (MicroPython's GC: 16-byte blocks on 32-bit ports). Free space is a sorted list of holes that

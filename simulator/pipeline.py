@@ -3,7 +3,7 @@
 Each stage is a SimPy process that receives ``env``, its config, the queues it reads and writes, and
 the :class:`PipelineStats` record it counts into. Stages are joined by bounded ``simpy.Store``s; a
 stage that finds the next queue full drops the item and counts it. Inference requests the CPU at
-priority 0 and so preempts training (docs/architecture.md).
+priority 0 and so preempts training (docs/architecture.md §3).
 """
 from __future__ import annotations
 

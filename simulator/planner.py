@@ -1,4 +1,4 @@
-"""The memory planner over a trace's tensor lifetimes (docs/architecture.md).
+"""The memory planner over a trace's tensor lifetimes (docs/architecture.md §3).
 
 Given the ops of a training step (each allocs tensors and frees ids after it), the planner reports:
 

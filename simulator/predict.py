@@ -1,5 +1,5 @@
 """One training step's predicted cost and memory on a device, for the emulator comparison
-(docs/architecture.md)."""
+(docs/architecture.md §3)."""
 from __future__ import annotations
 
 import itertools

@@ -1,5 +1,5 @@
 """The device RAM under a memory policy, and the step memo that makes repeated heap steps cheap
-(docs/architecture.md).
+(docs/architecture.md §3).
 
 ``heap``: every tensor is placed in a ``memory.Heap`` at op time (fragmentation can fail it).
 ``planned``: persistent tensors and two static arenas (training step, inference) are placed once;

@@ -1,4 +1,4 @@
-"""Running scenarios: ``run_scenario`` (with its technique variants) and ``simulate`` (docs/architecture.md).
+"""Running scenarios: ``run_scenario`` (with its technique variants) and ``simulate`` (docs/architecture.md §3).
 
 Both return plain JSON-able dicts (see ``simulator/result.py``), so they cross process pools and Dask
 unchanged. No wall-clock value goes into a result: the same scenario and seed give byte-identical

@@ -1,4 +1,4 @@
-"""Run-ending events: out of memory, a fragmented heap, an empty battery (docs/architecture.md).
+"""Run-ending events: out of memory, a fragmented heap, an empty battery (docs/architecture.md §3).
 
 An exception of this module stops a simulated run where it happened; the run's result carries it as
 ``fatal`` ({kind, time_s, op, message, ram_needed_bytes}) and the verdict names the constraint it broke

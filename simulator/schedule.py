@@ -1,4 +1,4 @@
-"""Training schedules: when to train and how much (docs/architecture.md).
+"""Training schedules: when to train and how much (docs/architecture.md §3).
 
 Triggers (``config.TRIGGERS``):
 - ``every-n``   after every N new labelled samples;

@@ -1,5 +1,5 @@
 """One simulation run: the environment, the device, the job, RAM, and the processes wired together
-(docs/architecture.md).
+(docs/architecture.md §3).
 
 Each part owns its state and its part of the result: the device its energy and CPU log, ``Ram`` its
 memory figures and timeline, the pipeline and training their stats records. ``Simulation.result()``

@@ -1,4 +1,4 @@
-"""Timelines of a run for the report: memory by tensor kind, CPU segments (docs/architecture.md).
+"""Timelines of a run for the report: memory by tensor kind, CPU segments (docs/architecture.md §3).
 
 The memory timeline is kept as (time, kind, delta) records and summed at the end; the CPU timeline is
 the device's segment log, cut to a cap for the report with busy seconds per hour kept in full.

@@ -1,5 +1,5 @@
 """Training on the device: one step or one checkpoint as a SimPy sub-process, and the record of what
-training did (docs/architecture.md).
+training did (docs/architecture.md §3).
 
 A step runs the job's real numpy training (``job.train_step``), and its op trace runs on the CPU
 through the preemptible :class:`executor.Executor`. Swap-to-flash ops and checkpoints wear the flash.

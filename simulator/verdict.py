@@ -1,5 +1,5 @@
 """The verdict: every constraint with budget, observed, unit, margin and ok; the first violation
-(docs/architecture.md).
+(docs/architecture.md §3).
 
 ``CONSTRAINTS`` is the one table of constraints: the result's rows come from it in its order. Upper-bound
 constraints have margin = budget - observed; lower-bound ones (battery life) have margin = observed -
@@ -124,6 +124,13 @@ def summarise(result: dict[str, Any]) -> str:
                  f"{'not observed' if result['deadline_miss_rate'] is None else format(result['deadline_miss_rate'], '.2%')}, "
                  f"{result['dropped_frames']} frames dropped, "
                  f"{result.get('preemptions', 0)} preemptions.")
+    if result.get("training_steps_replayed"):
+        h = result.get("horizon") or {}
+        lines.append(f"Long horizon: {result['training_steps_real']:,} steps ran the real training, "
+                     f"{result['training_steps_replayed']:,} were charged from recorded steps (accuracy comes from "
+                     f"the real ones)" + (f"; {h['days_charged']:g} repeated days were charged as a whole after "
+                                          f"{h['days_simulated']:g} simulated ones" if h.get("days_charged") else "")
+                     + ".")
     ts = result.get("time_in_state_s") or {}
     if ts.get("active") is not None and result["duration_s"]:
         span = sum(v for v in ts.values() if v)
