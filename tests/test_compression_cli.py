@@ -61,3 +61,24 @@ def test_an_unknown_format_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["compress", "mlp-microbit", "--format", "zip"])
     assert e.value.code == 2
+
+
+def test_plan_verdict_table_shows_the_notes():
+    """The terminal verdict table carries each row's note (as report.html does): short ones in a note column,
+    long ones (the compressed-flash note) below the table, referenced as [n]."""
+    from simulator.cli.plan import NOTE_MAX, verdict_table
+
+    flash_note = "frozen layers conv0, dense5 stored as int8/xor: weights 1.0 KiB instead of 11.6 KiB; " \
+                 "trained layers checkpointed dense"
+    assert len(flash_note) > NOTE_MAX
+    result = {"constraints": [
+        {"name": "flash", "budget": 1024, "observed": 900, "margin": 124, "unit": "B", "ok": True, "note": flash_note},
+        {"name": "step_latency", "budget": 1.0, "observed": None, "margin": None, "unit": "s", "ok": True,
+         "note": "no training step ran"},
+        {"name": "flash_wear", "budget": 0.2, "observed": 0.1, "margin": 0.1, "unit": "endurance/year", "ok": True}]}
+    lines = verdict_table(result).splitlines()
+    assert lines[0].split()[-1] == "note"
+    assert lines[2].startswith("flash ") and lines[2].rstrip().endswith("[1]")
+    assert lines[3].rstrip().endswith("no training step ran")
+    assert lines[4].rstrip().endswith("ok")                      # no note, nothing after the verdict
+    assert lines[5] == f"[1] flash: {flash_note}"
