@@ -1,4 +1,4 @@
-"""The scenario's tables as typed, frozen configs (docs/architecture.md).
+"""The scenario's tables as typed, frozen configs (docs/architecture.md §3).
 
 ``simulator.scenario`` validates a scenario file and builds these; the engine's processes read them as
 attributes (``pipeline.window``), never through string keys. Field names are the scenario file's keys,
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from workloads.compression.config import CompressionSpec
+from workloads.datasets import StoryOptions
 from workloads.techniques import Techniques
 
 TRIGGERS = ("every-n", "periodic", "idle", "charging")
@@ -28,6 +29,14 @@ class WorkloadConfig:
     lr: float
     momentum: float
     compression: CompressionSpec | None = None   # frozen layers kept compressed in flash (None: dense)
+    # imperfect-data stories (workloads.datasets.StoryOptions; each applies to its own story only)
+    label_noise: float = 0.4          # noisy-labels: fraction of the user's labels that are wrong
+    label_noise_kind: str = "symmetric"   # ... to any other class | to the confusable class
+    label_fraction: float = 0.1       # unlabelled: fraction of the stream that comes with a label
+    noise_level: float = 0.4          # input-noise: std of the sensor noise the stream rises to
+
+    def story_options(self) -> StoryOptions:
+        return StoryOptions(self.label_noise, self.label_noise_kind, self.label_fraction, self.noise_level)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A scenario's inputs: its device profile and its training job, with errors naming the scenario
-(docs/architecture.md)."""
+(docs/architecture.md §3)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,12 +12,13 @@ from .scenario import Scenario
 
 def make_job(model: str, *, dataset: str | None = None, story: str = "new-class", optimizer: str = "sgd",
              lr: float = 0.05, momentum: float = 0.9, techniques: Techniques | None = None, seed: int = 0,
-             compression: Any = None) -> Any:
+             compression: Any = None, story_options: Any = None) -> Any:
     """A TrainingJob from the workloads package (imported here so the simulator core stays light)."""
     import workloads
 
     return workloads.make_job(model, dataset=dataset, story=story, optimizer=optimizer, lr=lr, momentum=momentum,
-                              techniques=techniques or Techniques(), seed=seed, compression=compression)
+                              techniques=techniques or Techniques(), seed=seed, compression=compression,
+                              story_options=story_options)
 
 
 def job_for(sc: Scenario) -> Any:
@@ -26,7 +27,7 @@ def job_for(sc: Scenario) -> Any:
     try:
         return make_job(w.model, dataset=None if w.dataset == "auto" else w.dataset, story=w.story,
                         optimizer=w.optimizer, lr=w.lr, momentum=w.momentum, techniques=sc.techniques, seed=sc.seed,
-                        compression=w.compression)
+                        compression=w.compression, story_options=w.story_options())
     except ValueError as e:
         raise ValueError(f"{sc.where}: workload (model {w.model!r}, dataset {w.dataset!r}): {e}") from None
 

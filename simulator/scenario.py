@@ -1,4 +1,4 @@
-"""Scenario files: what to simulate, validated at load (docs/architecture.md).
+"""Scenario files: what to simulate, validated at load (docs/architecture.md §3).
 
 A scenario is a TOML table (or the same dict). Every field has a default stated in ``DEFAULTS``;
 unknown keys and bad values raise ``ValueError`` naming the file, the dotted field and the value.
@@ -16,6 +16,7 @@ from typing import Any
 from device_profiles.loader import RUNTIMES, read_toml
 from workloads import STORIES
 from workloads.compression.config import CompressionSpec
+from workloads.datasets import StoryOptions
 from workloads.techniques import Techniques
 
 from .config import (
@@ -40,6 +41,8 @@ OPTIMIZERS = ("sgd", "adam")
 # scratch: 0.05 for MLPs): the scenario's default is the CNNs' fine-tuning rate for every model.
 FINE_TUNE_LR = 0.005
 
+_STORY = StoryOptions()               # the imperfect-data stories' defaults live in workloads
+
 # Every field and its default. A value of None means "derived" (explained beside it).
 DEFAULTS: dict[str, Any] = {
     "name": "scenario",
@@ -50,7 +53,11 @@ DEFAULTS: dict[str, Any] = {
     "workload": {
         "model": "mlp-digits",        # zoo name or spec string (mlp:64-32-10)
         "dataset": "auto",            # auto: the zoo entry's / the input shape's data set
-        "story": "new-class",         # new-class | shift | plain (no pre-training)
+        "story": "new-class",         # workloads.STORIES: new-class | shift | plain | noisy-labels | unlabelled | input-noise
+        "label_noise": _STORY.label_noise,            # noisy-labels: fraction of wrong labels, [0, 1)
+        "label_noise_kind": _STORY.label_noise_kind,  # noisy-labels: symmetric | confusable
+        "label_fraction": _STORY.label_fraction,      # unlabelled: fraction of the stream labelled, [0, 1)
+        "noise_level": _STORY.noise_level,            # input-noise: sensor noise std the stream rises to, [0, 1)
         "optimizer": "sgd",
         "lr": FINE_TUNE_LR,           # on-device fine-tuning wants a small step
         "momentum": 0.9,              # SGD momentum; 0 = plain SGD, no optimiser state (the micro:bit port)
@@ -191,6 +198,15 @@ def _check(d: dict, where: str) -> None:
         v = _get(d, f)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise bad(f, "an integer >= 0")
+    w = d["workload"]
+    StoryOptions(w["label_noise"], w["label_noise_kind"], w["label_fraction"], w["noise_level"]).check(
+        {k: f"{where}: workload.{k}" for k in ("label_noise", "label_noise_kind", "label_fraction", "noise_level")})
+    tech = d["schedule"]["techniques"]
+    if isinstance(tech, dict) and tech.get("buffer") is not None:
+        size = tech.get("buffer_size", Techniques().buffer_size)
+        if _is_num(size) and _is_num(d["schedule"]["batch"]) and size < d["schedule"]["batch"]:
+            raise ValueError(f"{where}: schedule.techniques.buffer_size must be >= schedule.batch "
+                             f"{d['schedule']['batch']} (got {size})")
     lr = d["workload"]["lr"]
     if not _is_num(lr) or lr <= 0:
         raise bad("workload.lr", "a number > 0")

@@ -10,6 +10,7 @@ from workloads import Techniques, check_trace, collect, datasets
 from workloads import noise_bias as NB
 from workloads import sinkhorn as SK
 from workloads.buffers import ReplayBuffer
+from workloads.imperfect import STATE_NAMES
 from workloads.self_adaptive import SelfAdaptiveTargets
 
 MODEL = "mlp-digits"     # small and quick; the traces have the same structure as the CNNs'
@@ -28,7 +29,7 @@ def _names(ops):
 
 
 def _state(job):
-    return {t.name: t.nbytes for t in job.persistent_tensors() if t.kind == "state"}
+    return {t.name: t.nbytes for t in job.persistent_tensors() if t.name.startswith(STATE_NAMES)}
 
 
 # ------------------------------------------------------------------------------------------ stories

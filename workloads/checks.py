@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .trace import DTYPES, OP_KINDS, TENSOR_KINDS, Op, Tensor
 
-PERSISTENT_KINDS = ("weight", "bias", "optim", "state")   # state: a technique's per-run buffers
+PERSISTENT_KINDS = ("weight", "bias", "optim")
 
 
 class TraceError(AssertionError):
@@ -28,7 +28,7 @@ class TraceSummary:
 def check_trace(ops: Iterable[Op], persistent: Iterable[Tensor] = ()) -> TraceSummary:
     """Raise ``TraceError`` unless: kinds/dtypes are known, MACs and bytes >= 0, tensor ids are unique,
     each allocated tensor is freed exactly once (at or after its alloc) and no step allocates a
-    persistent kind (weight/bias/optim/state). Returns the trace's summary."""
+    persistent kind (weight/bias/optim). Returns the trace's summary."""
     pids = {t.id for t in persistent}
     live: dict[int, Tensor] = {}
     seen: set[int] = set()

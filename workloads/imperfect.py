@@ -1,7 +1,9 @@
 """Learning from imperfect data on the device: the glue between a job and its imperfect-data techniques.
 
 ``DataTechniques`` holds what the techniques keep between steps (self-adaptive targets, the replay
-buffer, the noise-level bias table: persistent ``state`` tensors) and adds their work to a step:
+buffer, the noise-level bias table: persistent tensors of kind ``optim`` -- training state kept for the
+whole run, like the optimiser's moments -- named ``self_adaptive.targets``, ``buffer.<policy>``,
+``noise_bias.table``) and adds their work to a step:
 
 - before the step (``before``): ``noise.measure`` and ``noise_bias.switch`` (load the bias set of the
   measured level; a level whose set is done skips training), ``buffer.embed`` (representative: the
@@ -29,6 +31,7 @@ from .techniques import Techniques
 from .trace import Tensor, new_tensor_id
 
 F32 = np.float32
+STATE_NAMES = ("self_adaptive.targets", "buffer.", "noise_bias.table")   # prefixes of the state tensors
 SINKHORN_RHO = 0.5          # fraction of a batch's unlabelled mass allocated to classes
 SINKHORN_SLACK = 1.5        # class upper bound = slack * the class's share of the labels seen so far
 SINKHORN_REG = 50.0         # entropic sharpness (x log-probabilities)
@@ -63,14 +66,14 @@ class DataTechniques:
 
     # ------------------------------------------------------------------------------------ state
     def persistent(self) -> list[Tensor]:
-        """The techniques' state kept for the whole run (kind ``state``)."""
+        """The techniques' state kept for the whole run (kind ``optim``; ``STATE_NAMES`` tells them apart)."""
         out = []
         if self.sat is not None:
-            out.append(Tensor(new_tensor_id(), self.sat.nbytes, "state", "self_adaptive.targets"))
+            out.append(Tensor(new_tensor_id(), self.sat.nbytes, "optim", "self_adaptive.targets"))
         if self.buffer is not None:
-            out.append(Tensor(new_tensor_id(), self.buffer.nbytes, "state", f"buffer.{self.t.buffer}"))
+            out.append(Tensor(new_tensor_id(), self.buffer.nbytes, "optim", f"buffer.{self.t.buffer}"))
         if self.bias_table is not None:
-            out.append(Tensor(new_tensor_id(), self.bias_table.nbytes, "state", "noise_bias.table"))
+            out.append(Tensor(new_tensor_id(), self.bias_table.nbytes, "optim", "noise_bias.table"))
         return out
 
     # ------------------------------------------------------------------------------- before the step

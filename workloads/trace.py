@@ -11,7 +11,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-TENSOR_KINDS = ("weight", "bias", "activation", "grad", "wgrad", "optim", "workspace", "input", "state")
+TENSOR_KINDS = ("weight", "bias", "activation", "grad", "wgrad", "optim", "workspace", "input")
 OP_KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy", "flash_read", "flash_write", "decode")
 DTYPES = ("f32", "i8", "i32")
 

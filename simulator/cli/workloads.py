@@ -153,7 +153,9 @@ def personalise(workload: str, steps: int, batch: int, story: str, techniques, s
         losses.append(loss)
         if i % 20 == 0 or i == steps - 1:
             peak = max(peak, W.check_trace(ops, job.persistent_tensors()).peak_live_bytes)
-    state = sum(t.nbytes for t in job.persistent_tensors() if t.kind == "state")
+    from workloads.imperfect import STATE_NAMES
+
+    state = sum(t.nbytes for t in job.persistent_tensors() if t.name.startswith(STATE_NAMES))
     out = {"spec": job.name, "dataset": job.dataset, "story": story, "steps": steps, "batch": batch,
            "techniques": techniques.active(), "lr": job.lr, "before": before, "after": job.evaluate(),
            "macs": macs, "peak_live_bytes": peak, "first_loss": losses[0], "last_loss": losses[-1]}
