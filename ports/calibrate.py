@@ -187,16 +187,16 @@ def _rounded(costs: dict[str, tuple[float, ...]]) -> dict[str, dict[str, float]]
 
 
 def _bench_rows(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "op"} | {"kind": cost_key(r["op"]), "macs": r["op"].macs,
+    return [{k: v for k, v in r.items() if k != "op"} | {"kind": r["row"], "macs": r["op"].macs,
                                                          "bytes_read": r["op"].bytes_read,
                                                          "bytes_written": r["op"].bytes_written} for r in rows]
 
 
 def kind_residuals(rows: list[dict]) -> dict[str, dict]:
-    """Per cost key: how many micro-benchmarks, and the fit's relative residuals (rms, max)."""
+    """Per cost row: how many micro-benchmarks it priced, and the fit's relative residuals (rms, max)."""
     out = {}
-    for key in sorted({cost_key(r["op"]) for r in rows}):
-        rk = np.array([r["residual"] for r in rows if cost_key(r["op"]) == key])
+    for key in sorted({r["row"] for r in rows}):
+        rk = np.array([r["residual"] for r in rows if r["row"] == key])
         out[key] = {"ops": int(rk.size), "residual_rms": float(np.sqrt(np.mean(rk ** 2))),
                     "residual_max_abs": float(np.max(np.abs(rk)))}
     return out
@@ -242,7 +242,7 @@ def kind_costs_toml(result: dict, runtime: str = "micropython") -> str:
            f"op residuals rms {100 * result['residual_rms']:.1f} %, max {100 * result['residual_max_abs']:.1f} %")
     lines = [f"[runtime.{runtime}.kind_costs]", f"source = {_toml(src)}"]
     for key, c in result["kind_costs"].items():
-        lines.append(f"{key} = {{ " + ", ".join(f"{f} = {c[f]:.6g}" for f in KIND_COST_FIELDS) + " }")
+        lines.append(f"\"{key}\" = {{ " + ", ".join(f"{f} = {c[f]:.6g}" for f in KIND_COST_FIELDS) + " }")
     return "\n".join(lines) + "\n"
 
 
@@ -313,14 +313,16 @@ TWIN_BENCH_SPECS = (
     "mlp:16-8-10", "mlp:64-24-10", "mlp:16-40-20-10",
     "cnn:8x8x1-c4k3-p2-d10", "cnn:8x8x1-c3k5same-a2-d10", "cnn:4x4x1-c8k2-c6k2-gap-d10",
     "cnn:8x8x1-c2k3s2same-dw3same-p2-d10", "cnn:8x8x1-dw3-c4k1-a3-d10", "cnn1d:64x3-c4k3-p4-gap-d6",
-    "cnn:8x8x1-c8k3s2-dw2-gap-d10",
+    "cnn:8x8x1-c8k3s2-dw2-gap-d10", "cnn:8x8x1-c3k3-c4k3-d10", "cnn:8x8x1-c2k2s2-c6k3same-p2-d10",
+    "cnn1d:64x3-c4k5s2-c6k3-gap-d6", "cnn:8x8x1-c2k3-dw3-gap-d10",
 )
+MIN_PHASE_OPS = 6          # a backward part gets its own row (conv.backward_input) with this many benchmark ops
 BENCH_STEPS = 2
 # MicroPython's boxed floats make every kernel allocate: an op pays a collection each time its garbage
 # fills the free heap, and a collection marks the live heap. The kernels' costs are fitted without
 # collections (any a benchmark op ran are taken out); the collector is measured on its own: gc.collect()
 # beside ballasts filling these fractions of the free GC heap, and the garbage each op allocated per cycle.
-GC_BALLAST_FRACTIONS = (0.0, 0.25, 0.5, 0.75)
+GC_BALLAST_FRACTIONS = (0.0, 0.2, 0.4, 0.6)
 KIND_COST_FIELDS = ("overhead_cycles", "cycles_per_mac", "cycles_per_byte_read", "cycles_per_byte_written")
 RESIDUAL_RMS_ACCEPTABLE = 0.25
 
@@ -334,23 +336,36 @@ def cost_key(op: Op) -> str:
 
 def kind_cycles(op: Op, costs: dict[str, tuple[float, ...]]) -> float:
     """cycles of ``op`` under fitted kind costs (the form simulator.cost prices a profile's kind_costs with)."""
-    c = costs[cost_key(op)]
+    from simulator.cost import cost_keys
+
+    c = costs[next(k for k in cost_keys(op) if k in costs)]
     return c[0] + op.macs * c[1] + op.bytes_read * c[2] + op.bytes_written * c[3]
 
 
 def fit_kind_costs(rows: list[dict], cpi: float) -> dict[str, tuple[float, ...]]:
-    """Per cost key, non-negative least squares of cycles = overhead + macs x a + bytes read x b + bytes
-    written x c over its micro-benchmarks, on relative error (each op counts alike, large or small)."""
+    """Per cost row, non-negative least squares of cycles = overhead + macs x a + bytes read x b + bytes
+    written x c over its micro-benchmarks, on relative error (each op counts alike, large or small): a
+    row per simulator.cost.cost_key, and one per backward part (conv.backward_input: other loops than
+    the forward pass) that has MIN_PHASE_OPS benchmark ops of 3 sizes or more."""
     from scipy.optimize import nnls
 
-    costs: dict[str, tuple[float, ...]] = {}
-    for key in sorted({cost_key(r["op"]) for r in rows}):
-        sel = [r for r in rows if cost_key(r["op"]) == key]
+    from simulator.cost import cost_keys
+
+    def solve(sel: list[dict]) -> tuple[float, ...]:
         X = np.array([[1.0, r["op"].macs, r["op"].bytes_read, r["op"].bytes_written] for r in sel])
         y = np.array([r["instructions"] * cpi for r in sel], dtype=float)
         w, _ = nnls(X / y[:, None], np.ones(len(y)))
-        costs[key] = tuple(float(v) for v in w)
+        return tuple(float(v) for v in w)
+
+    costs: dict[str, tuple[float, ...]] = {}
+    for key in sorted({cost_key(r["op"]) for r in rows}):
+        costs[key] = solve([r for r in rows if cost_key(r["op"]) == key])
+    for key in sorted({cost_keys(r["op"])[0] for r in rows} - set(costs)):
+        sel = [r for r in rows if cost_keys(r["op"])[0] == key]
+        if len(sel) >= MIN_PHASE_OPS and len({(r["op"].macs, r["op"].bytes_read) for r in sel}) >= 3:
+            costs[key] = solve(sel)
     for r in rows:
+        r["row"] = next(k for k in cost_keys(r["op"]) if k in costs)
         r["cycles"] = float(r["instructions"] * cpi)
         r["fit_cycles"] = kind_cycles(r["op"], costs)
         r["residual"] = (r["fit_cycles"] - r["cycles"]) / r["cycles"] if r["cycles"] else 0.0
@@ -366,7 +381,7 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
     from workloads.trace import collect
 
     from .emulate import make_twin_job
-    from .netrun import TwinPort
+    from .netrun import TwinPort, answer
     from .predict import predict_trace
     from .program import build_program
     from .session import TwinSession
@@ -401,22 +416,17 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
                               "predicted_workload_heap_peak_bytes": host["heap_peak_bytes"],
                               "n_inputs": prog.n_inputs})
         gc_rows = []
-        s.run("NS[0] = None\nfor i in range(NET_MAX_LAYERS):\n    WT[i] = BS[i] = VW[i] = VB[i] = None")
+        free = s.heap_total_bytes - int(s.run("print(mem())").strip())
         for frac in GC_BALLAST_FRACTIONS:
-            n = int(frac * (heap_total_bytes(s) - int(s.run("print(mem())").strip())))
-            out = s.run(f"BAL = [bytearray(4080) for i in range({n // 4096})]\nL = mem()\nclk0()\nt0 = now()\n"
-                        "gc.collect()\nprint(L, ticks(t0, now()))\nBAL = None")
-            live, t = (int(v) for v in out.split())
+            s.run(f"ballast({int(frac * free)})")
+            live, t = (int(v) for v in answer(s.run("gct()")).split())
             gc_rows.append({"live_bytes": live, "instructions": t * tick})
+        s.run("ballast(0)")
         firmware = s.firmware_version
         log = s.log_path
         heap_total = s.heap_total_bytes
     return {"rows": rows, "heaps": heaps, "base_alloc_bytes": base, "firmware": firmware, "serial_log": log,
             "heap_total_bytes": heap_total, "gc_rows": gc_rows}
-
-
-def heap_total_bytes(session: Any) -> int:
-    return session.heap_total_bytes
 
 
 def fit_gc(m: dict, rt: Any, cpi: float) -> dict:
@@ -430,7 +440,8 @@ def fit_gc(m: dict, rt: Any, cpi: float) -> dict:
     size = Heap.for_runtime(1 << 30, rt).size_for
     X = np.array([[1.0, r["live_bytes"]] for r in m["gc_rows"]])
     y = np.array([r["instructions"] * cpi for r in m["gc_rows"]], dtype=float)
-    a, b = (max(float(v), 0.0) for v in np.linalg.lstsq(X, y, rcond=None)[0])
+    a, b = (float(v) for v in np.linalg.lstsq(X, y, rcond=None)[0])
+    a, b = max(a, 1.0), max(b, 1e-3)          # profiles need figures > 0
     ratios = []
     for r in m["rows"]:
         garbage = r["alloc_bytes"] - sum(size(t.nbytes) for t in r["op"].alloc)

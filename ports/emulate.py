@@ -295,7 +295,7 @@ def make_twin_job(workload: str, seed: int = 0, lr: float | None = None, momentu
 
 def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float | None = None,
                  momentum: float | None = None, log_path: str | Path | None = None, progress: bool = False,
-                 qemu_binary: str | None = None, job: Any = None) -> dict:
+                 qemu_binary: str | None = None, job: Any = None, batch: int = 1) -> dict:
     """``emulate`` on a virtual twin: the host's step trace becomes net.py's program (checked against
     the protocol limits before boot), the host's initial weights and samples go to the board."""
     from .netrun import StepFailed, TwinPort
@@ -306,11 +306,13 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     job = job or make_twin_job(workload, seed=seed, lr=lr, momentum=momentum)
     mom = float(getattr(job.opt, "momentum", 0.0))
     params = [p.copy() for p in job.model.parameters()]
-    samples = list(itertools.islice(iter(job.labelled_stream()), steps))
+    drawn = list(itertools.islice(iter(job.labelled_stream()), steps * batch))
+    samples = [(np.stack([x for x, _ in drawn[i:i + batch]]), np.array([y for _, y in drawn[i:i + batch]]))
+               for i in range(0, len(drawn), batch)]
     pool = gc_pool_bytes(board.heap_bytes)
-    foot = PortFootprint.from_profile(board.profile, pool, int(np.prod(job.input_shape)))
+    foot = PortFootprint.from_profile(board.profile, pool, batch * int(np.prod(job.input_shape)))
     host = predict_trace(board.profile, job, samples, pool, foot.bytes)   # runs the host steps (mutates the job)
-    prog = build_program(job, host.pop("ops_step0"))           # limits are checked before any boot
+    prog = build_program(job, host.pop("ops_step0"), batch)    # limits are checked before any boot
     tick = board.twin.instructions_per_timer_tick
     run = BoardRun()
     t_total = time.monotonic()
@@ -329,7 +331,7 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
             for q in it:
                 x, y = samples[q]
                 t0 = time.monotonic()
-                st = port.step(q, x, int(y))
+                st = port.step(q, x, y)
                 run.steps.append(BoardStep(st.loss, st.base_alloc_bytes, st.op_ticks, st.op_heap_bytes, tick,
                                            st.op_alloc_bytes))
                 run.wall_per_step_s.append(time.monotonic() - t0)
@@ -340,9 +342,10 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
         firmware = s.firmware_version
         log = s.log_path
     if run.heap_total_bytes != pool:
-        foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, prog.n_inputs)
+        foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, batch * prog.n_inputs)
     res = build_result(board, workload, job, [job.name], steps, host, run, foot, firmware, log, oom,
                        time.monotonic() - t_total)
     res.update({"momentum": mom, "heap_bytes": board.heap_bytes, "instructions_per_timer_tick": tick,
-                "program_ops": prog.n_ops, "predicted_gc_instructions_per_step": host["gc_instructions_per_step"]})
+                "program_ops": prog.n_ops, "predicted_gc_instructions_per_step": host["gc_instructions_per_step"],
+                "batch": batch})
     return res

@@ -87,14 +87,16 @@ class TwinPort:
                 self.send(i, 0, next(it))
                 self.send(i, 1, next(it))
 
-    def step(self, q: int, x: np.ndarray, y: int) -> TwinStep:
+    def step(self, q: int, x: np.ndarray, y) -> TwinStep:
+        """Step ``q`` on the sample(s) ``x`` with label(s) ``y`` (an int, or one per sample of a batch)."""
         self.send(-1, 0, x)
+        ys = [int(v) for v in np.ravel(y)]
 
         def ok(a: str) -> bool:
             body, sep, ck = a.rpartition(" #")
             return a == P.STEP_FAILED or (bool(sep) and ck.isdigit() and checksum(body.encode()) == int(ck))
 
-        a = self.call(f"s({q},{int(y)})", ok)
+        a = self.call(f"s({q},{ys})", ok)
         if a == P.STEP_FAILED:
             raise StepFailed(f"step {q} failed half-way on the board (its updates may be partly applied): "
                              "it is not run again")

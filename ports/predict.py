@@ -64,7 +64,9 @@ def predict_trace(profile: Any, job: Any, samples: list, heap_total_bytes: int |
     n_in = int(np.prod(job.input_shape))
     avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     for k, (x, y) in enumerate(samples):
-        ops, loss = collect(job.train_step(np.asarray(x)[None], np.array([y])))
+        xs, ys = as_batch(job, x, y)
+        n_in = xs.size
+        ops, loss = collect(job.train_step(xs, ys))
         losses.append(float(loss))
         live: dict[int, int] = {}
         cyc = []
@@ -95,3 +97,10 @@ def predict_trace(profile: Any, job: Any, samples: list, heap_total_bytes: int |
             "gc_instructions_per_step": float(np.mean(gcs)),
             "heap_peak_bytes": max(peaks), "fits": fits, "op_names": op_names,
             "op_instructions_step0": op_instr0, "heap_available_bytes": int(avail), "ops_step0": ops0}
+
+
+def as_batch(job: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(samples, labels) with a batch axis: one sample and an int label, or a batch and its labels."""
+    ys = np.atleast_1d(np.asarray(y))
+    xs = np.asarray(x).reshape((len(ys),) + tuple(job.input_shape))
+    return xs, ys

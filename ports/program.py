@@ -23,8 +23,9 @@ class StepProgram:
     rows: tuple[int, ...]              # 8 ints per op
     frees: tuple[tuple[int, ...], ...]  # slots released after each op
     op_names: tuple[str, ...]
-    n_inputs: int
+    n_inputs: int                      # values per sample
     slots: int
+    batch: int = 1
 
     @property
     def n_ops(self) -> int:
@@ -67,9 +68,9 @@ def check_job(job: Any) -> None:
         raise ValueError(f"workload {job.name!r}: the MicroPython port trains with SGD (got {type(job.opt).__name__})")
 
 
-def build_program(job: Any, ops: list) -> StepProgram:
-    """Rows for ``net.py`` from one traced training step (batch 1) of ``job``; ValueError naming the
-    limit a model exceeds (protocol.py) or the op the port cannot run."""
+def build_program(job: Any, ops: list, batch: int = 1) -> StepProgram:
+    """Rows for ``net.py`` from one traced training step (of ``batch`` samples) of ``job``; ValueError
+    naming the limit a model exceeds (protocol.py) or the op the port cannot run."""
     check_job(job)
     layers = job.model.layers
     if len(layers) > P.NET_MAX_LAYERS:
@@ -161,7 +162,7 @@ def build_program(job: Any, ops: list) -> StepProgram:
     n_in = 1
     for d in job.input_shape:
         n_in *= int(d)
-    return StepProgram(tuple(geometry), tuple(rows), tuple(frees), tuple(op.name for op in ops), n_in, used)
+    return StepProgram(tuple(geometry), tuple(rows), tuple(frees), tuple(op.name for op in ops), n_in, used, batch)
 
 
 def isinstance_name(layer: Any, cls: str) -> bool:
@@ -188,4 +189,4 @@ def _output_order(code: int, lname: str, opname: str) -> list[str]:
 def setup_call(prog: StepProgram, lr: float, momentum: float, clock: tuple) -> str:
     """The ``setup(...)`` command for net.py (arguments only; no code)."""
     return (f"setup({list(prog.geometry)},{list(prog.rows)},{[list(f) for f in prog.frees]},"
-            f"{prog.n_inputs},{lr!r},{momentum!r},{clock!r})")
+            f"{prog.n_inputs},{prog.batch},{lr!r},{momentum!r},{clock!r})")

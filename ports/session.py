@@ -139,7 +139,8 @@ class TwinSession(BoardSession):
         self.repl.enter_raw_repl()
         for name in self.device_files:
             self.repl.exec(device_source(name), TWIN_EXEC_TIMEOUT_S)
-        out = self.repl.exec("gc.collect()\nprint(gc.mem_free() + gc.mem_alloc())")
+        self.fresh_raw_repl()            # the raw REPL's line buffer kept the longest file's size: free it
+        out = self.repl.exec("import gc\ngc.collect()\nprint(gc.mem_free() + gc.mem_alloc())")
         self.heap_total_bytes = check_answer(out, 1, "GC heap size", self)[0]
         self.boot_wall_s = time.monotonic() - t0
 

@@ -86,7 +86,7 @@ def gc_cycles(cycles: float, live_bytes: int, heap_bytes: int | None, runtime: A
     ``heap_bytes`` with ``live_bytes`` live: its garbage (gc_garbage_bytes_per_cycle x cycles) fills the
     free heap (garbage // free) times, and each collection marks the live heap. 0 without the figures."""
     g = getattr(runtime, "gc_garbage_bytes_per_cycle", None)
-    per = getattr(runtime, "gc_collection_overhead_cycles", None)
+    per = getattr(runtime, "gc_collection_cycles", None)
     if g is None or per is None or not heap_bytes or live_bytes >= heap_bytes:
         return 0.0
     n = int(g * cycles // (heap_bytes - live_bytes))

@@ -25,6 +25,7 @@ CALIBRATION_SPECS = (
     "cnn1d:64x3-c8k7s2-a2-dw3-c12k1-gap-d6", "cnn:8x8x1-c3k3-c6k3-gap-d10", "cnn:8x8x1-c16k3same-p2-c4k3same-p2-d10",
     "cnn:8x8x1-dw3same-c10k3-p2-d10", "cnn1d:64x3-c6k3-p2-c10k5s2-gap-d6", "cnn1d:64x3-c20k5-a2-d6",
     "cnn:4x4x1-c6k2-p2-d10", "cnn:8x8x1-c5k5-a2-d12-d10", "cnn1d:64x3-dw5s2-c8k1-p4-d6",
+    "cnn1d:64x3-c16k3-p2-c24k3-gap-d6", "cnn:8x8x1-c8k3same-p2-c24k3same-gap-d10", "cnn1d:64x3-c12k5-p2-c16k5-p2-d6",
 )
 # specs the accuracy checks use and calibration never sees (besides the zoo)
 HELD_OUT_SPECS = ("cnn:8x8x1-c8k3-p2-c12k3-d10", "mlp:64-40-20-10", "cnn1d:64x3-c12k3-p2-dw3same-gap-d6")

@@ -33,6 +33,7 @@ TW = ()                                                      # no allocation per
 XS = None                                                    # the sample as received (staging)
 LR = 0.0
 MU = 0.0
+NB = 1                                                       # batch
 NQ = -1                                                      # last step answered
 NR = ''                                                      # its answer
 NT = -1                                                      # last step started
@@ -64,9 +65,9 @@ def clk0():
         mem32[a] = v
 
 
-def setup(geo, prog, frees, nin, lr, mu, clk):
-    # the model (geometry), the step program and its frees, the sample size, SGD, the timer
-    global XS, LR, MU, NQ, NT, TA, TW
+def setup(geo, prog, frees, nin, nb, lr, mu, clk):
+    # the model (geometry), the step program and its frees, the sample size and batch, SGD, the timer
+    global XS, LR, MU, NQ, NT, TA, TW, NB
     LR = lr
     MU = mu
     NQ = NT = -1
@@ -91,7 +92,8 @@ def setup(geo, prog, frees, nin, lr, mu, clk):
     NV[3] = clk[1]
     NV[4] = clk[2]
     TW = clk[3]
-    XS = af(nin)
+    NB = nb
+    XS = af(nb * nin)
     for l in range(len(geo) // NET_GEOM):
         g = l * NET_GEOM
         k = NG[g]
@@ -124,7 +126,7 @@ def pw(l, t, o, h, k):
 
 
 def s(q, y):
-    # step q on the staged sample with label y; a repeated q is answered from memory, a step that
+    # step q on the staged samples with labels y (a list); a repeated q is answered from memory, a step that
     # started and failed is never run again
     global NQ, NR, NT
     if q == NQ:
@@ -173,38 +175,38 @@ def run(y):
         if c == OP_FWD:
             x = NS[i1]
             if k == L_DENSE:
-                NS[o1] = dense(x, WT[l], BS[l], NG[g + 3], NG[g + 6], NG[g + 13])
+                NS[o1] = dense(x, WT[l], BS[l], NG[g + 3], NG[g + 6], NG[g + 13], NB)
             elif k == L_CONV:
-                NS[o1], NS[o2] = conv(x, WT[l], BS[l], NG, g)
+                NS[o1], NS[o2] = conv(x, WT[l], BS[l], NG, g, NB)
             elif k == L_DW:
-                NS[o1] = dw(x, WT[l], BS[l], NG, g)
+                NS[o1] = dw(x, WT[l], BS[l], NG, g, NB)
             elif k == L_GAP:
-                NS[o1] = gap(x, NG, g)
+                NS[o1] = gap(x, NG, g, NB)
             else:
-                NS[o1] = pool(x, NG, g, k == L_MAXPOOL)
+                NS[o1] = pool(x, NG, g, k == L_MAXPOOL, NB)
             x = None
         elif c == OP_DX:
             e = NS[i1]
             if k == L_DENSE:
-                NS[o1] = dense_dx(e, WT[l], NG[g + 3], NG[g + 6])
+                NS[o1] = dense_dx(e, WT[l], NG[g + 3], NG[g + 6], NB)
             elif k == L_CONV:
-                NS[o1], NS[o2] = conv_dx(e, WT[l], NG, g)
+                NS[o1], NS[o2] = conv_dx(e, WT[l], NG, g, NB)
             elif k == L_DW:
-                NS[o1] = dw_dx(e, WT[l], NG, g)
+                NS[o1] = dw_dx(e, WT[l], NG, g, NB)
             elif k == L_MAXPOOL:
-                NS[o1] = maxpool_dx(e, NS[i2], NS[i3], NG, g)
+                NS[o1] = maxpool_dx(e, NS[i2], NS[i3], NG, g, NB)
             elif k == L_AVGPOOL:
-                NS[o1] = avgpool_dx(e, NG, g)
+                NS[o1] = avgpool_dx(e, NG, g, NB)
             else:
-                NS[o1] = gap_dx(e, NG, g)
+                NS[o1] = gap_dx(e, NG, g, NB)
             e = None
         elif c == OP_WGRAD:
             if k == L_DENSE:
-                NS[o1], NS[o2] = dense_wg(NS[i1], NS[i2], NG[g + 3], NG[g + 6])
+                NS[o1], NS[o2] = dense_wg(NS[i1], NS[i2], NG[g + 3], NG[g + 6], NB)
             elif k == L_CONV:
-                NS[o1], NS[o2], NS[o3] = conv_wg(NS[i1], NS[i2], NG, g)
+                NS[o1], NS[o2], NS[o3] = conv_wg(NS[i1], NS[i2], NG, g, NB)
             else:
-                NS[o1], NS[o2] = dw_wg(NS[i1], NS[i2], NG, g)
+                NS[o1], NS[o2] = dw_wg(NS[i1], NS[i2], NG, g, NB)
         elif c == OP_UPD:
             w = WT[l]
             sgd(w, NS[i1], VW[l], LR, MU, len(w))
@@ -217,7 +219,7 @@ def run(y):
             e = None
         elif c == OP_LOSS:
             x = NS[i1]
-            NS[o1], v = ce(x, y, len(x))
+            NS[o1], v = ce(x, y, len(x) // NB, NB)
             x = None
         else:
             NS[o1] = array('f', XS)
@@ -227,3 +229,33 @@ def run(y):
         for i in range(NF[n], NF[n + 1]):
             NS[NL[i]] = None
     return v
+
+
+BAL = None                                                   # calibration ballast
+
+
+def ballast(n):
+    # hold about n more bytes of live heap: 4 KB pieces (few: a list of more than the collector's mark
+    # stack of children makes every collection rescan the heap), 1 KB ones where the heap is fragmented
+    global BAL
+    BAL = None
+    gc.collect()
+    BAL = []
+    k = 4096
+    while n >= 1024:
+        try:
+            BAL.append(bytearray(k - 16))
+            n -= k
+        except MemoryError:
+            if k == 1024:
+                break
+            k = 1024
+
+
+def gct():
+    # one collection, timed: live heap bytes and timer ticks
+    a = mem()
+    clk0()
+    t0 = now()
+    gc.collect()
+    print('@%d %d' % (a, ticks(t0, now())))

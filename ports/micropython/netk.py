@@ -5,6 +5,7 @@
 # buffers the host's op allocates -- a conv's im2col workspace of two patches, its input-gradient patch
 # -- so net.py holds them until the trace frees them. MACs as the host counts them (dense kernels).
 # G is the layer's geometry table, g its offset: kind, H, W, C, OH, OW, CO, KH, KW, SH, SW, PT, PL, RELU.
+# B is the batch: buffers hold B samples one after the other; gradients of the weights sum over them.
 from array import array
 from math import exp, log
 
@@ -28,48 +29,58 @@ def zf(n):
     return a
 
 
-def dense(x, w, b, n, m, r):
+def dense(x, w, b, n, m, r, B):
     # y = x @ w + b, w (n, m) row-major; fused ReLU if r
-    y = af(m)
-    for j in range(m):
-        s = b[j]
-        k = j
-        for i in range(n):
-            s += x[i] * w[k]
-            k += m
-        if r and s < 0:
-            s = 0.0
-        y[j] = s
+    y = af(B * m)
+    o = 0
+    for q in range(0, B * n, n):
+        for j in range(m):
+            s = b[j]
+            k = j
+            for i in range(q, q + n):
+                s += x[i] * w[k]
+                k += m
+            if r and s < 0:
+                s = 0.0
+            y[o] = s
+            o += 1
     return y
 
 
-def dense_wg(x, e, n, m):
-    # dW = outer(x, e), db = e
-    d = af(n * m)
-    for j in range(m):
-        v = e[j]
-        k = j
-        for i in range(n):
-            d[k] = x[i] * v
-            k += m
-    return d, array('f', e)
-
-
-def dense_dx(e, w, n, m):
-    # dx = e @ w.T
-    d = af(n)
-    k = 0
-    for i in range(n):
-        s = 0.0
+def dense_wg(x, e, n, m, B):
+    # dW = x.T @ e, db = e summed over the batch
+    d = zf(n * m)
+    db = zf(m)
+    for q in range(B):
         for j in range(m):
-            s += e[j] * w[k]
-            k += 1
-        d[i] = s
+            v = e[q * m + j]
+            db[j] += v
+            k = j
+            for i in range(q * n, q * n + n):
+                d[k] += x[i] * v
+                k += m
+    return d, db
+
+
+def dense_dx(e, w, n, m, B):
+    # dx = e @ w.T
+    d = af(B * n)
+    o = 0
+    for q in range(0, B * m, m):
+        k = 0
+        for i in range(n):
+            s = 0.0
+            for j in range(q, q + m):
+                s += e[j] * w[k]
+                k += 1
+            d[o] = s
+            o += 1
     return d
 
 
-def patch(x, p, oh, ow, G, g):
-    # im2col: the input window of output position (oh, ow) into p (zeros where it hangs over the padding)
+def patch(x, xo, p, oh, ow, G, g):
+    # im2col: the window of output position (oh, ow) of the sample at x[xo:] into p (zeros where it
+    # hangs over the padding)
     H = G[g + 1]
     W = G[g + 2]
     C = G[g + 3]
@@ -79,7 +90,7 @@ def patch(x, p, oh, ow, G, g):
         for j in range(G[g + 8]):
             v = ow * G[g + 10] + j - G[g + 12]
             if 0 <= h < H and 0 <= v < W:
-                q = (h * W + v) * C
+                q = xo + (h * W + v) * C
                 for c in range(C):
                     p[f] = x[q + c]
                     f += 1
@@ -89,57 +100,61 @@ def patch(x, p, oh, ow, G, g):
                     f += 1
 
 
-def conv(x, w, b, G, g):
+def conv(x, w, b, G, g, B):
     # y = relu?(im2col(x) @ w + b), one patch at a time in a two-patch workspace
     OH = G[g + 4]
     OW = G[g + 5]
     CO = G[g + 6]
     F = G[g + 7] * G[g + 8] * G[g + 3]
+    N = G[g + 1] * G[g + 2] * G[g + 3]
     r = G[g + 13]
     p = af(2 * F)
-    y = af(OH * OW * CO)
+    y = af(B * OH * OW * CO)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            patch(x, p, oh, ow, G, g)
-            for co in range(CO):
-                s = b[co]
-                k = co
-                for f in range(F):
-                    s += p[f] * w[k]
-                    k += CO
-                if r and s < 0:
-                    s = 0.0
-                y[o] = s
-                o += 1
+    for xo in range(0, B * N, N):
+        for oh in range(OH):
+            for ow in range(OW):
+                patch(x, xo, p, oh, ow, G, g)
+                for co in range(CO):
+                    s = b[co]
+                    k = co
+                    for f in range(F):
+                        s += p[f] * w[k]
+                        k += CO
+                    if r and s < 0:
+                        s = 0.0
+                    y[o] = s
+                    o += 1
     return y, p
 
 
-def conv_wg(x, e, G, g):
-    # dW = im2col(x).T @ e, db = sum of e over positions
+def conv_wg(x, e, G, g, B):
+    # dW = im2col(x).T @ e, db = e summed over positions and samples
     OH = G[g + 4]
     OW = G[g + 5]
     CO = G[g + 6]
     F = G[g + 7] * G[g + 8] * G[g + 3]
+    N = G[g + 1] * G[g + 2] * G[g + 3]
     d = zf(F * CO)
     db = zf(CO)
     p = af(2 * F)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            patch(x, p, oh, ow, G, g)
-            for co in range(CO):
-                v = e[o]
-                o += 1
-                db[co] += v
-                k = co
-                for f in range(F):
-                    d[k] += p[f] * v
-                    k += CO
+    for xo in range(0, B * N, N):
+        for oh in range(OH):
+            for ow in range(OW):
+                patch(x, xo, p, oh, ow, G, g)
+                for co in range(CO):
+                    v = e[o]
+                    o += 1
+                    db[co] += v
+                    k = co
+                    for f in range(F):
+                        d[k] += p[f] * v
+                        k += CO
     return d, db, p
 
 
-def conv_dx(e, w, G, g):
+def conv_dx(e, w, G, g, B):
     # dx = col2im(e @ w.T): one patch gradient at a time, scattered back onto the input
     H = G[g + 1]
     W = G[g + 2]
@@ -150,35 +165,37 @@ def conv_dx(e, w, G, g):
     KH = G[g + 7]
     KW = G[g + 8]
     F = KH * KW * C
-    dx = zf(H * W * C)
+    N = H * W * C
+    dx = zf(B * N)
     p = af(F)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            k = 0
-            for f in range(F):
-                s = 0.0
-                for co in range(CO):
-                    s += e[o + co] * w[k]
-                    k += 1
-                p[f] = s
-            o += CO
-            f = 0
-            for i in range(KH):
-                h = oh * G[g + 9] + i - G[g + 11]
-                for j in range(KW):
-                    v = ow * G[g + 10] + j - G[g + 12]
-                    if 0 <= h < H and 0 <= v < W:
-                        q = (h * W + v) * C
-                        for c in range(C):
-                            dx[q + c] += p[f]
-                            f += 1
-                    else:
-                        f += C
+    for xo in range(0, B * N, N):
+        for oh in range(OH):
+            for ow in range(OW):
+                k = 0
+                for f in range(F):
+                    s = 0.0
+                    for co in range(CO):
+                        s += e[o + co] * w[k]
+                        k += 1
+                    p[f] = s
+                o += CO
+                f = 0
+                for i in range(KH):
+                    h = oh * G[g + 9] + i - G[g + 11]
+                    for j in range(KW):
+                        v = ow * G[g + 10] + j - G[g + 12]
+                        if 0 <= h < H and 0 <= v < W:
+                            q = xo + (h * W + v) * C
+                            for c in range(C):
+                                dx[q + c] += p[f]
+                                f += 1
+                        else:
+                            f += C
     return dx, p
 
 
-def dw(x, w, b, G, g):
+def dw(x, w, b, G, g, B):
     # depthwise: one KH x KW filter per channel
     H = G[g + 1]
     W = G[g + 2]
@@ -188,27 +205,28 @@ def dw(x, w, b, G, g):
     KH = G[g + 7]
     KW = G[g + 8]
     r = G[g + 13]
-    y = af(OH * OW * C)
+    y = af(B * OH * OW * C)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            for c in range(C):
-                s = b[c]
-                for i in range(KH):
-                    h = oh * G[g + 9] + i - G[g + 11]
-                    if 0 <= h < H:
-                        for j in range(KW):
-                            v = ow * G[g + 10] + j - G[g + 12]
-                            if 0 <= v < W:
-                                s += x[(h * W + v) * C + c] * w[(i * KW + j) * C + c]
-                if r and s < 0:
-                    s = 0.0
-                y[o] = s
-                o += 1
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    s = b[c]
+                    for i in range(KH):
+                        h = oh * G[g + 9] + i - G[g + 11]
+                        if 0 <= h < H:
+                            for j in range(KW):
+                                v = ow * G[g + 10] + j - G[g + 12]
+                                if 0 <= v < W:
+                                    s += x[xo + (h * W + v) * C + c] * w[(i * KW + j) * C + c]
+                    if r and s < 0:
+                        s = 0.0
+                    y[o] = s
+                    o += 1
     return y
 
 
-def dw_wg(x, e, G, g):
+def dw_wg(x, e, G, g, B):
     H = G[g + 1]
     W = G[g + 2]
     C = G[g + 3]
@@ -219,23 +237,24 @@ def dw_wg(x, e, G, g):
     d = zf(KH * KW * C)
     db = zf(C)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            for c in range(C):
-                v = e[o]
-                o += 1
-                db[c] += v
-                for i in range(KH):
-                    h = oh * G[g + 9] + i - G[g + 11]
-                    if 0 <= h < H:
-                        for j in range(KW):
-                            u = ow * G[g + 10] + j - G[g + 12]
-                            if 0 <= u < W:
-                                d[(i * KW + j) * C + c] += x[(h * W + u) * C + c] * v
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    v = e[o]
+                    o += 1
+                    db[c] += v
+                    for i in range(KH):
+                        h = oh * G[g + 9] + i - G[g + 11]
+                        if 0 <= h < H:
+                            for j in range(KW):
+                                u = ow * G[g + 10] + j - G[g + 12]
+                                if 0 <= u < W:
+                                    d[(i * KW + j) * C + c] += x[xo + (h * W + u) * C + c] * v
     return d, db
 
 
-def dw_dx(e, w, G, g):
+def dw_dx(e, w, G, g, B):
     H = G[g + 1]
     W = G[g + 2]
     C = G[g + 3]
@@ -243,57 +262,60 @@ def dw_dx(e, w, G, g):
     OW = G[g + 5]
     KH = G[g + 7]
     KW = G[g + 8]
-    dx = zf(H * W * C)
+    dx = zf(B * H * W * C)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            for c in range(C):
-                v = e[o]
-                o += 1
-                for i in range(KH):
-                    h = oh * G[g + 9] + i - G[g + 11]
-                    if 0 <= h < H:
-                        for j in range(KW):
-                            u = ow * G[g + 10] + j - G[g + 12]
-                            if 0 <= u < W:
-                                dx[(h * W + u) * C + c] += v * w[(i * KW + j) * C + c]
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                for c in range(C):
+                    v = e[o]
+                    o += 1
+                    for i in range(KH):
+                        h = oh * G[g + 9] + i - G[g + 11]
+                        if 0 <= h < H:
+                            for j in range(KW):
+                                u = ow * G[g + 10] + j - G[g + 12]
+                                if 0 <= u < W:
+                                    dx[xo + (h * W + u) * C + c] += v * w[(i * KW + j) * C + c]
     return dx
 
 
-def pool(x, G, g, mx):
+def pool(x, G, g, mx, B):
     # max (mx) or average pool, window = stride = KH x KW; a ragged bottom/right edge is dropped
+    H = G[g + 1]
     W = G[g + 2]
     C = G[g + 3]
     OH = G[g + 4]
     OW = G[g + 5]
     KH = G[g + 7]
     KW = G[g + 8]
-    y = af(OH * OW * C)
+    y = af(B * OH * OW * C)
     n = KH * KW
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            q0 = (oh * KH * W + ow * KW) * C
-            for c in range(C):
-                s = x[q0 + c]
-                if not mx:
-                    s = 0.0
-                for i in range(KH):
-                    q = q0 + i * W * C + c
-                    for j in range(KW):
-                        v = x[q]
-                        if mx:
-                            if v > s:
-                                s = v
-                        else:
-                            s += v
-                        q += C
-                y[o] = s if mx else s / n
-                o += 1
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                q0 = xo + (oh * KH * W + ow * KW) * C
+                for c in range(C):
+                    s = x[q0 + c]
+                    if not mx:
+                        s = 0.0
+                    for i in range(KH):
+                        q = q0 + i * W * C + c
+                        for j in range(KW):
+                            v = x[q]
+                            if mx:
+                                if v > s:
+                                    s = v
+                            else:
+                                s += v
+                            q += C
+                    y[o] = s if mx else s / n
+                    o += 1
     return y
 
 
-def maxpool_dx(e, x, y, G, g):
+def maxpool_dx(e, x, y, G, g, B):
     # the gradient goes to the window's maxima; tied maxima share it equally (as the host)
     H = G[g + 1]
     W = G[g + 2]
@@ -302,32 +324,33 @@ def maxpool_dx(e, x, y, G, g):
     OW = G[g + 5]
     KH = G[g + 7]
     KW = G[g + 8]
-    dx = zf(H * W * C)
+    dx = zf(B * H * W * C)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            q0 = (oh * KH * W + ow * KW) * C
-            for c in range(C):
-                m = y[o]
-                t = 0
-                for i in range(KH):
-                    q = q0 + i * W * C + c
-                    for j in range(KW):
-                        if x[q] == m:
-                            t += 1
-                        q += C
-                v = e[o] / t
-                for i in range(KH):
-                    q = q0 + i * W * C + c
-                    for j in range(KW):
-                        if x[q] == m:
-                            dx[q] = v
-                        q += C
-                o += 1
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                q0 = xo + (oh * KH * W + ow * KW) * C
+                for c in range(C):
+                    m = y[o]
+                    t = 0
+                    for i in range(KH):
+                        q = q0 + i * W * C + c
+                        for j in range(KW):
+                            if x[q] == m:
+                                t += 1
+                            q += C
+                    v = e[o] / t
+                    for i in range(KH):
+                        q = q0 + i * W * C + c
+                        for j in range(KW):
+                            if x[q] == m:
+                                dx[q] = v
+                            q += C
+                    o += 1
     return dx
 
 
-def avgpool_dx(e, G, g):
+def avgpool_dx(e, G, g, B):
     H = G[g + 1]
     W = G[g + 2]
     C = G[g + 3]
@@ -335,66 +358,80 @@ def avgpool_dx(e, G, g):
     OW = G[g + 5]
     KH = G[g + 7]
     KW = G[g + 8]
-    dx = zf(H * W * C)
+    dx = zf(B * H * W * C)
     a = 1.0 / (KH * KW)
     o = 0
-    for oh in range(OH):
-        for ow in range(OW):
-            q0 = (oh * KH * W + ow * KW) * C
-            for c in range(C):
-                v = e[o] * a
-                o += 1
-                for i in range(KH):
-                    q = q0 + i * W * C + c
-                    for j in range(KW):
-                        dx[q] = v
-                        q += C
+    for xo in range(0, B * H * W * C, H * W * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                q0 = xo + (oh * KH * W + ow * KW) * C
+                for c in range(C):
+                    v = e[o] * a
+                    o += 1
+                    for i in range(KH):
+                        q = q0 + i * W * C + c
+                        for j in range(KW):
+                            dx[q] = v
+                            q += C
     return dx
 
 
-def gap(x, G, g):
-    # global average pool: (H, W, C) -> (C,)
+def gap(x, G, g, B):
+    # global average pool: (H, W, C) -> (C,) per sample
     C = G[g + 3]
     n = G[g + 1] * G[g + 2]
-    y = af(C)
-    for c in range(C):
-        s = 0.0
-        q = c
-        for i in range(n):
-            s += x[q]
-            q += C
-        y[c] = s / n
+    y = af(B * C)
+    o = 0
+    for xo in range(0, B * n * C, n * C):
+        for c in range(C):
+            s = 0.0
+            q = xo + c
+            for i in range(n):
+                s += x[q]
+                q += C
+            y[o] = s / n
+            o += 1
     return y
 
 
-def gap_dx(e, G, g):
+def gap_dx(e, G, g, B):
     C = G[g + 3]
     n = G[g + 1] * G[g + 2]
-    dx = af(n * C)
+    dx = af(B * n * C)
     q = 0
-    for i in range(n):
-        for c in range(C):
-            dx[q] = e[c] / n
-            q += 1
+    for eo in range(0, B * C, C):
+        for i in range(n):
+            for c in range(eo, eo + C):
+                dx[q] = e[c] / n
+                q += 1
     return dx
 
 
-def ce(z, y, m):
-    # softmax cross-entropy of one sample: (p - onehot(y), loss)
-    t = z[0]
-    for j in range(m):
-        if z[j] > t:
-            t = z[j]
-    e = af(m)
-    s = 0.0
-    for j in range(m):
-        v = exp(z[j] - t)
-        e[j] = v
-        s += v
-    for j in range(m):
-        e[j] = e[j] / s
-    e[y] -= 1.0
-    return e, log(s) - (z[y] - t)
+def ce(z, ys, m, B):
+    # softmax cross-entropy of a batch: ((p - onehot(y)) / B per sample, the mean loss)
+    e = af(B * m)
+    a = 1.0 / B
+    v = 0.0
+    for q in range(B):
+        o = q * m
+        y = ys[q]
+        t = z[o]
+        for j in range(o, o + m):
+            if z[j] > t:
+                t = z[j]
+        s = 0.0
+        for j in range(o, o + m):
+            u = exp(z[j] - t)
+            e[j] = u
+            s += u
+        for j in range(o, o + m):
+            e[j] = e[j] / s
+        e[o + y] -= 1.0
+        if B > 1:
+            for j in range(o, o + m):
+                e[j] *= a
+        v += log(s) - (z[o + y] - t)
+    return e, v / B
 
 
 def relu_back(e, a, m):

@@ -413,10 +413,11 @@ void et_gap_forward(const float *x, float *y, int n, int hw, int ch)
 
 void et_gap_input_grad(const float *dz, float *dx, int n, int hw, int ch)
 {
+    float inv = 1.0f / (float)hw;   /* one division: soft float divides are dear */
     for (int s = n - 1; s >= 0; s--)
         for (int p = hw - 1; p >= 0; p--)
             for (int k = ch - 1; k >= 0; k--)
-                dx[(s * hw + p) * ch + k] = dz[s * ch + k] / (float)hw;
+                dx[(s * hw + p) * ch + k] = dz[s * ch + k] * inv;
 }
 
 /* ------------------------------------------------------------------------------ activation, loss */
