@@ -184,3 +184,29 @@ def test_from_dict_accepts_the_switches():
     t = Techniques.from_dict({"early_filter": 0.1, "early_filter_layer": 2, "early_filter_hidden": 4,
                               "early_filter_explore": 0.05})
     assert t.active() == ["early_filter", "early_filter_hidden", "early_filter_explore"]
+
+
+def test_the_head_step_is_squared_error_in_log_space_with_explored_samples_weighted():
+    """Oracle: one head update by hand. The head (linear) calls every sample trivial, so the kept ones are
+    exactly the explored draws, each weighing 1/explore; the bias moves by -lr * d(mean weighted error^2)."""
+    from workloads import early_filter as EFm
+    from workloads import layers as L
+
+    explore, thr, seed = 0.5, 1e3, 3
+    job = _job(Techniques(early_filter=thr, early_filter_hidden=0, early_filter_explore=explore), seed=seed)
+    head = job._steps.early
+    xs, ys = _batch(job)
+    h = job.model.to_internal(xs)
+    for ly in job.model.layers[:head.after + 1]:
+        h = ly.forward(h)
+    pred = head.predict(h, ys)
+    assert np.all(pred < math.log(thr))                   # the head alone keeps nothing
+    kept = np.random.default_rng(seed + EFm.HEAD_SEED + 1).random(len(ys)) < explore
+    losses, _ = L.softmax_cross_entropy(job.model.forward(xs), ys)
+    err = pred[kept] - np.log(np.maximum(losses[kept], EFm.FLOOR_FRACTION * thr))
+    grad = np.zeros(job.num_classes)
+    np.add.at(grad, ys[kept], err * (1 / explore) * 2 / kept.sum())
+    b0 = head.layers[-1].params[1].copy()
+    W.collect(job.train_step(xs, ys))
+    assert job.last_step["early_kept"] == kept.sum()
+    np.testing.assert_allclose(head.layers[-1].params[1], b0 - EFm.HEAD_LR * grad, rtol=1e-4, atol=1e-6)
