@@ -60,6 +60,9 @@ class Runtime:
     # MicroPython's garbage collector (edgesim calibrate on a twin): a kernel allocates this many bytes of
     # garbage (boxed floats) per cycle of work; a collection costs gc_collection_cycles plus
     # gc_cycles_per_live_byte per live heap byte it marks. None: the cost model has no GC term.
+    # heap the edgesim MicroPython port itself holds on a twin (its code compiled from source, its tables),
+    # measured by `edgesim calibrate`; not in ram_reserved_bytes, since a deployment freezes the code into flash
+    port_heap_bytes: int | None = None
     gc_garbage_bytes_per_cycle: float | None = None
     gc_collection_cycles: float | None = None
     gc_cycles_per_live_byte: float | None = None

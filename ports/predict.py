@@ -33,11 +33,15 @@ class PortFootprint:
 
     @classmethod
     def from_profile(cls, profile: Any, heap_total_bytes: int, n_inputs: int) -> PortFootprint:
+        """A twin's calibrated ``port_heap_bytes``; the micro:bit's ram_reserved_bytes less the RAM
+        outside its GC heap (its port is the runtime there: calibrated into that figure)."""
         from simulator.memory import Heap
 
         rt = profile.runtime_for(RUNTIME)
-        static = profile.memory.ram_bytes - heap_total_bytes
         staging = Heap.for_runtime(1 << 30, rt).size_for(4 * n_inputs)
+        if rt.port_heap_bytes is not None:
+            return cls(code_bytes=int(rt.port_heap_bytes), staging_bytes=int(staging))
+        static = profile.memory.ram_bytes - heap_total_bytes
         return cls(code_bytes=int(rt.ram_reserved_bytes - static), staging_bytes=int(staging))
 
 
@@ -62,7 +66,9 @@ def predict_trace(profile: Any, job: Any, samples: list, heap_total_bytes: int |
     op_instr0: list[float] = []
     ops0: list = []
     n_in = int(np.prod(job.input_shape))
-    avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
+    # the heap the workload may use: a twin's GC heap less the port, else the RAM the profile leaves
+    avail = (heap_total_bytes - (port_bytes - size(4 * n_in)) if heap_total_bytes
+             else profile.memory.ram_bytes - rt.ram_reserved_bytes)
     for k, (x, y) in enumerate(samples):
         xs, ys = as_batch(job, x, y)
         n_in = xs.size

@@ -116,3 +116,29 @@ def render_emulation(emu: dict, out_dir: str | Path) -> Path:
                    subtitle="the ported MicroPython workload on an emulated board vs the simulator's prediction",
                    sections=[verdict, emulation_section(emu)])
     return write_report(doc, out_dir)
+
+
+def verification_section(v: dict) -> Section:
+    """``edgesim plan --verify``: one training step of the schedule on the device's twin beside the
+    simulator's prediction for that step (ports/verify.py's record)."""
+    s = Section("Verification on the virtual twin")
+    if not v.get("verified"):
+        s.blocks.append(f"Not run: {v.get('reason', '')}")
+        return s
+    s.blocks.append(f"One training step (batch {v['batch']}, techniques {', '.join(v['techniques']) or 'none'}) "
+                    f"ran in {v['firmware'].split(';')[0]} on {v['board']}'s twin {v['machine']} (QEMU, "
+                    f"-icount shift=0,sleep=off); time = instructions x {v['cycles_per_instruction']:g} CPI at "
+                    f"{v['clock_hz'] / 1e6:g} MHz. Serial log: {v['serial_log']}.")
+    m, p = v["measured"], v["predicted"]
+    if not m["fits"]:
+        s.blocks.append(Table(["", "twin (measured)", "simulator (predicted)", "agree"],
+                              [["fits", f"no: {m.get('guest_memory_error')}", "yes" if p["fits"] else "no",
+                                "yes" if v["agree"] else "no"]]))
+        return s
+    rows = [_ratio_row("heap peak", m["heap_peak_bytes"], p["heap_peak_bytes"], fmt.nbytes),
+            _ratio_row("instructions per training step", m["instructions_per_step"], p["instructions_per_step"],
+                       fmt.count),
+            _ratio_row("time per training step", m["step_s"], p["step_s"], fmt.seconds)]
+    s.blocks.append(Table(["", "twin (measured)", "simulator (predicted)", "error", f"within ±{AGREEMENT:.0%}"],
+                          rows, caption="measured vs predicted, one training step"))
+    return s

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import fmt, plots
 from .document import Document, Image, Section, Table, write_report
-from .emulation import emulation_section
+from .emulation import emulation_section, verification_section
 
 
 def _runtime_reserved(result: dict) -> int | None:
@@ -242,6 +242,8 @@ def build_run_document(result: dict, emulation: dict | None = None) -> Document:
                    subtitle=f"{result.get('workload')} on {result.get('device')} ({result.get('runtime')}), "
                             f"seed {result.get('seed')}: will on-device training fit this device on this schedule?")
     doc.sections.append(verdict_section(result))
+    if result.get("verification"):
+        doc.sections.append(verification_section(result["verification"]))
     doc.sections.append(memory_section(result, tl))
     doc.sections.append(cpu_section(result, tl))
     doc.sections.append(battery_section(result, tl))

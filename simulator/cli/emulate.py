@@ -157,7 +157,10 @@ def _calibrate(args) -> int:
     print(f"op residuals: rms {100 * res['residual_rms']:.1f} %, max {100 * res['residual_max_abs']:.1f} % "
           f"({ok}: rms <= {100 * res['residual_rms_acceptable']:.0f} % is)")
     rows = [[k, getattr(rt, k), v] for k, v in res["coefficients"].items()]
-    rows.append(["ram_reserved_bytes", rt.ram_reserved_bytes, res["ram_reserved_bytes"]])
+    if res.get("heap_bytes"):
+        rows.append(["port_heap_bytes", rt.port_heap_bytes, res["footprint"]["port_bytes"]])
+    else:
+        rows.append(["ram_reserved_bytes", rt.ram_reserved_bytes, res["ram_reserved_bytes"]])
     print("\none-overhead figures (used for kinds without a per-kind cost):")
     print(format_table(["figure", "before", "fitted"], rows))
     f = res["footprint"]

@@ -138,6 +138,8 @@ def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
         else:
             print(f"DOES NOT FIT (static check, nothing simulated): {e}")
         return EXIT_NOFIT
+    if getattr(args, "verify", False):
+        result["verification"] = _verify(scenario, where, out_dir, progress)
     path = write_result(result, out_dir)
     report = render(result, out_dir)
     if args.json:
@@ -151,12 +153,35 @@ def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
         print()
         print(verdict_table(result))
         print()
+        if "verification" in result:
+            print(verification_text(result["verification"]))
+            print()
         print(f"result: {path}")
         print(f"report: {report}")
     return EXIT_OK if result["fits"] else EXIT_NOFIT
 
 
 _RUNTIME_NOTE = " (assumed: the default; --runtime micropython plans for the MicroPython firmware)"
+
+
+def _verify(scenario: dict, where: str | None, out_dir: Path, progress: bool) -> dict:
+    """One training step of the scenario's schedule on the device's virtual twin (ports.verify)."""
+    from ports.verify import verify_scenario
+
+    return verify_scenario(scenario, where=where, log_path=out_dir / "verify.serial.log", progress=progress)
+
+
+def verification_text(v: dict) -> str:
+    """The --verify table: the step measured on the twin beside the simulator's prediction."""
+    from ports.verify import verification_rows
+
+    if not v.get("verified"):
+        return f"verification on the twin: not run: {v.get('reason')}"
+    head = (f"verification: one training step (batch {v['batch']}) on {v['board']}'s twin {v['machine']} "
+            f"({v['firmware'].split(';')[0]}): {'agrees' if v['agree'] else 'DISAGREES'} within "
+            f"±{v['tolerance_relative']:.0%}")
+    return head + "\n" + format_table(["", "twin (measured)", "simulator (predicted)", "error"],
+                                       verification_rows(v))
 
 
 def run_plan(args) -> int:
@@ -266,6 +291,9 @@ def register(sub) -> None:
                             "--technique fused_update", exits=PLAN_EXITS)
     p.add_argument("scenario", nargs="?", metavar="SCENARIO.toml", help="a scenario file (flags override it)")
     _schedule_flags(p)
+    p.add_argument("--verify", action="store_true",
+                   help="also run one training step of the schedule on the device's virtual twin (QEMU, MicroPython "
+                        "1.25) and show it beside the prediction (heap peak, instructions per step, step time)")
     p.set_defaults(func=run_plan)
     d = add_command(sub, "demo", help="run the embedded default scenario",
                     description="Personalise a digits classifier on a pyboard (STM32F405, Cortex-M4F) over a "
