@@ -6,6 +6,7 @@ weights per (spec, data set, story, seed, etf) in-process.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import numpy as np
 
@@ -35,13 +36,31 @@ def single_thread_blas():
 
 
 def fit(model: Model, X: np.ndarray, y: np.ndarray, *, steps: int, batch: int = 32, lr: float = 0.01,
-        seed: int = 0, frozen: frozenset[int] = frozenset()) -> None:
+        seed: int = 0, frozen: frozenset[int] = frozenset(), bar: Any = None) -> None:
     """Host-side, untraced Adam training with the same layer math (used for pre-training)."""
     with single_thread_blas():
-        _fit(model, X, y, steps=steps, batch=batch, lr=lr, seed=seed, frozen=frozen)
+        _fit(model, X, y, steps=steps, batch=batch, lr=lr, seed=seed, frozen=frozen, bar=bar)
 
 
-def _fit(model, X, y, *, steps, batch, lr, seed, frozen) -> None:
+@contextlib.contextmanager
+def _progress(steps: int, what: str):
+    """A progress bar on stderr for a wait that can take minutes (a large model), shown only on a terminal
+    and only in the main process (pool and Dask workers of sweeps and variants stay quiet)."""
+    import multiprocessing
+    import sys
+
+    from tqdm import tqdm
+
+    quiet = multiprocessing.parent_process() is not None
+    bar = tqdm(total=steps, desc=f"pre-training {what} on the host", unit="step", leave=False, file=sys.stderr,
+               disable=True if quiet else None, mininterval=0.5)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _fit(model, X, y, *, steps, batch, lr, seed, frozen, bar=None) -> None:
     rng = np.random.default_rng(seed + 101)
     opt = Adam(lr)
     params = model.parameters()
@@ -72,6 +91,8 @@ def _fit(model, X, y, *, steps, batch, lr, seed, frozen) -> None:
                         opt.step(prm, gr, states[j])
             if i > 0:
                 g, _ = layer.input_grad(acts[i], acts[i + 1], dz)
+        if bar is not None:
+            bar.update(1)
 
 
 def _pretrain_steps(model: Model) -> int:
@@ -86,9 +107,11 @@ def pretrained_state(spec: ModelSpec, dataset: str, story: str, seed: int, etf: 
         frozen = frozenset()
         if etf:
             frozen = install_etf(model, seed)
-        ds = D.load(dataset, seed)
-        split = D.personalisation_split(ds, story, seed)
-        X, y = split.pop_train
-        fit(model, X, y, steps=_pretrain_steps(model), seed=seed, frozen=frozen)
+        steps = _pretrain_steps(model)
+        with _progress(steps, spec.text) as bar:           # shown before the data set loads (seconds)
+            ds = D.load(dataset, seed)
+            split = D.personalisation_split(ds, story, seed)
+            X, y = split.pop_train
+            fit(model, X, y, steps=steps, seed=seed, frozen=frozen, bar=bar)
         _PRETRAINED[key] = model.state()
     return [a.copy() for a in _PRETRAINED[key]]
