@@ -210,3 +210,12 @@ def test_a_model_refused_by_the_static_check_is_a_non_fitting_cell_not_an_error(
     huge = fz["cells"]["d"]["huge"]
     assert huge["fits"] is False and huge["binding"] == "peak_ram" and huge["fatal"] == "too_big"
     assert fz["best"]["d"]["schedule"] == "small"
+
+
+def test_the_matrix_peak_ram_is_the_verdicts_figure():
+    """Out of memory: the cell shows in use + the allocation that failed, as the verdict and the report do."""
+    dead = {"fits": False, "peak_ram_bytes": 12_000, "ram_budget_bytes": 16_384,
+            "fatal": {"kind": "out_of_memory", "ram_needed_bytes": 16_600, "message": "oom"},
+            "constraints": [{"name": "peak_ram", "budget": 16_384, "observed": 16_600, "margin": -216, "ok": False}]}
+    fz = feasibility([{"key": "k", "index": 0, "device": "d", "schedule": "s", "status": "ok", "result": dead}])
+    assert fz["cells"]["d"]["s"]["peak_ram_bytes"] == 16_600

@@ -52,6 +52,13 @@ def binding_constraint(result: dict) -> dict | None:
     return {**c, "rel_margin": _rel_margin(c)}
 
 
+def peak_ram(result: dict) -> int:
+    """The run's one peak-RAM figure, the verdict's: for a run out of memory, what was in use plus the
+    allocation that failed (``fatal.ram_needed_bytes``), else the observed peak."""
+    need = (result.get("fatal") or {}).get("ram_needed_bytes")
+    return max(result.get("peak_ram_bytes") or 0, need or 0)
+
+
 def _gain(result: dict) -> float | None:
     a, b = result.get("accuracy_after"), result.get("accuracy_before")
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -91,7 +98,7 @@ def feasibility(rows: Iterable[dict]) -> dict:
                 rel_margin=rel if rel is not None and math.isfinite(rel) else None,
                 accuracy_gain=sum(gains) / len(gains) if gains else None,
                 energy_per_day_j=sum(energies) / len(energies) if energies else None,
-                peak_ram_bytes=max((res.get("peak_ram_bytes") or 0) for res in oks),
+                peak_ram_bytes=max(peak_ram(res) for res in oks),
                 ram_budget_bytes=oks[0].get("ram_budget_bytes"),
             )
         cells[dev][sched] = cell
