@@ -15,7 +15,7 @@ from simulator.verdict import RUN_END_CONSTRAINT as FATAL_CONSTRAINT  # the one 
 MATRIX_FILE = "matrix.json"
 TOO_BIG_ERROR = "ModelTooBig:"     # an error row from simulator.static_fit: the model is far too big
 OBJECTIVE = ("best feasible schedule per device: highest mean accuracy gain (accuracy after - before "
-             "personalisation, rounded to 0.1 percentage points), then lowest energy per day (J)")
+             "personalisation, rounded to 0.1 percentage points), then lowest energy per day (J/day)")
 
 
 def _rel_margin(c: dict) -> float:
