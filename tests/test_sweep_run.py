@@ -289,3 +289,22 @@ def test_a_grid_point_runs_its_scenario_once_even_when_the_base_has_technique_va
                           overrides={"duration_s": 600.0, "workload.model": "mlp:64-16-10"}), "demo")
     assert row["status"] == "ok", row.get("error")
     assert row["result"]["comparison"] is None
+
+
+def test_sigterm_to_the_sweep_alone_exits_143_leaves_no_worker_and_names_the_resume_command(tmp_path):
+    """What ``timeout`` and a CI cancel send: SIGTERM to the sweep process only (not its group)."""
+    grid, out = write_grid(tmp_path), tmp_path / "out"
+    proc = subprocess.Popen(_cli(str(grid), "--workers", "2", "--out", str(out), "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_lines(out / RESULTS_FILE, 2, proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        leftovers = _survivors(proc.pid)
+    finally:
+        _end_session(proc)
+    assert proc.returncode == 143, stderr
+    assert "terminated" in stderr and f"--resume --out {out}" in stderr
+    assert leftovers == [], "pool workers outlived a terminated sweep"
+    rows = ResultsLog(out / RESULTS_FILE).read()
+    assert 2 <= len(rows) < N and all(r["status"] == "ok" for r in rows)
