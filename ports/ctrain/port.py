@@ -20,6 +20,11 @@ from .target import target_for
 RUNTIME = "native"
 
 
+def _progress(msg: str) -> None:
+    import sys
+    print(f"edgesim port: {msg} ...", file=sys.stderr, flush=True)
+
+
 def _rel(measured: float, predicted: float) -> float | None:
     """(predicted - measured) / measured."""
     return None if not measured else (predicted - measured) / measured
@@ -88,13 +93,17 @@ def port(board, workload: str, *, steps: int = 20, batch: int = 1, techniques=No
     Raises ``DoesNotFit`` (the linker says so, region named), ``CompileError``, ``GuestFault``, ``GuestHang``,
     ``ToolchainMissing``; ValueError for bad input.
     """
+    say = _progress if progress else (lambda msg: None)
+    say(f"host: {workload}, {steps} steps of batch {batch} (traced, arena planned)")
     profile, target, tech, job, host, prog = prepare(board, workload, steps=steps, batch=batch, techniques=techniques,
                                                      seed=seed, machine=machine, offsets=offsets)
     out = Path(out) if out else default_out(profile.name, workload)
+    say(f"building for {target.describe()}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     built = B.build(prog, target, out)
     build_s = time.perf_counter() - t0
+    say(f"running on the twin {target.machine.qemu_machine} (-icount shift=0,sleep=off)")
     meas = run.run(target, built.elf, host.batches[:steps], prog.inputs, len(host.ops), out, timeout_s=timeout_s,
                    progress=progress)
     pred = predict(profile, workload, batch=batch, techniques=tech, seed=seed, ops=host.ops)
