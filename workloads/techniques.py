@@ -40,7 +40,7 @@ class Techniques:
     early_filter: float | None = None    # drop samples predicted under this loss (nats) after the early layers
     early_filter_layer: int = 2          # the head reads the output of the model's first this-many layers
     early_filter_hidden: int = 8         # the head's hidden ReLU units (0: a linear head)
-    early_filter_explore: float = 0.1    # fraction of the samples it would drop that go on anyway (it learns from them)
+    early_filter_explore: float = 0.2    # fraction of the samples it would drop that go on anyway (it learns from them)
 
     def __post_init__(self) -> None:
         if self.update not in UPDATE_MODES:
