@@ -80,8 +80,9 @@ def target_for(profile, machine: str | None = None) -> Target:
     """The build target for ``profile`` on its twin (or on ``machine``); ValueError naming what is missing."""
     name = machine or twin_name(profile)
     if not name:
+        why = getattr(profile, "no_twin_reason", "") or getattr(getattr(profile, "emulator", None), "no_twin_reason", "")
         raise ValueError(f"{profile.path}: emulator.twin: the profile names no twin machine, so it has no "
-                         f"native port (boards with twins: see `edgesim devices`)")
+                         f"native port{f' ({why})' if why else ''}; boards with twins: see `edgesim devices`")
     try:
         m = get_machine(name)
     except KeyError as e:

@@ -47,6 +47,9 @@ def _port(args) -> int:
                    progress=not args.json)
     except DoesNotFit as e:
         print(f"edgesim port: does not fit ({e.region}): {e.message}", file=sys.stderr)
+        if args.json:
+            emit_json({"board": args.board, "workload": args.workload, "fits": False, "region": e.region,
+                       "message": e.message})
         return EXIT_NOFIT
     except FileNotFoundError as e:   # toolchain or QEMU missing: how to install it
         print(f"edgesim port: {e}", file=sys.stderr)
@@ -54,6 +57,7 @@ def _port(args) -> int:
     except PortError as e:
         print(f"edgesim port: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
+    res["fits"] = True
     write_atomic(out / "port.json", json.dumps(res, sort_keys=True, indent=2, default=jsonable) + "\n")
     if args.json:
         emit_json(res)
