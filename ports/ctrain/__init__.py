@@ -6,11 +6,11 @@ linker script sized to the profile's RAM and flash (``target``, ``build``; sourc
 run on the profile's QEMU twin under ``-icount shift=0,sleep=off`` with samples in and results out over
 semihosting (``run``), and compared with the host's losses and the simulator's native prediction
 (``port``). ``calibrate`` fits the profile's per-kind instruction costs from C micro-benchmarks.
+The entry points are ``ports.ctrain.port.port`` and ``ports.ctrain.calibrate.calibrate`` (the package
+exports only the errors, so its submodules keep their names).
 """
 from __future__ import annotations
 
 from .errors import CompileError, DoesNotFit, GuestExit, GuestFault, GuestHang, ToolchainMissing
-from .port import port, predict, prepare
 
-__all__ = ["CompileError", "DoesNotFit", "GuestExit", "GuestFault", "GuestHang", "ToolchainMissing", "port",
-           "predict", "prepare"]
+__all__ = ["CompileError", "DoesNotFit", "GuestExit", "GuestFault", "GuestHang", "ToolchainMissing"]
