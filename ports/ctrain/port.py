@@ -87,7 +87,7 @@ def predict(profile, workload: str, *, batch: int, techniques, seed: int, ops=No
 
 def port(board, workload: str, *, steps: int = 20, batch: int = 1, techniques=None, seed: int = 0,
          out: str | Path | None = None, machine: str | None = None, offsets: dict[str, int] | None = None,
-         progress: bool = False, timeout_s: float = run.TIMEOUT_S) -> dict:
+         progress: bool = False, timeout_s: float | None = None) -> dict:
     """Generate, build and run ``workload`` on ``board``'s twin; the comparison as a JSON-able dict.
 
     Raises ``DoesNotFit`` (the linker says so, region named), ``CompileError``, ``GuestFault``, ``GuestHang``,
@@ -103,10 +103,12 @@ def port(board, workload: str, *, steps: int = 20, batch: int = 1, techniques=No
     t0 = time.perf_counter()
     built = B.build(prog, target, out)
     build_s = time.perf_counter() - t0
+    pred = predict(profile, workload, batch=batch, techniques=tech, seed=seed, ops=host.ops)
+    if timeout_s is None:   # room for the predicted work at a slow emulation speed, never under the default
+        timeout_s = max(run.TIMEOUT_S, steps * pred["instructions_per_step"] / run.SLOWEST_INSTRUCTIONS_PER_S)
     say(f"running on the twin {target.machine.qemu_machine} (-icount shift=0,sleep=off)")
     meas = run.run(target, built.elf, host.batches[:steps], prog.inputs, len(host.ops), out, timeout_s=timeout_s,
                    progress=progress)
-    pred = predict(profile, workload, batch=batch, techniques=tech, seed=seed, ops=host.ops)
     return result(profile, target, workload, job, host, prog, built, meas, pred, steps=steps, batch=batch, tech=tech,
                   out=out, build_s=build_s)
 

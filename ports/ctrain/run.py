@@ -28,7 +28,8 @@ RESULTS_MAGIC = 0x31525345
 EXIT_CODES = {10: "a host file could not be opened, read or written (semihosting)",
               11: "samples.bin does not match the compiled model (batch or inputs)",
               12: "hard fault"}
-TIMEOUT_S = 120.0
+TIMEOUT_S = 120.0                 # the least a run is given before it counts as hung
+SLOWEST_INSTRUCTIONS_PER_S = 5e6  # a slow bound: QEMU ran 200-275 M guest instructions per host second here
 
 _live: set[subprocess.Popen] = set()
 
