@@ -18,7 +18,7 @@ from .micropython import protocol as P
 from .program import StepProgram, setup_call
 from .repl import checksum
 
-DEVICE_FILES = ("protocol.py", "netk.py", "net.py")   # sent in this order into one namespace
+DEVICE_FILES = ("protocol.py", "netk.py", "netc.py", "net.py")   # sent in this order into one namespace
 RETRIES = 3
 
 

@@ -5,7 +5,7 @@ Device-side code lives in ``ports/micropython/*.py`` and is sent as it is. On th
 helpers), every other file written into the board's flash file system in verified pieces and imported
 from there (an import compiles from the file, so the source never sits whole in the 10 KB heap). On a
 virtual twin (:class:`TwinSession`, MicroPython 1.25, no writable file system, a loss-free UART):
-protocol.py, netk.py and net.py, each executed whole through the raw REPL into one namespace.
+protocol.py, netk.py, netc.py and net.py, each executed whole through the raw REPL into one namespace.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ TWIN_SLOWEST_LINK_BYTES_PER_S = 2000   # host -> guest through the emulated UART
 class TwinSession(BoardSession):
     """A virtual twin: boot its MicroPython 1.25 firmware (built on first use) and load the network port."""
 
-    device_files = ("protocol.py", "netk.py", "net.py")
+    device_files = ("protocol.py", "netk.py", "netc.py", "net.py")
 
     def start(self) -> None:
         t0 = time.monotonic()

@@ -88,7 +88,7 @@ class _Mem32:
         self.t = value
 
 
-def device_namespace(files: tuple[str, ...] = ("protocol.py", "netk.py", "net.py")) -> tuple[dict, list[str]]:
+def device_namespace(files: tuple[str, ...] = ("protocol.py", "netk.py", "netc.py", "net.py")) -> tuple[dict, list[str]]:
     """The twin's device files, as they are, run by CPython in one namespace (as the raw REPL runs them
     on the board): ``gc`` and ``machine`` are stand-ins, ``print`` is captured into the returned list."""
     import builtins
