@@ -363,13 +363,16 @@ def fit_kind_costs(rows: list[dict], cpi: float) -> dict[str, tuple[float, ...]]
         w, _ = nnls(X / y[:, None], np.ones(len(y)))
         return tuple(float(v) for v in w)
 
-    costs: dict[str, tuple[float, ...]] = {}
-    for key in sorted({cost_key(r["op"]) for r in rows}):
-        costs[key] = solve([r for r in rows if cost_key(r["op"]) == key])
-    for key in sorted({cost_keys(r["op"])[0] for r in rows} - set(costs)):
+    fine = set()
+    for key in {cost_keys(r["op"])[0] for r in rows} - {cost_key(r["op"]) for r in rows}:
         sel = [r for r in rows if cost_keys(r["op"])[0] == key]
         if len(sel) >= MIN_PHASE_OPS and len({(r["op"].macs, r["op"].bytes_read) for r in sel}) >= 3:
-            costs[key] = solve(sel)
+            fine.add(key)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:                     # each op fits the row that will price it
+        key = cost_keys(r["op"])[0]
+        groups.setdefault(key if key in fine else cost_key(r["op"]), []).append(r)
+    costs = {key: solve(sel) for key, sel in sorted(groups.items())}
     for r in rows:
         r["row"] = next(k for k in cost_keys(r["op"]) if k in costs)
         r["cycles"] = float(r["instructions"] * cpi)

@@ -314,7 +314,7 @@ def _twin_job(workload: str):
     return make_job(workload, optimizer="sgd", momentum=0.9, techniques=Techniques(fused_update=True))
 
 
-def _twin(job, steps: int, mem=None):
+def _twin(job, steps: int, mem=None, batch: int = 1):
     """(host losses, host traces, device namespace, device steps) for ``steps`` steps of ``job``."""
     import itertools
 
@@ -325,10 +325,12 @@ def _twin(job, steps: int, mem=None):
     from workloads.trace import collect
 
     params = [p.copy() for p in job.model.parameters()]
-    samples = list(itertools.islice(iter(job.labelled_stream()), steps))
+    drawn = list(itertools.islice(iter(job.labelled_stream()), steps * batch))
+    samples = [(np.stack([x for x, _ in drawn[i:i + batch]]), np.array([y for _, y in drawn[i:i + batch]]))
+               for i in range(0, len(drawn), batch)]
     losses, traces = [], []
     for x, y in samples:
-        ops, loss = collect(job.train_step(np.asarray(x)[None], np.array([y])))
+        ops, loss = collect(job.train_step(x, y))
         losses.append(loss)
         traces.append(ops)
     ns, printed = device_namespace()
@@ -341,7 +343,7 @@ def _twin(job, steps: int, mem=None):
         return "\n".join(printed[n:])
 
     port = TwinPort(run)
-    prog = build_program(job, traces[0])
+    prog = build_program(job, traces[0], batch)
     port.setup(prog, job.lr, 0.9, (0, 0, 1 << 30, [(0, 0)]))
     port.send_params(job.model.layers, params)
     dev = [port.step(q, x, y) for q, (x, y) in enumerate(samples)]
@@ -362,6 +364,20 @@ def test_twin_port_trains_like_the_host(workload):
             np.testing.assert_allclose(np.asarray(ns["BS"][i]), b.ravel(), rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(np.asarray(ns["VW"][i]), job._state[id(ly.params[0])][0].ravel(),
                                        rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("workload", ["lenet-digits", "dscnn-digits", "cnn:8x8x1-c4k3s2same-a2-d10"])
+def test_twin_port_trains_a_batch_like_the_host(workload):
+    """A batch of 3 per step: the gradients sum over the samples, the loss is their mean."""
+    job = _twin_job(workload)
+    losses, _, ns, dev, _, _ = _twin(job, 2, batch=3)
+    np.testing.assert_allclose([d.loss for d in dev], losses, rtol=1e-4, atol=1e-5)
+    it = iter(job.model.parameters())
+    for i, ly in enumerate(job.model.layers):
+        if ly.params:
+            W, b = next(it), next(it)
+            np.testing.assert_allclose(np.asarray(ns["WT"][i]), W.ravel(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(ns["BS"][i]), b.ravel(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("workload", ["lenet-digits", "dscnn-digits", "cnn1d-accel", "mlp:64-16-16-10"])
@@ -420,3 +436,72 @@ def test_twin_limits_and_techniques_are_checked_before_boot():
     adam = make_job("mlp-digits", optimizer="adam", techniques=Techniques(fused_update=True))
     with pytest.raises(ValueError, match="SGD"):
         build_program(adam, trace(adam))
+
+
+# --- per-kind calibration, the collector, verification records (no QEMU) ------------------------------
+def test_kind_cost_fit_recovers_known_costs_per_row():
+    from ports.calibrate import KIND_COST_FIELDS, fit_kind_costs
+    from workloads.trace import Op, Tensor
+
+    truth = {"matmul": (9000.0, 1500.0, 80.0, 0.0), "loss": (14000.0, 0.0, 1100.0, 0.0),
+             "conv": (200000.0, 2400.0, 0.0, 40.0), "conv.backward_input": (130000.0, 1900.0, 0.0, 480.0)}
+    ws = (Tensor(1, 72, "workspace", "c.cols"),)
+    rows = []
+    for n in range(1, 9):
+        for op, key in ((Op(f"dense{n}.forward", "matmul", 40 * n, 100 * n * n + 7, 3 * n ** 3), "matmul"),
+                        (Op("loss", "reduce", 0, 8 * n, 8 * n), "loss"),
+                        (Op(f"conv{n}.forward", "conv", 300 * n, 90 * n * n + 7, 30 * n ** 3, "f32", ws), "conv"),
+                        (Op(f"conv{n}.backward_input", "conv", 300 * n, 50 * n * n, 60 * n ** 3 + 3, "f32", ws),
+                         "conv.backward_input")):
+            c = truth[key]
+            cycles = c[0] + op.macs * c[1] + op.bytes_read * c[2] + op.bytes_written * c[3]
+            rows.append({"label": op.name, "op": op, "instructions": cycles / 1.2})
+    got = fit_kind_costs(rows, 1.2)
+    for key, c in truth.items():
+        assert got[key] == pytest.approx(c, rel=1e-3, abs=1e-3), key
+    assert max(abs(r["residual"]) for r in rows) < 1e-6
+    assert {r["row"] for r in rows} == set(truth) and len(KIND_COST_FIELDS) == 4
+
+
+def test_collector_costs_collections_of_the_garbage_over_the_free_heap():
+    from simulator.cost import gc_cycles
+
+    rt = types.SimpleNamespace(gc_garbage_bytes_per_cycle=0.02, gc_collection_cycles=1000.0,
+                               gc_cycles_per_live_byte=5.0)
+    # 1e6 cycles -> 20 kB of garbage; 8 kB free -> 2 collections, each 1000 + 5 x 56 kB
+    assert gc_cycles(1e6, 56_000, 64_000, rt) == 2 * (1000 + 5 * 56_000)
+    assert gc_cycles(1e5, 56_000, 64_000, rt) == 0               # 2 kB of garbage fits the free heap
+    assert gc_cycles(1e6, 56_000, None, rt) == 0                 # no heap size: no collector term
+    assert gc_cycles(1e6, 56_000, 64_000, types.SimpleNamespace()) == 0
+
+
+def test_verification_record_and_rows_from_an_emulation():
+    from ports.verify import verification_record, verification_rows
+
+    board = types.SimpleNamespace(name="stm32f405-pyboard", clock_hz=168e6, cycles_per_instruction=1.2)
+    res = {"machine": "netduinoplus2", "firmware": "MicroPython v1.25.0; x", "heap_bytes": 98304,
+           "serial_log": "/tmp/s.log", "steps": 1, "fits": True, "predicted_fits": True,
+           "heap_peak_bytes": 60000, "predicted_heap_peak_bytes": 63000, "instructions_per_step": 1.0e8,
+           "predicted_instructions_per_step": 1.08e8, "heap_error": 0.05, "instructions_error": 0.08,
+           "losses": [0.5], "host_losses": [0.5], "losses_match_host": True}
+    v = verification_record(res, board)
+    assert v["agree"] and v["measured"]["step_s"] == pytest.approx(1e8 * 1.2 / 168e6)
+    rows = verification_rows(v | {"batch": 1})
+    assert [r[0] for r in rows][:2] == ["heap peak", "instructions per step"]
+    assert rows[0][1].startswith("60,000 B") and rows[1][3] == "+8.0 %" and rows[2][1].endswith(" ms")
+    v2 = verification_record(res | {"instructions_error": 0.2}, board)
+    assert not v2["agree"]
+    oom = verification_record(res | {"fits": False, "guest_memory_error": "MemoryError", "predicted_fits": False},
+                              board)
+    assert oom["agree"] and "out of memory" in verification_rows(oom)[0][1]
+
+
+def test_verify_says_why_when_there_is_no_twin_to_run():
+    from ports.verify import verify_scenario
+
+    base = {"name": "v", "device": "stm32f405-pyboard", "runtime": "native",
+            "workload": {"model": "mlp:16-8-10"}}
+    v = verify_scenario(base)
+    assert v["verified"] is False and "native" in v["reason"]
+    v = verify_scenario(base | {"device": "esp32-devkitc", "runtime": "micropython"})
+    assert v["verified"] is False and "no virtual twin" in v["reason"]
