@@ -20,7 +20,7 @@ import numpy as np
 from .boards import Board
 from .errors import GuestError, GuestMemoryError, ProtocolError
 from .micropython import protocol as P
-from .predict import PortFootprint, predict_trace
+from .predict import PortFootprint, fits_in_heap_map, predict_trace
 from .repl import checksum
 from .session import BoardSession
 
@@ -312,7 +312,8 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     pool = gc_pool_bytes(board.heap_bytes)
     foot = PortFootprint.from_profile(board.profile, pool, batch * int(np.prod(job.input_shape)))
     host = predict_trace(board.profile, job, samples, pool, foot.bytes)   # runs the host steps (mutates the job)
-    prog = build_program(job, host.pop("ops_step0"), batch)    # limits are checked before any boot
+    ops0 = host.pop("ops_step0")
+    prog = build_program(job, ops0, batch)                      # limits are checked before any boot
     tick = board.twin.instructions_per_timer_tick
     run = BoardRun()
     t_total = time.monotonic()
@@ -320,6 +321,7 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     with TwinSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
         run.heap_total_bytes = s.heap_total_bytes
         port = TwinPort(s.run)
+        used = s.heap_map()
         try:
             run.footprint_alloc_bytes = int(s.run("print(mem())").strip())
             run.model_alloc_bytes = port.setup(prog, job.lr, mom, s.clock)
@@ -343,9 +345,13 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
         log = s.log_path
     if run.heap_total_bytes != pool:
         foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, batch * prog.n_inputs)
+    # the fit, once more, in the heap the port left (its block map): fragmentation included
+    host["fits_total"] = host["fits"]
+    host["fits"] = host["fits"] and fits_in_heap_map(board.profile, job, ops0, used, batch * prog.n_inputs)
     res = build_result(board, workload, job, [job.name], steps, host, run, foot, firmware, log, oom,
                        time.monotonic() - t_total)
     res.update({"momentum": mom, "heap_bytes": board.heap_bytes, "instructions_per_timer_tick": tick,
                 "program_ops": prog.n_ops, "predicted_gc_instructions_per_step": host["gc_instructions_per_step"],
+                "predicted_fits_heap_total": host["fits_total"],
                 "batch": batch})
     return res

@@ -71,7 +71,8 @@ class TwinPort:
 
     def setup(self, prog: StepProgram, lr: float, momentum: float, clock: tuple) -> int:
         """Geometry, program, SGD and timer; returns the live heap after the model is allocated."""
-        a = self.call(setup_call(prog, lr, momentum, clock), lambda s: s.startswith("ok "))
+        self.call(setup_call(prog, lr, momentum, clock), lambda s: s.startswith("ok "))
+        a = self.call("mk()", lambda s: s.startswith("ok "))
         return int(a.split()[1])
 
     def send(self, layer: int, which: int, values: np.ndarray) -> None:

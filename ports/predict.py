@@ -110,3 +110,33 @@ def as_batch(job: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     ys = np.atleast_1d(np.asarray(y))
     xs = np.asarray(x).reshape((len(ys),) + tuple(job.input_shape))
     return xs, ys
+
+
+def fits_in_heap_map(profile: Any, job: Any, ops: list, used: list[bool], staging_inputs: int) -> bool:
+    """Whether one step's trace fits the twin's GC heap as the port left it: the simulator's heap
+    model (first fit, the runtime's blocks and object header) started from the board's own block map,
+    so its fragmentation counts (a 64 KB heap with 44 KB free may hold no 19 KB block)."""
+    from simulator.memory import Heap, OutOfMemory, place_trace
+
+    rt = profile.runtime_for(RUNTIME)
+    b = rt.heap_block_bytes
+    heap = Heap.for_runtime(len(used) * b, rt)
+    runs: list[tuple[bool, int]] = []
+    for u in used:                                 # (in use, blocks) runs in address order
+        if runs and runs[-1][0] == u:
+            runs[-1] = (u, runs[-1][1] + 1)
+        else:
+            runs.append((u, 1))
+    free_ids = []
+    for i, (u, n) in enumerate(runs):              # lay every run down in order, then free the free ones
+        heap.alloc(-1 - i, n * b - rt.alloc_overhead_bytes, "port", "port")
+        if not u:
+            free_ids.append(-1 - i)
+    for i in free_ids:
+        heap.free(i)
+    try:
+        heap.alloc(-10**9, 4 * staging_inputs, "input", "staging")
+        place_trace(heap, ops, tuple(job.persistent_tensors()))
+    except OutOfMemory:
+        return False
+    return True

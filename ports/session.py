@@ -144,6 +144,12 @@ class TwinSession(BoardSession):
         self.heap_total_bytes = check_answer(out, 1, "GC heap size", self)[0]
         self.boot_wall_s = time.monotonic() - t0
 
+    def heap_map(self) -> list[bool]:
+        """Which 16-byte GC blocks are in use right now (after a collection): MicroPython's own heap
+        dump (micropython.mem_info(1)), so the heap model can start from the heap the port leaves."""
+        out = self.repl.exec("import micropython\ngc.collect()\nmicropython.mem_info(1)", TWIN_EXEC_TIMEOUT_S)
+        return parse_heap_map(out, self.heap_total_bytes // HEAP_BLOCK_BYTES)
+
     def run(self, cmd: str, timeout: float = TWIN_EXEC_TIMEOUT_S) -> str:
         """One command of the port (a call with literal arguments); its output."""
         return self.repl.exec(cmd, timeout)
@@ -159,3 +165,22 @@ class TwinSession(BoardSession):
 def open_session(board: Board, **kw) -> BoardSession:
     """The session class a board needs: a twin's or the micro:bit's."""
     return (TwinSession if board.twin is not None else BoardSession)(board, **kw)
+
+
+HEAP_BLOCK_BYTES = 16          # MicroPython py/gc.c BYTES_PER_BLOCK on 32-bit ports
+_MAP_LINE = re.compile(r"^([0-9a-f]{8}): (\S+)$")
+
+
+def parse_heap_map(text: str, blocks: int) -> list[bool]:
+    """``micropython.mem_info(1)``'s block map -> in-use flag per block (``.`` is a free block; lines
+    the dump abbreviates as "all free" stay free)."""
+    used = [False] * blocks
+    for line in text.splitlines():
+        m = _MAP_LINE.match(line.strip("\r"))
+        if not m:
+            continue
+        first = int(m.group(1), 16) // HEAP_BLOCK_BYTES
+        for i, c in enumerate(m.group(2)):
+            if first + i < blocks:
+                used[first + i] = c != "."
+    return used

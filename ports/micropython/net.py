@@ -27,7 +27,7 @@ TK = array('i', bytes(4 * NET_MAX_OPS))                      # per-op timer tick
 MA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op live heap bytes, after the op
 GA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op bytes allocated during the op (garbage
                                                              # included; exact when no collection ran in it)
-NV = array('i', bytes(4 * 8))                                # ops, -, -, timer counts down, timer period
+NV = array('i', bytes(4 * 8))                                # ops, layers, inputs, timer counts down, timer period
 TA = 0                                                       # the timer's count register (an int kept once:
 TW = ()                                                      # no allocation per read); its restart writes
 XS = None                                                    # the sample as received (staging)
@@ -93,8 +93,18 @@ def setup(geo, prog, frees, nin, nb, lr, mu, clk):
     NV[4] = clk[2]
     TW = clk[3]
     NB = nb
-    XS = af(nb * nin)
-    for l in range(len(geo) // NET_GEOM):
+    NV[1] = len(geo) // NET_GEOM
+    NV[2] = nin
+    print('@ok', mem())
+
+
+def mk():
+    # the sample buffer, weights, biases and momentum buffers, allocated once setup's arguments are
+    # garbage and collected (they would leave holes between them)
+    global XS
+    gc.collect()
+    XS = af(NB * NV[2])
+    for l in range(NV[1]):
         g = l * NET_GEOM
         k = NG[g]
         n = 0
@@ -107,7 +117,7 @@ def setup(geo, prog, frees, nin, nb, lr, mu, clk):
         if n:
             WT[l] = zf(n)
             BS[l] = zf(m)
-            if mu:
+            if MU:
                 VW[l] = zf(n)
                 VB[l] = zf(m)
     print('@ok', mem())
