@@ -2,9 +2,11 @@
 
 A run longer than a day is simulated day by day. At each day boundary the counters of every part
 (pipeline, training, executor, device, battery) are snapshotted. Once every step and inference is charged
-from records (``simulator.fidelity``) and ``TEMPLATE_DAYS`` whole days have run that way, the days left are
-charged as a whole from the mean of those days: counts, MACs, energy by power state, harvest, flash bytes,
-busy seconds per hour of day, the memory pattern and the battery's course through the day. The charge
+from records (``simulator.fidelity``) and whole days have run that way, the days left are charged as a
+whole from the mean of the last template days: one day when the last two days did exactly the same (counts
+equal, energy within ``SAME_REL``), two when the last two pairs of days did, else ``TEMPLATE_DAYS``.
+Charged: counts, MACs, energy by power state, harvest, flash bytes, busy seconds per hour of day, the
+memory pattern and the battery's course through the day. The charge
 stops exactly where the battery would run empty, found on the last simulated day's battery course (sampled
 every ``battery.sample_s``, linear in between) shifted by the mean daily drain, and the run ends there.
 """
@@ -24,7 +26,8 @@ if TYPE_CHECKING:   # pragma: no cover
 
 DAY_S = 86400.0
 YEAR_S = 365.0 * DAY_S
-TEMPLATE_DAYS = 4
+TEMPLATE_DAYS = 4          # at most: the mean of this many days when no shorter period shows
+SAME_REL = 1e-6
 _PIPELINE = ("frames", "dropped_frames", "dropped_windows", "labels", "dropped_labels", "inferences",
              "deadline_misses")
 _DEVICE = ("energy_active_j", "energy_idle_j", "energy_sleep_j", "time_active_s", "time_idle_s", "time_sleep_s",
@@ -40,6 +43,7 @@ class DayCharger:
         self.snaps: dict[int, dict[str, float]] = {0: self._snapshot()}
         self.day_profiles: dict[int, list[tuple[float, float]]] = {}
         self.days_charged = 0.0
+        self.template = 0
         self.first_day: dict[str, Any] | None = None
 
     # --- snapshots -----------------------------------------------------------------------------------
@@ -61,6 +65,9 @@ class DayCharger:
             snap["x.preemptions"] = float(sim.executor.preemptions)
         pending = dev._debt[0] if dev._debt is not None else 0.0
         snap["level"] = dev.battery.level - pending
+        now = sim.env.now   # phases: how long ago the last round ended and the sensor last delivered
+        snap["phase.round"] = now - sim.fidelity.last_round_s
+        snap["phase.sensor"] = now - st.last_frame_s
         return snap
 
     def day_boundary(self, day: int) -> None:
@@ -89,21 +96,46 @@ class DayCharger:
 
     # --- the charge ------------------------------------------------------------------------------------
 
-    def ready(self, day: int) -> bool:
-        """Whether the days after ``day`` can be charged from the ``TEMPLATE_DAYS`` before it."""
+    def ready(self, day: int) -> int:
+        """How many template days before ``day`` the days after it can be charged from (0: not yet)."""
         sim = self.sim
         fid = sim.fidelity
-        return (fid.replaying and fid.replay_from_s is not None and day - TEMPLATE_DAYS >= 1
-                and fid.replay_from_s <= (day - TEMPLATE_DAYS) * DAY_S and day - TEMPLATE_DAYS in self.snaps
-                and sim.sc.duration_s - day * DAY_S >= DAY_S and sim.control.ended is None)
+        if not (fid.replaying and fid.replay_from_s is not None and sim.control.ended is None
+                and sim.sc.duration_s - day * DAY_S >= DAY_S):
+            return 0
+        replay_days = day - math.ceil(fid.replay_from_s / DAY_S - 1e-9)   # whole days charged from records
+        for m in (1, 2):   # the template days must all be charged from records; the days compared with them
+            if replay_days >= m and self._same(day - 2 * m, day - m, day):   # may still hold real steps
+                return m
+        return TEMPLATE_DAYS if replay_days >= TEMPLATE_DAYS and day - TEMPLATE_DAYS in self.snaps else 0
 
-    def charge(self, day: int) -> None:
-        """Charge the days from ``day`` to the horizon (or to where the battery runs empty)."""
+    def _same(self, a: int, b: int, c: int) -> bool:
+        """Whether days a..b did what days b..c did: equal counts, energy and drain within SAME_REL."""
+        if not all(k in self.snaps for k in (a, b, c)):
+            return False
+        sa, sb, sc = self.snaps[a], self.snaps[b], self.snaps[c]
+        for k in sc:
+            if k.startswith("phase."):
+                if abs(sc[k] - sb[k]) > 1e-6 or abs(sb[k] - sa[k]) > 1e-6:
+                    return False
+                continue
+            x, y = sb[k] - sa[k], sc[k] - sb[k]
+            if k.startswith(("p.", "t.", "x.")) and not k.endswith("_sum"):
+                if x != y:
+                    return False
+            elif abs(x - y) > SAME_REL * max(abs(x), abs(y), 1e-12):
+                return False
+        return True
+
+    def charge(self, day: int, template: int = TEMPLATE_DAYS) -> None:
+        """Charge the days from ``day`` to the horizon (or to where the battery runs empty) from the
+        ``template`` days before it."""
         sim = self.sim
         dev, horizon = sim.device, sim.sc.duration_s
         now = day * DAY_S
-        a, b = self.snaps[day - TEMPLATE_DAYS], self.snaps[day]
-        per_day = {k: (b[k] - a[k]) / TEMPLATE_DAYS for k in b}
+        self.template = template
+        a, b = self.snaps[day - template], self.snaps[day]
+        per_day = {k: (b[k] - a[k]) / template for k in b if not k.startswith("phase.")}
         stop_s, empty = horizon, None
         level0, cap = b["level"], dev.battery.capacity
         prof = self.day_profiles[day]
@@ -121,6 +153,7 @@ class DayCharger:
                 t_empty = now + j * DAY_S + prev_t + (t_prof[i] - prev_t) * frac
                 if t_empty < horizon:
                     stop_s, empty = t_empty, t_empty
+        stop_s = float(stop_s)
         days = (stop_s - now) / DAY_S
         self.days_charged = days
         self._apply(b, per_day, days)
@@ -131,7 +164,7 @@ class DayCharger:
         if empty is not None:
             sim.control.end(RunEnded("battery_empty", empty, "a repeated day",
                                      f"battery empty at t={empty:.1f} s during a repeated day (charged as a "
-                                     f"whole from simulated days {day - TEMPLATE_DAYS + 1}-{day})"), dev)
+                                     f"whole from simulated days {day - template + 1}-{day})"), dev)
 
     def _apply(self, b: dict[str, float], per_day: dict[str, float], days: float) -> None:
         sim = self.sim
@@ -188,10 +221,11 @@ class DayCharger:
                 log.append((x, y))
         # CPU: busy seconds per hour of day from the template days; segments are listed only as simulated
         hours: dict[int, dict[str, float]] = {}
-        for h in range((day - TEMPLATE_DAYS) * 24, day * 24):
+        template = self.template
+        for h in range((day - template) * 24, day * 24):
             for task, s in dev.busy_by_hour.get(h, {}).items():
                 d = hours.setdefault(h % 24, {})
-                d[task] = d.get(task, 0.0) + s / TEMPLATE_DAYS
+                d[task] = d.get(task, 0.0) + s / template
         first_h, last_h = int(now // 3600), int(math.ceil(stop_s / 3600))
         for h in range(first_h, last_h):
             frac = min(1.0, (stop_s - h * 3600) / 3600)

@@ -51,6 +51,7 @@ class Fidelity:
         self._round_means: list[float] = []
         self._round_losses: list[float] = []
         self._ok = True               # every trace so far can be replayed
+        self.last_round_s = 0.0       # when the last training round ended (its phase tells repeated days apart)
 
     # --- recording ---------------------------------------------------------------------------------
 
@@ -84,6 +85,7 @@ class Fidelity:
 
     def end_round(self, now: float) -> None:
         """A training round (one trigger's steps) ended at ``now``: start replay if the curve is flat."""
+        self.last_round_s = now
         if self._round_losses:
             self._round_means.append(sum(self._round_losses) / len(self._round_losses))
             self._round_losses = []

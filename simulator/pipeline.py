@@ -61,6 +61,7 @@ class PipelineStats:
     sunk: int = 0
     online_correct: int = 0
     drop_log: list[tuple[str, float]] = field(default_factory=list)   # (stage, sim time), the first drops
+    last_frame_s: float = 0.0    # when the sensor last delivered
 
     def log_drop(self, stage: str, now: float) -> None:
         if len(self.drop_log) < MAX_DROP_LOG:
@@ -86,6 +87,7 @@ def sensor(env: simpy.Environment, cfg: PipelineConfig, frames_out: simpy.Store,
     while True:
         yield env.timeout(period)
         stats.frames += frames
+        stats.last_frame_s = env.now
         if not offer(frames_out, env.now):
             stats.dropped_frames += frames
             stats.log_drop("sensor", env.now)

@@ -192,8 +192,9 @@ class Simulation:
             if self.control.ended or k * DAY_S >= dur:
                 break
             charger.day_boundary(k)
-            if self.sc.fidelity.mode == "auto" and charger.ready(k):
-                charger.charge(k)
+            template = charger.ready(k) if self.sc.fidelity.mode == "auto" else 0
+            if template:
+                charger.charge(k, template)
                 if bar:
                     bar.update(days - bar.n)
                 break
@@ -213,6 +214,7 @@ class Simulation:
             return None
         charged = round(c.days_charged, 6)
         return {"days_simulated": round(self.end_s / DAY_S - charged, 6), "days_charged": charged,
+                "template_days": c.template,
                 "replay_from_s": None if self.fidelity.replay_from_s is None else round(self.fidelity.replay_from_s, 6),
                 "first_day": c.first_day}
 
