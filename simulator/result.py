@@ -47,7 +47,7 @@ Added by the simulator (always present too):
                               decode_energy_j_per_day, ...} (simulator.compressed)
     training_steps_real, training_steps_replayed   steps that ran the job's numpy / were charged from a
                               recorded step (simulator.fidelity); fidelity "auto" | "full"
-    horizon                   None for runs of a day or less; else {days_simulated, days_charged,
+    horizon                   None for runs of a day or less; else {days_simulated, days_charged, template_days,
                               replay_from_s, first_day: {energy_j, energy_per_day_j, battery_charge_j,
                               flash_writes_bytes, flash_wear_per_year, training_steps, inferences}}
                               (days_charged: repeated days charged as a whole, simulator.fastforward)
