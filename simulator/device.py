@@ -52,7 +52,7 @@ class Device:
         self.wasted_harvest_j = 0.0
         self.flash_written_bytes = 0
         self.cpu_log: list[tuple[float, float, str, bool]] = []   # (start, end, task, preempted), the first ones
-        self.cpu_log_cap = CPU_LOG_CAP
+        self.cpu_log_cap = CPU_LOG_CAP if horizon_s > 86400.0 else float("inf")   # a day or less: every segment
         self.cpu_log_full = False      # segments beyond the cap were left out of cpu_log
         self.busy_by_hour: dict[int, dict[str, float]] = {}        # hour of the run -> task -> busy seconds
         self.battery_log = SampleLog(horizon_s, sample_s)
