@@ -225,8 +225,3 @@ def place_trace(heap: Heap, ops: Iterable[Any], persistent: Iterable[Any] = ()) 
         for tid in op.free:
             heap.free(tid)
     return heap
-
-
-# The old name, kept only until ports/predict.py (another owner) imports ``place_trace``: "replay" in the
-# simulator means charging a step from its recording.
-replay = place_trace
