@@ -24,6 +24,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# one BLAS thread per worker process in every runner, as a Dask worker sets it for itself (OMP/OPENBLAS/
+# MKL_NUM_THREADS=1): a pool worker would otherwise spin a second BLAS thread per process, so the rows
+# would compare BLAS threading rather than the runners. Set before numpy loads, inherited by the pool.
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+for _var in BLAS_ENV:
+    os.environ.setdefault(_var, "1")
 
 from simulator.sweep import parse_grid, run_sweep  # noqa: E402
 
@@ -105,7 +111,8 @@ def main() -> int:
     grid = parse_grid(make_grid(args.duration_s, args.devices))
     n = len(grid.points())
     print(f"grid: {args.devices} devices x 3 schedules = {n} scenarios of {args.duration_s:g} s simulated; "
-          f"host CPUs: {os.cpu_count()}; {args.rounds} round(s)")
+          f"host CPUs: {os.cpu_count()}; {args.rounds} round(s); BLAS threads per worker: "
+          f"{os.environ['OPENBLAS_NUM_THREADS']}")
     # start the pool's fork server once, untimed (it imports the simulator and scikit-learn once for
     # every later pool in this process)
     from simulator.sweep.pool import new_pool
