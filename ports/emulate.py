@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .boards import Board
-from .errors import GuestError, GuestMemoryError, ProtocolError
+from .errors import GuestError, GuestMemoryError, ProtocolError, QemuExited
 from .micropython import protocol as P
 from .predict import PortFootprint, fits_in_heap_map, predict_trace
 from .repl import checksum
@@ -279,6 +279,7 @@ def build_result(board: Board, workload: str, job: Any, sizes: list[int], steps:
 
 
 TWIN_MOMENTUM = 0.9
+NO_MEMORY_CRASH = "uncaught NLR"     # what MicroPython 1.25 prints before it exits on an unraisable error
 
 
 def make_twin_job(workload: str, seed: int = 0, lr: float | None = None, momentum: float | None = None,
@@ -339,6 +340,13 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
                 run.wall_per_step_s.append(time.monotonic() - t0)
         except GuestMemoryError as e:
             oom = e
+        except QemuExited as e:
+            if NO_MEMORY_CRASH not in e.serial_tail:
+                raise
+            # MicroPython ends itself (nlr_jump_fail, exit 1) when even its MemoryError finds no memory
+            oom = GuestMemoryError("guest MemoryError: the firmware ran out of memory while raising one and "
+                                   f"stopped ({NO_MEMORY_CRASH})", exc_type="MemoryError",
+                                   serial_tail=e.serial_tail, log_path=e.log_path)
         except StepFailed as e:
             raise step_failed(s, len(run.steps)) from e
         firmware = s.firmware_version
