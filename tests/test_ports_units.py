@@ -225,7 +225,7 @@ def test_write_runtime_table_rejects_a_profile_without_the_table(tmp_path):
 
 # --- the prediction is the simulator's ------------------------------------------------------------------
 def test_prediction_equals_simulator_predict_step():
-    from simulator.api import predict_step
+    from simulator import predict_step
 
     board = load_board("bbc-microbit-v1")
     job = make_mlp_job("mlp:16-12-10")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @functools.cache
 def demo_result() -> dict:
     """One real run of the embedded demo scenario, shared by the report tests of this session."""
-    from simulator.api import run_scenario
+    from simulator import run_scenario
 
     return run_scenario("demo")
 

@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from .grid import Grid, Point
-from .worker import lost_row, run_point
+from .worker import PRELOAD_MODULES, lost_row, run_point
 
 
 def _alive(pid: int) -> bool:
@@ -54,7 +54,7 @@ def new_pool(n: int) -> ProcessPoolExecutor:
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported the simulator, the workloads and
     # scikit-learn (1-2 s per process otherwise)
-    ctx.set_forkserver_preload(["simulator.sweep", "simulator.api", "workloads", "sklearn.datasets"])
+    ctx.set_forkserver_preload(list(PRELOAD_MODULES))
     return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
 
 

@@ -15,7 +15,7 @@ from .grid import Point
 
 # what a worker process imports before its first scenario (1-2 s otherwise, per process): the pool's fork
 # server preloads them, a Dask worker imports them in its WarmWorker plugin (dask_worker)
-PRELOAD_MODULES = ("simulator.sweep", "simulator.api", "workloads", "sklearn.datasets")
+PRELOAD_MODULES = ("simulator.sweep", "simulator.run", "workloads", "sklearn.datasets")
 
 
 def load_base(base: str | dict) -> dict:
@@ -44,7 +44,7 @@ def run_point(point: Point, base: str | dict, keep_timelines: bool = False,
                            "schedule": point.schedule, "seed": point.seed, "overrides": point.overrides}
     t0 = time.perf_counter()
     try:
-        from simulator.api import run_scenario
+        from simulator.run import run_scenario
         from simulator.scenario import apply_overrides
 
         scenario = apply_overrides(load_base(base), dict(point.overrides))
