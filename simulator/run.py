@@ -29,10 +29,14 @@ def simulate(sc: Scenario, *, job: Any = None, profile: DeviceProfile | None = N
     profile = profile or profile_for(sc)
     probe = None
     if job is None:
-        # the twin traces a worst-case first step for the memory plan: instance filtering off, so the
-        # static arena holds a full batch however many samples later steps skip
+        # the twin traces a worst-case first step for the memory plan: instance filtering off and the early
+        # filter keeping every sample (its head still runs), so the static arena holds a full batch however
+        # many samples later steps skip
         job = job_for(sc)
-        probe = job_for(dataclasses.replace(sc, techniques=dataclasses.replace(sc.techniques, instance_filter=None)))
+        keep_all = {"instance_filter": None}
+        if sc.techniques.early_filter is not None:
+            keep_all["early_filter"] = 0.0
+        probe = job_for(dataclasses.replace(sc, techniques=dataclasses.replace(sc.techniques, **keep_all)))
     sim = Simulation(sc, profile, job, probe_job=probe)
     sim.run(progress=progress)
     return sim.result()
