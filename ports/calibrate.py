@@ -324,7 +324,7 @@ TWIN_BENCH_SPECS = (
 )
 MIN_PHASE_OPS = 6          # a backward part gets its own row (conv.backward_input) with this many benchmark ops
 BENCH_STEPS = 2
-# MicroPython's boxed floats make every kernel allocate: an op pays a collection each time its garbage
+BENCH_BATCHES = (1, 2, 3)  # the networks take turns: MACs grow with the batch, weight-sized buffers do not# MicroPython's boxed floats make every kernel allocate: an op pays a collection each time its garbage
 # fills the free heap, and a collection marks the live heap. The kernels' costs are fitted without
 # collections (any a benchmark op ran are taken out); the collector is measured on its own: gc.collect()
 # beside ballasts filling these fractions of the free GC heap, and the garbage each op allocated per cycle.
@@ -406,19 +406,22 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
         if progress:
             from tqdm import tqdm
             items = tqdm(items, desc=f"micro-benchmarks on {board.twin.name}", unit="net")
-        for spec in items:
+        for i, spec in enumerate(items):
+            batch = BENCH_BATCHES[i % len(BENCH_BATCHES)]
             job = make_twin_job(spec, pretrain=False)
             mom = float(job.opt.momentum)
             params = [p.copy() for p in job.model.parameters()]
-            samples = list(itertools.islice(iter(job.labelled_stream()), BENCH_STEPS))
+            drawn = list(itertools.islice(iter(job.labelled_stream()), BENCH_STEPS * batch))
+            samples = [(np.stack([x for x, _ in drawn[j:j + batch]]), np.array([y for _, y in drawn[j:j + batch]]))
+                       for j in range(0, len(drawn), batch)]
             host = predict_trace(board.profile, job, samples)
-            prog = build_program(job, host.pop("ops_step0"))
+            prog = build_program(job, host.pop("ops_step0"), batch)
             job2 = make_twin_job(spec, pretrain=False)               # the same steps again, for their op records
-            traces = [collect(job2.train_step(np.asarray(x)[None], np.array([y])))[0] for x, y in samples]
+            traces = [collect(job2.train_step(x, y))[0] for x, y in samples]
             port.setup(prog, job.lr, mom, s.clock)
             port.send_params(job.model.layers, params)
             try:
-                steps = [port.step(q, x, int(y)) for q, (x, y) in enumerate(samples)]
+                steps = [port.step(q, x, y) for q, (x, y) in enumerate(samples)]
             except GuestMemoryError:        # a twin with a small heap: that network is left out
                 skipped.append(spec)
                 continue
@@ -428,7 +431,7 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
                                  "live_bytes": live, "alloc_bytes": got})
                 heaps.append({"spec": spec, "heap_peak_bytes": max(st.op_heap_bytes),
                               "predicted_workload_heap_peak_bytes": host["heap_peak_bytes"],
-                              "n_inputs": prog.n_inputs})
+                              "n_inputs": prog.n_inputs * batch})
         gc_rows = []
         free = s.heap_total_bytes - int(s.run("print(mem())").strip())
         for frac in GC_BALLAST_FRACTIONS:
