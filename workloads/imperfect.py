@@ -3,11 +3,12 @@
 ``DataTechniques`` holds what the techniques keep between steps (self-adaptive targets, the replay
 buffer, the noise-level bias table: persistent tensors of kind ``optim`` -- training state kept for the
 whole run, like the optimiser's moments -- named ``self_adaptive.targets``, ``buffer.<policy>``,
-``noise_bias.table``) and adds their work to a step:
+``noise_bias.table`` and ``noise_bias.reference``) and adds their work to a step:
 
 - before the step (``before``): ``noise.measure`` and ``noise_bias.switch`` (load the bias set of the
-  measured level; a level whose set is done skips training), ``buffer.embed`` (representative: the
-  new samples' embeddings), ``buffer.offer`` (which samples the buffer keeps), ``buffer.draw`` (the
+  measured level), at a level still calibrating ``noise_bias.calibrate`` (a forward pass) and
+  ``noise_bias.correct`` (the bias offsets) in place of the training step (a level whose set is done
+  skips training), ``buffer.embed`` (representative: the new samples' embeddings), ``buffer.offer`` (which samples the buffer keeps), ``buffer.draw`` (the
   batch to train on);
 - in place of the plain ``loss`` op (``loss_ops``): ``self_adaptive.targets`` (soft targets and
   weights), ``sinkhorn.allocate`` (pseudo-labels for the batch's unlabelled samples), then ``loss``
@@ -31,7 +32,7 @@ from .techniques import Techniques
 from .trace import Tensor, new_tensor_id
 
 F32 = np.float32
-STATE_NAMES = ("self_adaptive.targets", "buffer.", "noise_bias.table")   # prefixes of the state tensors
+STATE_NAMES = ("self_adaptive.targets", "buffer.", "noise_bias.")   # prefixes of the state tensors
 SINKHORN_RHO = 0.5          # fraction of a batch's unlabelled mass allocated to classes
 SINKHORN_SLACK = 1.5        # class upper bound = slack * the class's share of the labels seen so far
 SINKHORN_REG = 50.0         # entropic sharpness (x log-probabilities)
@@ -60,8 +61,9 @@ class DataTechniques:
             self.buffer = ReplayBuffer(t.buffer, t.buffer_size, input_shape, self.embed_dim, rng)
         self.bias_table = None
         if t.noise_bias:
-            clean = float(NB.roughness(split.pop_train[0]).mean())
-            self.bias_table = NB.BiasTable([ly.params[1] for ly in model.param_layers()], t.noise_bias_steps, clean)
+            Xp = split.pop_train[0]
+            clean = float(NB.dark_floor(Xp).mean())
+            self.bias_table = NB.BiasTable(model, t.noise_bias_steps, clean, Xp)
         self.stats: dict = {}
 
     # ------------------------------------------------------------------------------------ state
@@ -74,6 +76,7 @@ class DataTechniques:
             out.append(Tensor(new_tensor_id(), self.buffer.nbytes, "optim", f"buffer.{self.t.buffer}"))
         if self.bias_table is not None:
             out.append(Tensor(new_tensor_id(), self.bias_table.nbytes, "optim", "noise_bias.table"))
+            out.append(Tensor(new_tensor_id(), self.bias_table.reference_nbytes, "optim", "noise_bias.reference"))
         return out
 
     # ------------------------------------------------------------------------------- before the step
@@ -86,15 +89,22 @@ class DataTechniques:
         train = True
         if self.bias_table is not None:
             bt = self.bias_table
-            sig = NB.measure(xs, bt.clean_roughness)
+            sig = NB.measure(xs, bt.clean_floor)
             level = NB.level_of(float(np.median(sig)))
             ops.append(_cost_op("noise.measure", "eltwise", NB.measure_elements(xs)))
             if level != bt.current:
                 nb = bt.set_nbytes
                 ops.append(ProgramOp("noise_bias.switch", "copy", "f32", lambda nb=nb: (0, 2 * nb, 2 * nb)))
             bt.switch(level)
-            train = bt.trains(level)
-            self.stats.update(noise_level=level, noise_std=float(np.median(sig)), bias_trained=train)
+            calib = bt.calibrating(level)
+            if calib:               # unlabelled statistics correction: one forward pass, biases moved in place
+                macs, el = bt.calibrate(xs)
+                nb, na = xs.size * 4, bt.set_nbytes
+                ops.append(ProgramOp("noise_bias.calibrate", "matmul", "f32", lambda m=macs, b=nb, o=na: (m, b, o)))
+                ops.append(_cost_op("noise_bias.correct", "eltwise", el))
+            train = not calib and bt.trains(level)
+            self.stats.update(noise_level=level, noise_std=float(np.median(sig)), bias_trained=train,
+                              bias_calibrated=calib)
         if self.buffer is not None:
             buf, n = self.buffer, len(ys)
             if buf.size < n:

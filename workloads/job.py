@@ -169,7 +169,7 @@ class Job:
             for i in (np.arange(n) if self.split.ordered else rng.permutation(n)):
                 x = X[i].reshape(self.input_shape).astype(F32)
                 if sigma:
-                    x = (x + noise_rng.normal(0.0, sigma * min(1.0, k / n), x.shape)).astype(F32)
+                    x = D.sensor_noise(x, sigma * min(1.0, k / n), noise_rng, self.dataset)
                     k += 1
                 yield x, int(y[i])
 
