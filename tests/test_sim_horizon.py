@@ -110,3 +110,61 @@ def test_plan_refuses_an_impossible_horizon_with_exit_2(tmp_path, capsys):
     rc = main(["plan", "simulator/scenarios/demo.toml", "--set", "duration_s=1e12", "--out", str(tmp_path / "o")])
     assert rc == 2 and "duration_s = 1e+12 s" in capsys.readouterr().err
     assert not (tmp_path / "o" / "result.json").exists()
+
+
+def test_heap_policy_charged_days_keep_the_peak_and_agree():
+    over = {"schedule": {"every_n": 50, "batch": 4, "steps": 3, "checkpoint_every_steps": 7,
+                         "memory_policy": "heap"}}
+    auto, full = _run(8.0, **over), _run(8.0, "full", **over)
+    assert auto["horizon"]["days_charged"] > 0 and auto["training_steps_replayed"] > 0
+    assert auto["peak_ram_bytes"] == full["peak_ram_bytes"]
+    mem = auto["timelines"]["memory"]
+    top = max(sum(v[i] for v in mem["by_kind"].values()) for i in range(len(mem["time_s"])))
+    assert top == auto["peak_ram_bytes"] and mem["time_s"][-1] > 7 * DAY   # the charged days are drawn too
+    for k in ("training_steps", "inferences", "energy_per_day_j"):
+        assert auto[k] == pytest.approx(full[k], rel=0.01), k
+
+
+def test_fidelity_flag_sets_the_scenario_field():
+    import argparse
+
+    from simulator.cli.plan import overrides_from_args
+
+    args = argparse.Namespace(technique=None, set=None, fidelity="full")
+    assert overrides_from_args(args) == {"fidelity.mode": "full"}
+    with pytest.raises(ValueError, match="fidelity.mode must be one of auto, full"):
+        load_scenario({"fidelity": {"mode": "fast"}})
+
+
+def test_replay_starts_after_the_first_day_once_the_loss_curve_is_flat():
+    from simulator.config import FidelityConfig
+    from simulator.fidelity import DAY_S, FLAT_ROUNDS, Fidelity
+    from workloads.trace import Op, Tensor
+
+    t = Tensor(1, 8, "activation")
+    ops = [Op("a", "matmul", 4, 0, 0, alloc=(t,)), Op("b", "eltwise", 0, 8, 8, free=(1,))]
+    f = Fidelity(FidelityConfig("auto", 0), seed=0)
+    f.record_inference(ops)
+    for loss in [2.0, 1.0, 0.5, 0.3] + [0.2] * (2 * FLAT_ROUNDS):
+        f.record_step(ops, loss)
+        f.end_round(0.5 * DAY_S)              # the first day: always real
+    assert not f.replaying
+    f.record_step(ops, 0.2)
+    f.end_round(1.2 * DAY_S)                  # after it, a flat curve starts replay
+    assert f.replaying and f.replay_from_s == 1.2 * DAY_S and f.step_trace() is ops
+    moving = Fidelity(FidelityConfig("auto", 0), seed=0)
+    moving.record_inference(ops)
+    for k in range(3 * FLAT_ROUNDS):
+        moving.record_step(ops, 2.0 / (k + 1))
+        moving.end_round(1.5 * DAY_S)
+    assert not moving.replaying               # still learning
+    leaky = Fidelity(FidelityConfig("auto", 1), seed=0)
+    leaky.record_inference(ops)
+    leaky.record_step([Op("a", "matmul", 4, 0, 0, alloc=(Tensor(2, 8, "activation"),))], 0.1)
+    leaky.end_round(2 * DAY_S)
+    assert not leaky.replaying                # a step that keeps memory cannot be charged again
+    full = Fidelity(FidelityConfig("full", 0), seed=0)
+    full.record_inference(ops)
+    full.record_step(ops, 0.1)
+    full.end_round(5 * DAY_S)
+    assert not full.replaying
