@@ -12,6 +12,8 @@ from typing import Any
 
 import simpy
 
+from workloads.datasets import UNLABELLED
+
 from .config import PipelineConfig
 from .device import PRIO_INFERENCE, Device
 
@@ -139,10 +141,11 @@ def infer(env: simpy.Environment, cfg: PipelineConfig, queues: Queues, device: D
 
 
 def sink(results: simpy.Store, stats: PipelineStats):
-    """Consumes predictions; counts online accuracy on the user's stream (real inferences only)."""
+    """Consumes predictions; counts online accuracy on the user's stream (real inferences of samples that
+    have a label: story unlabelled's ``UNLABELLED`` samples have no truth to compare with)."""
     while True:
         pred, y = yield results.get()
-        if pred is None:
+        if pred is None or y == UNLABELLED:
             continue
         stats.sunk += 1
         stats.online_correct += int(pred == y)
