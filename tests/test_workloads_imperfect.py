@@ -236,6 +236,7 @@ def test_noise_bias_trains_only_biases_per_level_and_skips_clean_and_finished_le
         assert not any("backward" in n for n in names) and job.last_step["bias_calibrated"]
         cal = next(op for op in ops if op.name == "noise_bias.calibrate")
         assert cal.macs == job.model.macs_forward(8)
+        assert check_trace(ops, job.persistent_tensors()).peak_live_bytes >= 8 * (64 + 32) * 4   # the activations
     moved = [not np.array_equal(b, ly.params[1]) for b, ly in zip(b0, job.model.param_layers(), strict=True)]
     assert moved == [True, False]               # the ReLU layer's biases; the linear classifier's stay
     for _ in range(2):

@@ -100,8 +100,12 @@ class DataTechniques:
             if calib:               # unlabelled statistics correction: one forward pass, biases moved in place
                 macs, el = bt.calibrate(xs)
                 nb, na = xs.size * 4, bt.set_nbytes
-                ops.append(ProgramOp("noise_bias.calibrate", "matmul", "f32", lambda m=macs, b=nb, o=na: (m, b, o)))
-                ops.append(_cost_op("noise_bias.correct", "eltwise", el))
+                # the forward pass holds one layer's input and output at a time (4 B each per sample)
+                ws = len(xs) * 4 * max(math.prod(ly.in_shape) + math.prod(ly.out_shape) for ly in self.model.layers)
+                ops.append(ProgramOp("noise_bias.calibrate", "matmul", "f32", lambda m=macs, b=nb, o=na: (m, b, o),
+                                     allocs=[("noise_bias.activations", "workspace", lambda w=ws: w)]))
+                ops.append(ProgramOp("noise_bias.correct", "eltwise", "f32", lambda e=el, o=na: (0, e * 4, o),
+                                     reads=["noise_bias.activations"]))
             train = not calib and bt.trains(level)
             self.stats.update(noise_level=level, noise_std=float(np.median(sig)), bias_trained=train,
                               bias_calibrated=calib)
