@@ -21,7 +21,7 @@ from . import pipeline, schedule
 from .cost import CostModel
 from .device import Device
 from .executor import Executor, Inference
-from .fastforward import DAY_S, DayCharger
+from .fastforward import DAY_S, TEMPLATE_DAYS, DayCharger
 from .fidelity import Fidelity
 from .pipeline import InferenceDone, PipelineStats, Queues
 from .ram import Ram
@@ -196,9 +196,16 @@ class Simulation:
             if template:
                 charger.charge(k, template)
                 if bar:
-                    bar.update(days - bar.n)
+                    bar.update(bar.total - bar.n)
                 break
             if bar:
+                fid = self.fidelity
+                if fid.mode == "auto" and fid.replaying:   # the ETA: at most TEMPLATE_DAYS more days simulated
+                    last = min(days, math.ceil(fid.replay_from_s / DAY_S) + TEMPLATE_DAYS)
+                    if last < bar.total:
+                        bar.total = last
+                        bar.set_description(f"simulating {self.sc.name} ({dur / DAY_S:g} days; after day {last} "
+                                            f"repeated days are charged as a whole)")
                 bar.update(1)
         if bar:
             bar.close()
