@@ -30,10 +30,10 @@ class WorkloadConfig:
     momentum: float
     compression: CompressionSpec | None = None   # frozen layers kept compressed in flash (None: dense)
     # imperfect-data stories (workloads.datasets.StoryOptions; each applies to its own story only)
-    label_noise: float = 0.4          # noisy-labels: fraction of the user's labels that are wrong
-    label_noise_kind: str = "symmetric"   # ... to any other class | to the confusable class
-    label_fraction: float = 0.1       # unlabelled: fraction of the stream that comes with a label
-    noise_level: float = 0.4          # input-noise: std of the sensor noise the stream rises to
+    label_noise: float = StoryOptions.label_noise            # noisy-labels: fraction of the user's labels that are wrong
+    label_noise_kind: str = StoryOptions.label_noise_kind    # ... to any other class | to the confusable class
+    label_fraction: float = StoryOptions.label_fraction      # unlabelled: fraction of the stream that comes with a label
+    noise_level: float = StoryOptions.noise_level            # input-noise: sensor noise scale the stream rises to
 
     def story_options(self) -> StoryOptions:
         return StoryOptions(self.label_noise, self.label_noise_kind, self.label_fraction, self.noise_level)

@@ -7,9 +7,11 @@ import numpy as np
 
 from simulator.files import emit_json
 from simulator.units import human_bytes
-from workloads.datasets import LABEL_NOISE_KINDS, STORIES
+from workloads.datasets import LABEL_NOISE_KINDS, STORIES, StoryOptions
 
 from .common import add_command, exit_codes, format_table
+
+_STORY = StoryOptions()  # the stories' defaults: one source (workloads.datasets)
 
 GRAMMAR = """\
 A workload is a zoo name or a spec string (activations are ReLU, fused into the conv/dense before them):
@@ -49,14 +51,14 @@ def register(sub) -> None:
     p.add_argument("--story", default="new-class", choices=STORIES,
                    help="with --train: learn a new class, adapt to shifted data, train from scratch, or learn "
                         "from imperfect data (wrong labels, a mostly unlabelled class-by-class stream, sensor noise)")
-    p.add_argument("--label-noise", type=float, default=0.4, metavar="P",
-                   help="story noisy-labels: fraction of the user's labels that are wrong, in [0, 1) (default 0.4)")
-    p.add_argument("--label-noise-kind", default="symmetric", choices=LABEL_NOISE_KINDS,
+    p.add_argument("--label-noise", type=float, default=_STORY.label_noise, metavar="P",
+                   help="story noisy-labels: fraction of the user's labels that are wrong, in [0, 1)")
+    p.add_argument("--label-noise-kind", default=_STORY.label_noise_kind, choices=LABEL_NOISE_KINDS,
                    help="story noisy-labels: wrong labels go to any other class or to the confusable one")
-    p.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
-                   help="story unlabelled: fraction of the stream that comes with a label, in [0, 1) (default 0.1)")
-    p.add_argument("--noise-level", type=float, default=0.4, metavar="SIGMA",
-                   help="story input-noise: std of the sensor noise the stream rises to, in [0, 1) (default 0.4)")
+    p.add_argument("--label-fraction", type=float, default=_STORY.label_fraction, metavar="F",
+                   help="story unlabelled: fraction of the stream that comes with a label, in [0, 1)")
+    p.add_argument("--noise-level", type=float, default=_STORY.noise_level, metavar="SIGMA",
+                   help="story input-noise: scale of the sensor's dark-signal noise the stream rises to, in [0, 1)")
     p.add_argument("--techniques", default="", metavar="K=V,...",
                    help="with --train: technique switches, e.g. instance_filter=0.2,error_map_prune=0.2")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
