@@ -4,7 +4,9 @@ A run longer than a day is simulated day by day. At each day boundary the counte
 (pipeline, training, executor, device, battery) are snapshotted. Once every step and inference is charged
 from records (``simulator.fidelity``) and whole days have run that way, the days left are charged as a
 whole from the mean of the last template days: one day when the last two days did exactly the same (counts
-equal, energy within ``SAME_REL``), two when the last two pairs of days did, else ``TEMPLATE_DAYS``.
+equal, energy within ``SAME_REL``, same phase of the training rounds and the sensor at the day boundaries),
+two when the last two pairs of days did, else the shortest window of up to ``MAX_TEMPLATE_DAYS`` that ends
+in the phase it began (one period of the schedule), else the mean of ``MAX_TEMPLATE_DAYS`` days.
 Charged: counts, MACs, energy by power state, harvest, flash bytes, busy seconds per hour of day, the
 memory pattern and the battery's course through the day. The charge
 stops exactly where the battery would run empty, found on the last simulated day's battery course (sampled
@@ -26,8 +28,10 @@ if TYPE_CHECKING:   # pragma: no cover
 
 DAY_S = 86400.0
 YEAR_S = 365.0 * DAY_S
-TEMPLATE_DAYS = 4          # at most: the mean of this many days when no shorter period shows
+TEMPLATE_DAYS = 4          # the ETA's bound: days simulated after replay starts, when a period shows by then
+MAX_TEMPLATE_DAYS = 6      # at most: the mean of this many days when no window ends in the phase it began
 SAME_REL = 1e-6
+PHASE_TOL_S = 1.0          # phases equal up to preemption jitter (ms); a different alignment differs by far more
 _PIPELINE = ("frames", "dropped_frames", "dropped_windows", "labels", "dropped_labels", "inferences",
              "deadline_misses")
 _DEVICE = ("energy_active_j", "energy_idle_j", "energy_sleep_j", "time_active_s", "time_idle_s", "time_sleep_s",
@@ -66,7 +70,7 @@ class DayCharger:
         pending = dev._debt[0] if dev._debt is not None else 0.0
         snap["level"] = dev.battery.level - pending
         now = sim.env.now   # phases: how long ago the last round ended and the sensor last delivered
-        snap["phase.round"] = now - sim.fidelity.last_round_s
+        snap["phase.round"] = min(now - sim.fidelity.last_round_s, DAY_S + 1.0)   # no round for a day: stale
         snap["phase.sensor"] = now - st.last_frame_s
         return snap
 
@@ -78,8 +82,8 @@ class DayCharger:
         snap = self._snapshot()
         self.snaps[day] = snap
         self.day_profiles[day] = [*dev.today, (now, snap["level"])]
-        self.day_profiles.pop(day - TEMPLATE_DAYS - 1, None)
-        self.snaps.pop(day - TEMPLATE_DAYS - 1, None)
+        self.day_profiles.pop(day - MAX_TEMPLATE_DAYS - 1, None)
+        self.snaps.pop(day - MAX_TEMPLATE_DAYS - 1, None)
         dev.today = []
         if day == 1:
             self.first_day = self._first_day(snap)
@@ -107,7 +111,14 @@ class DayCharger:
         for m in (1, 2):   # the template days must all be charged from records; the days compared with them
             if replay_days >= m and self._same(day - 2 * m, day - m, day):   # may still hold real steps
                 return m
-        return TEMPLATE_DAYS if replay_days >= TEMPLATE_DAYS and day - TEMPLATE_DAYS in self.snaps else 0
+        for m in range(3, min(replay_days, MAX_TEMPLATE_DAYS) + 1):   # a window that ends in the phase it began
+            if day - m in self.snaps and self._phase_equal(self.snaps[day - m], self.snaps[day]):
+                return m
+        return MAX_TEMPLATE_DAYS if replay_days >= MAX_TEMPLATE_DAYS and day - MAX_TEMPLATE_DAYS in self.snaps else 0
+
+    @staticmethod
+    def _phase_equal(a: dict[str, float], b: dict[str, float]) -> bool:
+        return all(abs(a[k] - b[k]) <= PHASE_TOL_S for k in b if k.startswith("phase."))
 
     def _same(self, a: int, b: int, c: int) -> bool:
         """Whether days a..b did what days b..c did: equal counts, energy and drain within SAME_REL."""
@@ -116,7 +127,7 @@ class DayCharger:
         sa, sb, sc = self.snaps[a], self.snaps[b], self.snaps[c]
         for k in sc:
             if k.startswith("phase."):
-                if abs(sc[k] - sb[k]) > 1e-6 or abs(sb[k] - sa[k]) > 1e-6:
+                if abs(sc[k] - sb[k]) > PHASE_TOL_S or abs(sb[k] - sa[k]) > PHASE_TOL_S:
                     return False
                 continue
             x, y = sb[k] - sa[k], sc[k] - sb[k]
