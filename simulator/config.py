@@ -104,7 +104,7 @@ class FidelityConfig:
     """Which steps run real numpy and which are charged from records (``simulator.fidelity``)."""
 
     mode: str             # auto | full
-    real_rounds: int      # 0: real rounds until the learning curve is flat; N: N real rounds (after day 1)
+    real_rounds: int      # 0: real rounds until the loss curve is flat; N: N real rounds (the first day is always real)
 
 
 @dataclass(frozen=True)

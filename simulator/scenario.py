@@ -105,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "fidelity": {
         "mode": "auto",               # auto: real steps while learning moves, then charged from records | full
-        "real_rounds": 0,             # 0: until the learning curve is flat; N: N real training rounds
+        "real_rounds": 0,             # 0: until the loss curve is flat; N: N real training rounds (day 1 is always real)
     },
     "compare": {
         "variants": [],               # [{label, techniques}] technique variants for the report
