@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
+import os
 import sys
 
 import numpy as np
@@ -29,6 +31,11 @@ from workloads.pretrain import single_thread_blas
 MODEL = "lenet-digits"
 IF, EMP = 0.2, 0.2          # thresholds of the headline pair (nats; fraction of each sample's max error)
 EF_TARGET = (0.75, -0.01)   # issue #13: early filter + error-map pruning >= 75 % fewer MACs within 1 pp
+# Part 1's accuracy is the mean test accuracy over the last LATE_EVALS checkpoints, one every LATE_EVERY steps
+# (the last one after the final step), the same for every row: at lr 0.02 a single end-of-training
+# evaluation of the baseline moves 93.5-98.2 % over its last 100 steps. Training is not changed by it.
+LATE_EVALS, LATE_EVERY = 20, 5
+DECAY = (0.75, 0.1)         # part 1, every row: the learning rate x0.1 for the last quarter of the steps
 
 PART1 = [
     ("baseline", Techniques()),
@@ -55,13 +62,18 @@ PART1 = [
 ]
 
 
-def train(tech: Techniques, *, story: str, steps: int, batch: int, lr: float, seed: int) -> dict:
-    """Train through the trace; totals of MACs, the largest step peak and flash traffic, accuracy after."""
+def train(tech: Techniques, *, story: str, steps: int, batch: int, lr: float, seed: int,
+          decay: tuple[float, float] | None = None) -> dict:
+    """Train through the trace; totals of MACs, the largest step peak and flash traffic, accuracy after.
+    ``decay=(at, factor)``: the learning rate is multiplied by ``factor`` from step ``at * steps`` on."""
     job = W.make_job(MODEL, story=story, techniques=tech, lr=lr, momentum=0.9, seed=seed)
     before = job.evaluate()
     stream = job.labelled_stream()
     macs = peak = flash = 0
+    late: list[dict] = []                      # evaluations at the last LATE_EVALS checkpoints
     for i in range(steps):
+        if decay and i == int(decay[0] * steps):
+            job.opt.lr = lr * decay[1]
         xs, ys = zip(*itertools.islice(stream, batch), strict=True)
         ops, _ = W.collect(job.train_step(np.stack(xs), np.array(ys)))
         macs += sum(o.macs for o in ops)
@@ -69,23 +81,45 @@ def train(tech: Techniques, *, story: str, steps: int, batch: int, lr: float, se
             s = W.check_trace(ops, job.persistent_tensors())
             peak = max(peak, s.peak_live_bytes)
             flash = max(flash, s.flash_write_bytes + s.flash_read_bytes)
-    after = job.evaluate()
-    return {"macs": macs, "peak": peak, "flash": flash, "before": before, "after": after,
+        if (steps - 1 - i) % LATE_EVERY == 0 and steps - 1 - i < LATE_EVALS * LATE_EVERY:
+            late.append(job.evaluate())
+    after = late[-1]
+    smoothed = {k: float(np.mean([e[k] for e in late])) for k in after}
+    return {"macs": macs, "peak": peak, "flash": flash, "before": before, "after": after, "smoothed": smoothed,
             "persistent": sum(t.nbytes for t in job.persistent_tensors())}
 
 
-def part1(seeds: int, epochs: int, batch: int) -> tuple[bool, str]:
+def _cell(args: tuple) -> tuple[str, int, dict]:
+    """One part-1 run (a worker's task): the same numbers whichever process runs it."""
+    label, tech, seed, steps, batch = args
+    with single_thread_blas():
+        return label, seed, train(tech, story="plain", steps=steps, batch=batch, lr=0.02, seed=seed, decay=DECAY)
+
+
+def part1(seeds: int, epochs: int, batch: int, jobs: int = 1) -> tuple[bool, str]:
     n_train = len(W.make_job(MODEL, story="plain", pretrain=False).split.user_train[1])
     steps = epochs * n_train // batch
-    cells = [(label, t, s) for label, t in PART1 for s in range(seeds)]
-    res: dict[str, list[dict]] = {}
-    for label, tech, seed in tqdm(cells, desc="part 1", unit="run", file=sys.stderr):
-        res.setdefault(label, []).append(train(tech, story="plain", steps=steps, batch=batch, lr=0.02, seed=seed))
+    cells = [(label, t, s, steps, batch) for label, t in PART1 for s in range(seeds)]
+    got: dict[tuple[str, int], dict] = {}
+    bar = tqdm(total=len(cells), desc="part 1", unit="run", file=sys.stderr)
+    if jobs > 1:
+        with multiprocessing.Pool(jobs) as pool:
+            for label, seed, r in pool.imap_unordered(_cell, cells):
+                got[label, seed] = r
+                bar.update()
+    else:
+        for cell in cells:
+            label, seed, r = _cell(cell)
+            got[label, seed] = r
+            bar.update()
+    bar.close()
+    res = {label: [got[label, s] for s in range(seeds)] for label, _ in PART1}
     base = res["baseline"]
     b_macs = np.mean([r["macs"] for r in base])
-    b_acc = np.mean([r["after"]["user_accuracy"] for r in base])
+    b_acc = np.mean([r["smoothed"]["user_accuracy"] for r in base])
     print(f"\nPart 1: {MODEL} from scratch, {epochs} epochs x {n_train} digits, batch {batch}, SGD lr 0.02 "
-          f"momentum 0.9, mean of {seeds} seed(s)")
+          f"momentum 0.9 (x{DECAY[1]:g} from {DECAY[0] * 100:.0f} % of the steps on), mean of {seeds} seed(s); "
+          f"test accuracy = mean over the last {LATE_EVALS} checkpoints, one every {LATE_EVERY} steps")
     hdr = (f"{'technique':28s} {'MACs (M)':>9s} {'saved':>7s} {'test acc':>9s} {'d acc':>7s} {'acc min..max':>13s} "
            f"{'peak live':>10s} {'persistent':>10s} {'flash/step':>10s}")
     print(hdr)
@@ -94,7 +128,7 @@ def part1(seeds: int, epochs: int, batch: int) -> tuple[bool, str]:
     for label, _ in PART1:
         rs = res[label]
         macs = np.mean([r["macs"] for r in rs])
-        accs = [r["after"]["user_accuracy"] for r in rs]
+        accs = [r["smoothed"]["user_accuracy"] for r in rs]
         saved = 1 - macs / b_macs
         dacc = np.mean(accs) - b_acc
         print(f"{label:28s} {macs / 1e6:9.1f} {saved * 100:6.1f}% {np.mean(accs) * 100:8.2f}% {dacc * 100:+6.2f}pp "
@@ -114,26 +148,29 @@ def part1(seeds: int, epochs: int, batch: int) -> tuple[bool, str]:
 
 
 def early_filter_headline(res: dict[str, list[dict]], seeds: int, current: tuple[str, float, float]) -> str:
-    """Pick the early-filter row on seed 0 (the largest saving that meets the target there, else the largest
-    within 1 pp, else the most accurate), then report it on every seed. Returns its label."""
+    """The early-filter headline. The rule, fixed in this code before a run: over the EF + EMP rows of
+    PART1 (the grid), take on seed 0 the largest MAC saving whose accuracy is within 1 pp of seed 0's
+    baseline; if none is, the most accurate row on seed 0 (and say so). Seeds 1.. only report it. Returns
+    its label."""
     base = res["baseline"]
 
     def figures(label: str, s: int) -> tuple[float, float]:
         r, b = res[label][s], base[s]
-        return 1 - r["macs"] / b["macs"], r["after"]["user_accuracy"] - b["after"]["user_accuracy"]
+        return 1 - r["macs"] / b["macs"], r["smoothed"]["user_accuracy"] - b["smoothed"]["user_accuracy"]
 
-    cands = [label for label, _ in PART1 if label.startswith("EF +")]
+    cands = [label for label, _ in PART1 if label.startswith("EF + EMP")]
     on0 = {label: figures(label, 0) for label in cands}
-    meets = [c for c in cands if on0[c][0] >= EF_TARGET[0] and on0[c][1] >= EF_TARGET[1]]
     close = [c for c in cands if on0[c][1] >= EF_TARGET[1]]
-    chosen = (max(meets, key=lambda c: on0[c][0]) if meets else max(close, key=lambda c: on0[c][0]) if close
-              else max(cands, key=lambda c: on0[c][1]))
-    print(f"\nearly filter: {len(cands)} threshold sets tried ({', '.join(cands)}); chosen on seed 0: {chosen} "
-          f"({on0[chosen][0] * 100:.1f} % fewer MACs, {on0[chosen][1] * 100:+.2f} pp there)")
-    for s in range(1, seeds):
-        sv, da = figures(chosen, s)
-        print(f"  reported on seed {s}: {sv * 100:.1f} % fewer MACs, accuracy {da * 100:+.2f} pp")
+    chosen = max(close, key=lambda c: on0[c][0]) if close else max(cands, key=lambda c: on0[c][1])
+    print(f"\nearly filter: rule = on seed 0, the largest saving within 1 pp of seed 0's baseline accuracy, over "
+          f"the grid {', '.join(cands)}")
+    for c in cands:
+        print(f"  seed 0: {c:26s} {on0[c][0] * 100:5.1f} % fewer MACs, accuracy {on0[c][1] * 100:+.2f} pp")
+    print(f"chosen on seed 0: {chosen}" + ("" if close else " (no row within 1 pp on seed 0: the most accurate one)"))
     per = [figures(chosen, s) for s in range(seeds)]
+    for s in range(seeds):
+        print(f"  {'chosen on' if s == 0 else 'reported on'} seed {s}: {per[s][0] * 100:.1f} % fewer MACs, accuracy "
+              f"{per[s][1] * 100:+.2f} pp")
     saved, dacc = float(np.mean([p[0] for p in per])), float(np.mean([p[1] for p in per]))
     met = saved >= EF_TARGET[0] and dacc >= EF_TARGET[1]
     print(f"early filter headline {chosen}, mean of {seeds} seed(s): {saved * 100:.1f} % fewer MACs, accuracy "
@@ -169,9 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per technique in part 1")
     ap.add_argument("--epochs", type=int, default=10, help="epochs of from-scratch training in part 1")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="processes for part 1's runs (default: every core); the numbers do not depend on it")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1 (got {args.jobs})")
+    _, early = part1(args.seeds, args.epochs, args.batch, args.jobs)
     with single_thread_blas():
-        _, early = part1(args.seeds, args.epochs, args.batch)
         part2(early)
     return 0
 

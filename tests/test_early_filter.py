@@ -210,3 +210,79 @@ def test_the_head_step_is_squared_error_in_log_space_with_explored_samples_weigh
     W.collect(job.train_step(xs, ys))
     assert job.last_step["early_kept"] == kept.sum()
     np.testing.assert_allclose(head.layers[-1].params[1], b0 - EFm.HEAD_LR * grad, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------- benchmarks/techniques.py's early-filter rows
+def _bench():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "techniques.py"
+    spec = importlib.util.spec_from_file_location("bench_techniques", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_train_decays_the_rate_and_averages_the_last_checkpoints(monkeypatch):
+    B = _bench()
+    jobs, evals = [], []
+    make = B.W.make_job
+
+    def spy(*a, **kw):
+        job = make(*a, **kw)
+        real = job.evaluate
+
+        def evaluate():
+            e = real()
+            evals.append((job.opt.lr, e["user_accuracy"]))
+            return e
+        job.evaluate = evaluate
+        jobs.append(job)
+        return job
+    monkeypatch.setattr(B.W, "make_job", spy)
+    monkeypatch.setattr(B, "LATE_EVALS", 3)
+    monkeypatch.setattr(B, "LATE_EVERY", 2)
+    r = B.train(Techniques(), story="plain", steps=10, batch=4, lr=0.02, seed=0, decay=(0.5, 0.1))
+    assert jobs[0].opt.lr == pytest.approx(0.002)
+    late = evals[1:]                           # the first evaluation is "before"
+    assert len(late) == 3                      # after steps 6, 8 and 10 (the last one: after the final step)
+    assert all(lr == pytest.approx(0.002) for lr, _ in late)
+    assert r["smoothed"]["user_accuracy"] == pytest.approx(np.mean([a for _, a in late]))
+    assert r["after"]["user_accuracy"] == late[-1][1]
+
+
+def _fake(macs: float, acc: float) -> dict:
+    return {"macs": macs, "smoothed": {"user_accuracy": acc}, "after": {"user_accuracy": acc}}
+
+
+def test_benchmark_headline_takes_the_largest_seed0_saving_within_1pp_and_reports_the_others(capsys):
+    B = _bench()
+    cands = [label for label, _ in B.PART1 if label.startswith("EF + EMP")]
+    assert len(cands) >= 3
+    res = {"baseline": [_fake(100.0, 0.95), _fake(100.0, 0.96), _fake(100.0, 0.97)]}
+    for c in cands:                                # every other row: 50 % fewer, far below on seed 0
+        res[c] = [_fake(50.0, 0.80)] * 3
+    res[cands[0]] = [_fake(10.0, 0.930), _fake(10.0, 0.96), _fake(10.0, 0.97)]   # 90 %, -2 pp on seed 0
+    res[cands[1]] = [_fake(20.0, 0.945), _fake(24.0, 0.95), _fake(26.0, 0.97)]   # 80 %, -0.5 pp on seed 0
+    res[cands[2]] = [_fake(30.0, 0.950), _fake(30.0, 0.96), _fake(30.0, 0.97)]   # 70 %, 0 pp
+    chosen = B.early_filter_headline(res, 3, ("IF + EMP (0.2, 0.2)", 0.6, -0.01))
+    out = capsys.readouterr().out
+    assert chosen == cands[1]
+    assert "reported on seed 1: 76.0 % fewer MACs, accuracy -1.00 pp" in out
+    assert "reported on seed 2: 74.0 % fewer MACs, accuracy +0.00 pp" in out
+    assert "mean of 3 seed(s): 76.7 % fewer MACs, accuracy -0.50 pp" in out and ": MET" in out
+    res[cands[1]][2] = _fake(40.0, 0.97)                                          # the mean drops to 70 %
+    B.early_filter_headline(res, 3, ("IF + EMP (0.2, 0.2)", 0.6, -0.01))
+    assert "NOT MET" in capsys.readouterr().out
+
+
+def test_benchmark_headline_without_a_row_within_1pp_takes_the_most_accurate_and_says_so(capsys):
+    B = _bench()
+    cands = [label for label, _ in B.PART1 if label.startswith("EF + EMP")]
+    res = {"baseline": [_fake(100.0, 0.95)]}
+    for i, c in enumerate(cands):
+        res[c] = [_fake(20.0, 0.90 + 0.001 * i)]
+    chosen = B.early_filter_headline(res, 1, ("IF + EMP (0.2, 0.2)", 0.6, -0.01))
+    assert chosen == cands[-1]
+    out = capsys.readouterr().out
+    assert "no row within 1 pp on seed 0" in out and "NOT MET" in out
