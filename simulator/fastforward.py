@@ -108,9 +108,9 @@ class DayCharger:
                 and sim.sc.duration_s - day * DAY_S >= DAY_S):
             return 0
         replay_days = day - math.ceil(fid.replay_from_s / DAY_S - 1e-9)   # whole days charged from records
-        for m in (1, 2):   # the template days must all be charged from records; the days compared with them
-            if replay_days >= m and self._same(day - 2 * m, day - m, day):   # may still hold real steps
-                return m
+        for m in (1, 2):   # the template days are charged from records (or cost the same: uniform steps);
+            if (replay_days >= m or fid.uniform) and self._same(day - 2 * m, day - m, day):   # the days compared
+                return m                                                                     # with them may be real
         for m in range(3, min(replay_days, MAX_TEMPLATE_DAYS) + 1):   # a window that ends in the phase it began
             if day - m in self.snaps and self._phase_equal(self.snaps[day - m], self.snaps[day]):
                 return m
@@ -130,8 +130,10 @@ class DayCharger:
                 if abs(sc[k] - sb[k]) > PHASE_TOL_S or abs(sb[k] - sa[k]) > PHASE_TOL_S:
                     return False
                 continue
+            if k in ("t.replayed", "t.replayed_latency_sum"):   # how steps were computed, not what happened
+                continue
             x, y = sb[k] - sa[k], sc[k] - sb[k]
-            if k.startswith(("p.", "t.", "x.")) and not k.endswith("_sum"):
+            if k.startswith(("p.", "t.", "x.")):
                 if x != y:
                     return False
             elif abs(x - y) > SAME_REL * max(abs(x), abs(y), 1e-12):

@@ -81,6 +81,11 @@ class Fidelity:
     def inference_trace(self) -> list[Op]:
         return self._infer_ops
 
+    @property
+    def uniform(self) -> bool:
+        """Every recorded step had the same ops: a real step costs exactly what a charged one does."""
+        return self._uniform and bool(self._steps)
+
     # --- when to start -------------------------------------------------------------------------------
 
     def end_round(self, now: float) -> None:
