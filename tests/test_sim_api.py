@@ -160,9 +160,10 @@ def test_demo_says_what_it_found(tmp_path, capsys):
     assert labels[:2] == ["as scheduled", "plain backprop"] and len(labels) == 4
     plain, fused = r["comparison"][1], r["comparison"][0]
     assert plain["peak_ram_bytes"] > fused["peak_ram_bytes"]     # separate gradient buffers cost RAM
-    # plain backprop keeps a gradient buffer per layer: over the pyboard's RAM, it stops at setup
-    assert plain["fits"] is False and plain["fatal"].startswith("out_of_memory at op ")
-    assert plain["ram_needed_bytes"] > r["ram_budget_bytes"] and plain["training_steps"] == 0
+    # at the demo's batch both fit the pyboard and train the same steps with the same MACs: fused update only
+    # saves the gradient buffers
+    assert fused["fits"] and plain["fits"] and plain["macs_total"] == fused["macs_total"]
+    assert r["fits"] and r["training_steps"] > 0 and r["accuracy_after"] > r["accuracy_before"]
 
 
 def test_swap_to_flash_wears_the_flash_and_names_the_first_write():
