@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulator.agreement import AGREEMENT_RELATIVE as AGREEMENT
+
 from . import fmt
 from .document import Document, Image, Section, Table, write_report
 from .plots import gain_heatmap_plot, heatmap_plot
@@ -60,6 +62,8 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
                             _pp(c.get("accuracy_gain")), fmt.quantity(c.get("energy_per_day_j"), "J/day")]
                            for d in devices for s in schedules if (c := cells[d].get(s)) is not None], caption="All cells"))
     doc.sections.append(m)
+    if any("verification" in c for d in devices for c in cells[d].values()):
+        doc.sections.append(_verification_section(devices, schedules, cells))
     if n_err:
         e = Section("Errors")
         e.blocks.append("Scenarios that raised or whose worker died; the sweep went on without them.")
@@ -67,6 +71,38 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
                                                       if r["status"] != "ok"]))
         doc.sections.append(e)
     return doc
+
+
+def _verification_section(devices: list[str], schedules: list[str], cells: dict) -> Section:
+    """``edgesim sweep --verify``: each fitting cell's training step on its device's twin beside the
+    simulator's prediction (the cell's ``verification`` record, as ports/verify.py writes it)."""
+    s = Section("Verification on the virtual twins")
+    s.blocks.append(f"One training step of each fitting cell's schedule (its first seed) in MicroPython 1.25 on "
+                    f"its device's QEMU twin (-icount shift=0,sleep=off). Agree: heap peak and instructions per "
+                    f"step within ±{AGREEMENT:.0%} of the prediction. Cells whose device has no twin say why.")
+    rows = []
+    for d in devices:
+        for sched in schedules:
+            v = (cells[d].get(sched) or {}).get("verification")
+            if v is None:
+                continue
+            if not v.get("verified"):
+                rows.append([d, sched, "-", "n/a", "n/a", "n/a", "n/a", f"not run: {v.get('reason')}"])
+                continue
+            m, p = v["measured"], v["predicted"]
+            if not m.get("fits"):
+                rows.append([d, sched, v["machine"], "out of memory", fmt.nbytes(p.get("heap_peak_bytes")), "n/a",
+                             fmt.count(p.get("instructions_per_step")), "yes" if v.get("agree") else "no"])
+                continue
+            e = v["errors"]
+            rows.append([d, sched, v["machine"], fmt.nbytes(m["heap_peak_bytes"]), fmt.nbytes(p["heap_peak_bytes"])
+                         + f" ({fmt.signed_pct(e['heap_peak'])})", fmt.count(m["instructions_per_step"]),
+                         fmt.count(p["instructions_per_step"]) + f" ({fmt.signed_pct(e['instructions_per_step'])})",
+                         "yes" if v.get("agree") else "no"])
+    s.blocks.append(Table(["device", "schedule", "twin", "heap peak (twin)", "heap peak (simulator, error)",
+                           "instructions per step (twin)", "instructions per step (simulator, error)",
+                           f"agree within ±{AGREEMENT:.0%}"], rows, caption="measured vs predicted, one training step"))
+    return s
 
 
 def _pp(x) -> str:

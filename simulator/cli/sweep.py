@@ -61,6 +61,17 @@ def _run(args) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
     fz = write_matrix(out, outcome.rows)
+    if args.verify:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            fz = verify_cells(grid, fz, outcome.rows, out, args)
+        except KeyboardInterrupt as e:
+            again = f"edgesim sweep {args.grid} --resume --verify" + (f" --out {args.out}" if args.out else "")
+            print(f"edgesim sweep: verification {'terminated' if isinstance(e, _Terminated) else 'interrupted'}: "
+                  f"the cells that finished are in {out / MATRIX_FILE}; to continue: {again}", file=sys.stderr)
+            return 143 if isinstance(e, _Terminated) else 130
+        finally:
+            signal.signal(signal.SIGTERM, old)
     report = render_sweep(outcome.rows, out, title=grid.name) if outcome.rows else None
     any_fit = any(c.get("fits") for d in fz["cells"].values() for c in d.values())
     if args.json:
@@ -90,9 +101,61 @@ def _run(args) -> int:
             print(f"error: {r['key']}: {r.get('error')}")
         if len(errs) > MAX_ERRORS_SHOWN:
             print(f"... and {len(errs) - MAX_ERRORS_SHOWN} more error rows in {out / RESULTS_FILE}")
+        if args.verify:
+            print()
+            print(verification_text(fz))
         print(f"objective: {fz['objective']}")
         print(f"results: {out / RESULTS_FILE}\nmatrix:  {out / MATRIX_FILE}\nreport:  {report}")
     return 0 if any_fit else 3
+
+
+def verify_cells(grid, fz: dict, rows: list[dict], out: Path, args) -> dict:
+    """``--verify``: each fitting cell's training step on its device's twin, on the sweep's runner.
+
+    The sweep package (simulator core) must not import ``ports``; the command line sits above both, so
+    it hands ``ports.verify.verify_scenario`` to ``simulator.sweep.run_verification`` as a plain callable
+    (module-level, so it pickles by reference to a pool or Dask worker). The core keeps the one runner
+    (pool or Dask), the per-cell log and the atomic matrix writes; it never learns what a twin is."""
+    from ports.verify import verify_scenario
+    from simulator.sweep import run_verification
+
+    return run_verification(grid, fz, rows, out, verify_scenario, workers=args.workers, scheduler=args.scheduler,
+                            progress=not args.quiet)
+
+
+def verification_text(fz: dict) -> str:
+    """The --verify table: per fitting cell, heap peak and instructions per step measured on the twin
+    beside the prediction, and whether both agree within the tolerance."""
+    from simulator.agreement import AGREEMENT_RELATIVE
+    from simulator.units import human_bytes
+
+    rows, below = [], []
+    for d in fz["devices"]:
+        for s in fz["schedules"]:
+            v = (fz["cells"][d].get(s) or {}).get("verification")
+            if v is None:
+                continue
+            if not v.get("verified"):
+                below.append(f"[{len(below) + 1}] {d} / {s}: {v.get('reason')}")
+                rows.append([d, s, "-", "-", "-", f"not run: {'no twin' if v.get('no_twin') else 'see'} [{len(below)}]"])
+                continue
+            m, p = v["measured"], v["predicted"]
+            if not m.get("fits"):
+                rows.append([d, s, v["machine"], "out of memory", "-", "agrees" if v["agree"] else "DISAGREES"])
+                continue
+            e = v["errors"]
+            rows.append([d, s, v["machine"],
+                         f"{human_bytes(m['heap_peak_bytes'])} / {human_bytes(p['heap_peak_bytes'])} "
+                         f"({100 * e['heap_peak']:+.1f} %)",
+                         f"{m['instructions_per_step']:,.0f} / {p['instructions_per_step']:,.0f} "
+                         f"({100 * e['instructions_per_step']:+.1f} %)", "agrees" if v["agree"] else "DISAGREES"])
+    if not rows:
+        return "verification on the twins: no cell fits, nothing to verify"
+    return (f"verification on the twins (one training step of each fitting cell; agree: heap peak and "
+            f"instructions per step within ±{AGREEMENT_RELATIVE:.0%}):\n"
+            + format_table(["device", "schedule", "twin", "heap peak twin / simulator (error)",
+                            "instructions per step twin / simulator (error)", "verdict"], rows)
+            + "".join(f"\n{b}" for b in below))
 
 
 def register(sub) -> None:
@@ -109,4 +172,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: edgesim-out/<grid name>)")
     p.add_argument("--json", action="store_true", help="print the summary and matrix as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verify", action="store_true",
+                   help="after the sweep, run one training step of each fitting cell on its device's virtual twin "
+                        "(QEMU, MicroPython 1.25) on the same pool or Dask runner, and add measured vs predicted "
+                        "(heap peak, instructions per step) to matrix.json, the summary and the report")
     p.set_defaults(func=_run)

@@ -8,17 +8,24 @@ from .grid import Grid, Point
 from .worker import load_base, lost_row, run_point
 
 
-def run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None],
-             connect_timeout_s: float = 10.0, runner: Callable[..., dict] = run_point) -> None:
-    """Dask loop. A worker that dies is retried by Dask; a scenario Dask gives up on becomes an error row."""
+def connect(scheduler: str, connect_timeout_s: float = 10.0):
+    """A client of the Dask scheduler at ``scheduler``; no dask or no scheduler is bad input (exit 2)."""
     try:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import Client
     except ImportError as e:
         raise ValueError(f"--scheduler needs dask.distributed: pip install 'edgesim[dask]' ({e})") from None
     try:
-        client = Client(scheduler, timeout=f"{connect_timeout_s}s")
+        return Client(scheduler, timeout=f"{connect_timeout_s}s")
     except OSError as e:
         raise ValueError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
+
+
+def run_dask(grid: Grid, todo: list[Point], scheduler: str, record: Callable[[dict], None],
+             connect_timeout_s: float = 10.0, runner: Callable[..., dict] = run_point) -> None:
+    """Dask loop. A worker that dies is retried by Dask; a scenario Dask gives up on becomes an error row."""
+    client = connect(scheduler, connect_timeout_s)           # names a missing dask or scheduler
+    from dask.distributed import as_completed
+
     try:
         from .dask_worker import warm_workers
 

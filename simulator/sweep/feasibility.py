@@ -125,11 +125,17 @@ def feasibility(rows: Iterable[dict]) -> dict:
 
 def write_matrix(out_dir: str | Path, rows: Iterable[dict]) -> dict:
     """Compute the matrix of ``rows`` and write it atomically to ``out_dir/matrix.json``; returns it."""
+    fz = feasibility(rows)
+    save_matrix(out_dir, fz)
+    return fz
+
+
+def save_matrix(out_dir: str | Path, fz: dict) -> Path:
+    """Write matrix ``fz`` atomically to ``out_dir/matrix.json`` (readers see the old or the new one)."""
     from simulator.files import write_atomic
 
-    fz = feasibility(rows)
-    write_atomic(Path(out_dir) / MATRIX_FILE, (json.dumps(fz, sort_keys=True, indent=2, default=str) + "\n").encode())
-    return fz
+    return write_atomic(Path(out_dir) / MATRIX_FILE,
+                        (json.dumps(fz, sort_keys=True, indent=2, default=str) + "\n").encode())
 
 
 def read_matrix(out_dir: str | Path) -> dict:
