@@ -45,17 +45,18 @@ class Board:
                      ) -> list[str]:
         """The QEMU command line: serial on stdio via a chardev without signals (binary-safe; ``-nographic``
         would swallow Ctrl-A), no display or monitor, deterministic guest time; QMP on a unix socket.
-        A twin boots its ELF with ``-kernel`` and semihosting (``machine.reset()`` exits QEMU) under
-        ``-icount shift=N,sleep=off``; the micro:bit's .hex goes through the generic loader."""
+        A twin boots its ELF with ``-kernel`` and semihosting (``machine.reset()`` exits QEMU); the
+        micro:bit's .hex goes through the generic loader. Both run under ``-icount shift=N,sleep=off``: without
+        ``sleep=off`` an idle guest's virtual clock follows host time and counts drift from run to run."""
         cmd = [qemu, "-M", self.machine, "-display", "none",
                "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0", "-monitor", "none"]
         if self.twin is not None:
             cmd += ["-kernel", self.firmware]
             if self.twin.semihosting:
                 cmd += ["-semihosting-config", "enable=on,target=native"]
-            cmd += ["-icount", f"shift={icount_shift},sleep=off"]
         else:
-            cmd += ["-device", f"loader,file={self.firmware}", "-icount", f"shift={icount_shift}"]
+            cmd += ["-device", f"loader,file={self.firmware}"]
+        cmd += ["-icount", f"shift={icount_shift},sleep=off"]
         if qmp_socket:
             cmd += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
         return [*cmd, *self.extra_args]
