@@ -1,4 +1,4 @@
-"""Device profiles: one TOML file per real board, validated into frozen dataclasses (DESIGN.md §2).
+"""Device profiles: one TOML file per real board, validated into frozen dataclasses (docs/architecture.md §2).
 
 Every figure carries its unit in its key (``ram_bytes``, ``clock_hz``, ``active_current_a``) and its
 source in a sibling ``<key>_source`` string; a source that starts with ``estimate`` marks the figure as

@@ -135,7 +135,7 @@ class Battery:
         return self.capacity_mah * 3.6 * self.voltage_v
 
 
-# Virtual twins (DESIGN.md §4b): the machine table itself is ports/twin/machines.py, which checks on import
+# Virtual twins (docs/architecture.md §4b): the machine table itself is ports/twin/machines.py, which checks on import
 # that it defines exactly these names (profiles sit below ports and cannot import it).
 TWINS = ("mps2-an385", "mps2-an385-armv6m", "mps2-an386", "mps2-an500", "netduinoplus2")
 

@@ -1,25 +1,42 @@
-"""edgesim ports: the same workload on a QEMU-emulated board (DESIGN.md §4).
+"""edgesim ports: the same workload on an emulated board (docs/architecture.md §4, §4b).
 
-``boards`` (the board table, read from profiles), ``qemu`` (launcher), ``repl`` (raw-REPL transport),
-``session`` (boot + device files), ``emulate`` (training beside the host and the simulator),
-``calibrate`` (micro-benchmarks -> the profile's micropython coefficients), ``predict`` (the simulator's
-prediction for the board), ``cli`` (``edgesim emulate`` / ``calibrate``). Device-side code lives in
-``ports/micropython/*.py``. The heavier modules are imported where used.
+``boards`` (the board table, read from profiles), ``qemu`` (launcher: pexpect console, QMP control),
+``repl`` (raw-REPL transport), ``session`` (boot + device files), ``twin`` (virtual twins: machine table,
+pinned MicroPython source, cached firmware builds), ``program``/``netrun`` (the host's op trace as the
+twin port's program), ``emulate`` (training beside the host and the simulator), ``predict`` (the
+simulator's prediction for the board), ``calibrate`` (micro-benchmarks -> per-kind MicroPython costs),
+``verify`` (one step of a scenario's schedule on its twin), ``ctrain`` (generated C in the planner's arena:
+``edgesim port``, native calibration). Device-side code lives in ``ports/micropython/`` and
+``ports/native/``. The heavier modules are imported where used.
 """
 from __future__ import annotations
 
 from .boards import Board, board_from_profile, load_board
-from .errors import GuestError, GuestMemoryError, PortError, ProtocolError, QemuExited, QemuMissing, ReplTimeout
+from .errors import (
+                     FirmwareBuildError,
+                     GuestError,
+                     GuestMemoryError,
+                     PortError,
+                     ProtocolError,
+                     QemuExited,
+                     QemuMissing,
+                     QmpError,
+                     ReplTimeout,
+                     TwinUnavailable,
+)
 
 __all__ = [
     "Board",
+    "FirmwareBuildError",
     "GuestError",
     "GuestMemoryError",
     "PortError",
     "ProtocolError",
     "QemuExited",
     "QemuMissing",
+    "QmpError",
     "ReplTimeout",
+    "TwinUnavailable",
     "board_from_profile",
     "load_board",
 ]

@@ -1,4 +1,4 @@
-"""The board table: what it takes to boot one emulated board (DESIGN.md §4, §4b).
+"""The board table: what it takes to boot one emulated board (docs/architecture.md §4, §4b).
 
 A :class:`Board` is read from a device profile's ``[emulator]`` table plus its core and memory figures,
 so a new board is a new profile file, not new code. Two kinds: a fixed QEMU machine with a prebuilt

@@ -1,4 +1,4 @@
-"""edgesim reports (DESIGN.md §5): one self-contained HTML page and a Markdown file with PNG plots beside
+"""edgesim reports (docs/architecture.md §5): one self-contained HTML page and a Markdown file with PNG plots beside
 it, for a run (``render_run``), a sweep (``render_sweep``) or an emulation (``render_emulation``).
 matplotlib (Agg) is imported inside this package only; output is deterministic and written atomically."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Every twin machine builds (once, cached), boots MicroPython 1.25 at its profile's heap and answers over
 the raw REPL; FPU, guest timer, deterministic instruction counts, QMP and clean shutdown are checked on
-the real guest (DESIGN.md §4b)."""
+the real guest (docs/architecture.md §4b)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""edgesim workloads: real numpy training that yields an op trace (DESIGN.md §1).
+"""edgesim workloads: real numpy training that yields an op trace (docs/architecture.md §1).
 
 Public API: ``parse_spec``, ``build_model``, ``zoo``, ``make_job`` (a ``TrainingJob``), ``default_lr``,
 ``Techniques``, ``SpecError``, ``collect``, ``check_trace``, the allowed values ``STORIES`` and

@@ -1,4 +1,4 @@
-"""What the simulator drives: a personalisation training job (DESIGN.md §1, §3).
+"""What the simulator drives: a personalisation training job (docs/architecture.md §1, §3).
 
 ``workloads.make_job(...)`` returns an object with this interface. The simulator only iterates the
 generators and reads the numbers; it never looks inside the model.

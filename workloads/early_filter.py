@@ -1,4 +1,4 @@
-"""The early instance filter (DESIGN.md §1; the seed's self-supervised early instance filtering): a small
+"""The early instance filter (docs/architecture.md §1; the seed's self-supervised early instance filtering): a small
 head on an early layer's output predicts each sample's loss; a sample it calls trivial (predicted loss
 under ``techniques.early_filter`` nats) is dropped right there, so it costs only the early layers and the
 head, not the later layers' forward, the backward or the update.

@@ -1,4 +1,4 @@
-"""Training-technique switches (DESIGN.md §1). Each one is a field here; a schedule sets them.
+"""Training-technique switches (docs/architecture.md §1). Each one is a field here; a schedule sets them.
 
 The workloads implement what each switch does to the math and to the op trace; the effect on MACs,
 peak live bytes and accuracy is measured from the trace, never assumed.

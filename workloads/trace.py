@@ -1,4 +1,4 @@
-"""The op trace: the one contract between workloads and the simulator (DESIGN.md §1).
+"""The op trace: the one contract between workloads and the simulator (docs/architecture.md §1).
 
 A training step is a generator of ``Op`` records. The numpy math really runs; each op says what it
 cost (MACs, bytes moved, dtype) and which buffers it allocates and frees. The simulator knows nothing

@@ -1,4 +1,4 @@
-"""Techniques that transform a step program or the numbers it works on (DESIGN.md §1).
+"""Techniques that transform a step program or the numbers it works on (docs/architecture.md §1).
 
 - ``apply_swap``: activations the backward needs go to flash after their last forward use and come back
   just before their first backward use (``swap_out.*`` / ``swap_in.*`` ops).

@@ -1,4 +1,4 @@
-# Guest time on a virtual twin (DESIGN.md §4b; the table is ports/twin/machines.py).
+# Guest time on a twin (docs/architecture.md §4b; table: ports/twin/machines.py).
 # Under -icount shift=0,sleep=off one instruction is one virtual nanosecond, so a hardware counter read
 # with machine.mem32 counts instructions exactly (times instructions_per_timer_tick). The host calls
 # configure() once with the machine's figures; start() restarts the counter (so its tick phase is the

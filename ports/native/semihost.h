@@ -1,4 +1,4 @@
-/* ARM semihosting (bkpt 0xab): host files and the exit code, the twin's only I/O (DESIGN.md §4b). */
+/* ARM semihosting (bkpt 0xab): host files and the exit code, the twin's only I/O (docs/architecture.md §4b). */
 #ifndef SEMIHOST_H
 #define SEMIHOST_H
 

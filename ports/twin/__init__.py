@@ -1,4 +1,4 @@
-"""Virtual twins (DESIGN.md §4b): a profile's core and memory size on a QEMU Cortex-M machine.
+"""Virtual twins (docs/architecture.md §4b): a profile's core and memory size on a QEMU Cortex-M machine.
 
 ``machines`` (the QEMU machine table: compiler target, RAM, console, guest timer), ``source`` (the
 pinned MicroPython source package, fetched with a private apt configuration), ``firmware`` (MicroPython

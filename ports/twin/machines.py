@@ -1,6 +1,6 @@
 """The twin machine table: what QEMU emulates, how to compile for it, where its RAM, console and clock are.
 
-A *twin* is a device profile's core and memory size on a QEMU machine (DESIGN.md §4b): the same ISA and
+A *twin* is a device profile's core and memory size on a QEMU machine (docs/architecture.md §4b): the same ISA and
 FPU (or a subset: an Armv6-M build on an Armv7-M machine), the profile's RAM as the heap/arena/linker
 limit. This table holds the facts about the QEMU side only; the profile's ``[emulator]`` table names the
 twin. Addresses are guest physical addresses; every size and rate carries its unit in its name.

@@ -1,4 +1,4 @@
-"""``edgesim emulate`` and ``edgesim calibrate``: the workload on a QEMU-emulated board (DESIGN.md §4)."""
+"""``edgesim emulate`` and ``edgesim calibrate``: the workload on a QEMU-emulated board (docs/architecture.md §4)."""
 from __future__ import annotations
 
 import json

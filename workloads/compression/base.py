@@ -1,5 +1,5 @@
 """What every codec shares: the encoded record with its bit accounting, the weight-matrix view, magnitude
-pruning, binary-coding quantisation and the argument checks (DESIGN.md §1, issue #14).
+pruning, binary-coding quantisation and the argument checks (docs/architecture.md §1, issue #14).
 
 A layer's weight tensor is seen as a matrix of ``rows`` output channels by ``cols`` inputs (Dense W (in, out)
 -> W.T; Conv2D (kh, kw, Cin, Cout) -> (Cout, kh*kw*Cin); Depthwise (kh, kw, C) -> (C, kh*kw)). Scales are

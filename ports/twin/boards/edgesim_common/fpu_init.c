@@ -1,4 +1,4 @@
-// edgesim twin boards: switch the FPU on before MicroPython runs (DESIGN.md §4b).
+// edgesim twin boards: switch the FPU on before MicroPython runs (docs/architecture.md §4b).
 // A Cortex-M4F/M7 resets with its FPU off (CPACR.CP10/CP11 = 0): the first VFP instruction would be a
 // UsageFault. MicroPython's qemu start-up code calls uart_init() once, before main(), from integer-only
 // code; the board links with -Wl,--wrap=uart_init so that call comes here first.
