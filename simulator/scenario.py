@@ -17,6 +17,8 @@ from device_profiles.loader import RUNTIMES, read_toml
 from workloads import STORIES
 from workloads.compression.config import CompressionSpec
 from workloads.datasets import StoryOptions
+from workloads.job import FINE_TUNE_LR
+from workloads.optim import OPTIMIZERS
 from workloads.techniques import Techniques
 
 from .config import (
@@ -36,10 +38,6 @@ from .config import (
 from .memory import POLICIES as HEAP_POLICIES
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-OPTIMIZERS = ("sgd", "adam")
-# On-device fine-tuning wants a smaller step than workloads.default_lr (which sets up a job from
-# scratch: 0.05 for MLPs): the scenario's default is the CNNs' fine-tuning rate for every model.
-FINE_TUNE_LR = 0.005
 
 _STORY = StoryOptions()               # the imperfect-data stories' defaults live in workloads
 

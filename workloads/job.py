@@ -29,6 +29,11 @@ F32 = np.float32
 NO_TECHNIQUES = Techniques()   # the default: plain full backprop
 
 
+# The step a scenario fine-tunes at on the device when it names none: smaller than ``default_lr``'s MLP rate
+# (which sets up a job from scratch); the zoo CNNs' rate, for every model.
+FINE_TUNE_LR = 0.005
+
+
 def default_lr(spec: ModelSpec, optimizer: str = "sgd") -> float:
     """The learning rate ``make_job`` uses when none is given: 0.05 for MLPs, 0.005 for CNNs (SGD;
     fine-tuning the zoo CNNs at 0.05 with momentum 0.9 diverges), 0.001 for Adam."""

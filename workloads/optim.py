@@ -61,10 +61,13 @@ class Adam:
         p[sel] -= (self.lr * mh / (np.sqrt(vh) + self.eps)).astype(p.dtype)
 
 
+OPTIMIZERS = ("sgd", "adam")   # the names make_optimizer takes: the one list (scenarios validate against it)
+
+
 def make_optimizer(name: str, lr: float, momentum: float):
     """'sgd' or 'adam' by name; errors name the value."""
     if name == "sgd":
         return SGD(lr, momentum)
     if name == "adam":
         return Adam(lr)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam' (got {name!r})")
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {name!r})")
