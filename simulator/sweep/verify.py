@@ -89,10 +89,11 @@ def no_twin_reason(scenario: dict) -> str | None:
     return f"{profile.name} has no virtual twin: {profile.no_twin_reason or 'its profile has no [emulator] twin'}"
 
 
-def verify_cell(verify: Verifier, label: str, scenario: dict, log_path: str | None) -> dict:
+def verify_cell(verify: Verifier, label: str, scenario: dict, log_path: str | None, progress: bool = True) -> dict:
     """In a worker: say which cell boots a twin, run ``verify`` and return its record as plain data (an
     exception becomes a record with ``verified: False`` and the message: the pass goes on)."""
-    print(f"{PREFIX}: {label}: booting its twin (QEMU) for one training step", file=sys.stderr, flush=True)
+    if progress:
+        print(f"{PREFIX}: {label}: booting its twin (QEMU) for one training step", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         rec = dict(verify(scenario, log_path=log_path))
@@ -154,11 +155,11 @@ def run_verification(grid: Grid, fz: dict, rows: list[dict], out_dir: str | Path
     say(f"{PREFIX}: {len(todo)} fitting cell(s) to run on their twins "
         f"({'Dask scheduler ' + scheduler if scheduler else 'local pool'})")
     if scheduler:
-        _on_dask(todo, verify, scheduler, connect_timeout_s, record)
+        _on_dask(todo, verify, scheduler, connect_timeout_s, record, progress)
     else:
         logs = out_dir / VERIFY_LOG_DIR
         logs.mkdir(exist_ok=True)
-        _on_pool(todo, verify, workers or os.cpu_count() or 1, logs, record)
+        _on_pool(todo, verify, workers or os.cpu_count() or 1, logs, record, progress)
     return fz
 
 
@@ -168,7 +169,7 @@ def _log_name(t: CellTask) -> str:
 
 
 def _on_pool(todo: list[CellTask], verify: Verifier, workers: int, logs: Path,
-             record: Callable[[CellTask, dict], None]) -> None:
+             record: Callable[[CellTask, dict], None], progress: bool = True) -> None:
     """The cells on a local process pool (as the sweep's); a dead worker makes its cells unverified."""
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -177,7 +178,8 @@ def _on_pool(todo: list[CellTask], verify: Verifier, workers: int, logs: Path,
 
     ex = new_pool(min(workers, len(todo)))
     try:
-        futs = {ex.submit(verify_cell, verify, t.label, t.scenario, str(logs / _log_name(t))): t for t in todo}
+        futs = {ex.submit(verify_cell, verify, t.label, t.scenario, str(logs / _log_name(t)), progress): t
+                for t in todo}
         remaining = set(futs)
         while remaining:
             finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
@@ -195,7 +197,7 @@ def _on_pool(todo: list[CellTask], verify: Verifier, workers: int, logs: Path,
 
 
 def _on_dask(todo: list[CellTask], verify: Verifier, scheduler: str, connect_timeout_s: float,
-             record: Callable[[CellTask, dict], None]) -> None:
+             record: Callable[[CellTask, dict], None], progress: bool = True) -> None:
     """The cells on the sweep's Dask cluster; the serial logs stay on the workers (their temp files)."""
     from .dask_backend import connect
 
@@ -205,7 +207,7 @@ def _on_dask(todo: list[CellTask], verify: Verifier, scheduler: str, connect_tim
     try:
         n = len(todo)
         futs = client.map(verify_cell, [verify] * n, [t.label for t in todo], [t.scenario for t in todo],
-                          [None] * n, pure=False)
+                          [None] * n, [progress] * n, pure=False)
         by_fut = dict(zip(futs, todo, strict=True))
         for fut in as_completed(futs):
             try:
