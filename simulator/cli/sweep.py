@@ -17,7 +17,9 @@ streams one line per finished scenario to OUT/results.jsonl. An interrupted swee
 killed worker) loses nothing finished: rerun with --resume. Writes OUT/matrix.json (device x
 schedule: fits, binding constraint, margin; the best schedule per device) and OUT/report.html,
 OUT/report.md with the heat map beside them. The grid is checked whole before anything runs; a resumed
-sweep reruns the scenarios whose resolved scenario changed since."""
+sweep reruns the scenarios whose resolved scenario changed since. With --verify, each fitting cell's
+training step then runs once on its device's virtual twin (QEMU) on the same runner, and its measured
+heap peak and instructions per step go beside the prediction in matrix.json, the summary and the report."""
 
 EXAMPLE = "edgesim sweep simulator/sweeps/boards.toml --workers 2 --out edgesim-out/boards"
 
