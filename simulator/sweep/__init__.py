@@ -1,4 +1,4 @@
-"""Capacity-planning sweeps (DESIGN.md §3): expand a grid of devices x workloads x schedules x seeds
+"""Capacity-planning sweeps (docs/architecture.md §3): expand a grid of devices x workloads x schedules x seeds
 (``grid``), run every scenario through the simulator (``worker``) on a local process pool (``pool``) or a
 Dask cluster (``dask_backend``), stream the rows to ``results.jsonl`` one atomic line at a time
 (``results_log``) so an interrupted sweep resumes without losing work (``run``), and reduce them to the

@@ -1,4 +1,4 @@
-"""Sweep grid files (DESIGN.md §3): parse and validate a grid, expand it into points in a fixed order.
+"""Sweep grid files (docs/architecture.md §3): parse and validate a grid, expand it into points in a fixed order.
 
 A grid file (TOML)::
 
