@@ -8,13 +8,15 @@
     a profile's measured ``kind_costs`` (per op kind: overhead + macs, bytes read and bytes written, each with
     its cost) replace the lines above for the f32 ops of the kinds they list (rows by ``cost_key``: the
     op kind, or ``loss`` / ``conv_direct`` where a profile has those rows; ``cost_keys``: a backward part's
-    own row, such as ``conv.backward_weight``, first where a profile has it).
+    own row, such as ``conv.backward_weight``, first where a profile has it, and before it a role row,
+    ``conv.input`` / ``reduce.gap``, where a native profile has one).
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from workloads.trace import Op
@@ -44,13 +46,35 @@ def cost_key(op: Op) -> str:
 BACKWARD_PARTS = ("backward_weight", "backward_input")   # op name suffixes a kind_costs row may single out
 
 
-def cost_keys(op: Op) -> tuple[str, ...]:
-    """The kind_costs rows that may price an op, most specific first: ``<cost_key>.backward_weight`` /
-    ``.backward_input`` (a backward pass runs other loops than the forward one: native C rows), then
-    ``cost_key(op)``, then the op kind."""
+_FIRST_LAYER = re.compile(r"^[a-z_]+0$")   # layer names are <type><index>: index 0 reads the raw sample
+_GAP_LAYER = re.compile(r"^gap\d+$")
+
+
+def op_role(op: Op) -> str | None:
+    """A structural role that changes an op's soft-float cost, or None: ``input`` for an im2col
+    convolution of the first layer (it reads the raw sample, whose zeros depend on the data set, not
+    post-ReLU activations, about half of them zeros; soft-float multiplies and adds with a zero operand
+    return early), ``gap`` for a global average pool (one long sum and a divide per channel, unlike the
+    windowed pools it would share the ``reduce`` row with)."""
+    layer = op.name.rpartition(".")[0]
+    if op.kind == "conv" and cost_key(op) == "conv" and _FIRST_LAYER.match(layer):
+        return "input"
+    if op.kind == "reduce" and _GAP_LAYER.match(layer):
+        return "gap"
+    return None
+
+
+def cost_keys(op: Op, roles: bool = False) -> tuple[str, ...]:
+    """The kind_costs rows that may price an op, most specific first: with ``roles``, the op's role row
+    (``conv.input``, ``conv.input.backward_weight``, ``reduce.gap``, ... : native C rows, see ``op_role``);
+    ``<cost_key>.backward_weight`` / ``.backward_input`` (a backward pass runs other loops than the forward
+    one: native C rows), then ``cost_key(op)``, then the op kind. A profile without a row uses the next."""
     key = cost_key(op)
     part = op.name.rsplit(".", 1)[-1]
     fine = (f"{key}.{part}",) if part in BACKWARD_PARTS else ()
+    role = op_role(op) if roles else None
+    if role:
+        fine = (f"{key}.{role}.{part}" if part in BACKWARD_PARTS else f"{key}.{role}", *fine)
     return (*fine, key, op.kind)
 
 
@@ -58,7 +82,7 @@ def op_cycles(op: Op, runtime: Any) -> float:
     """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
     kind = op.kind
     measured = getattr(runtime, "kind_costs", None)
-    key = next((k for k in cost_keys(op) if k in measured), kind) if measured else kind
+    key = next((k for k in cost_keys(op, roles=True) if k in measured), kind) if measured else kind
     if measured and key in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
         k = measured[key]
         return float(k.overhead_cycles + op.macs * k.cycles_per_mac + op.bytes_read * k.cycles_per_byte_read
@@ -108,7 +132,7 @@ class CostModel:
 
     def cost(self, op: Op) -> tuple[float, float, float]:
         """(cycles, seconds, energy_j) of one op."""
-        key = (cost_keys(op)[0], op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
+        key = (cost_keys(op, roles=True)[0], op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
         hit = self._cache.get(key)
         if hit is not None:
             return hit

@@ -86,3 +86,30 @@ def test_bad_kind_costs_name_the_field(tmp_path, bad, match):
     path.write_text(text)
     with pytest.raises(ProfileError, match=match):
         load_profile(path)
+
+
+def test_role_rows_price_the_first_convolution_and_gap_where_a_profile_has_them(tmp_path):
+    """The soft-float role rows: the first layer's im2col convolution (raw samples, not post-ReLU
+    activations) and the global average pool get rows of their own; a profile without them prices the op
+    with the next row (a MicroPython fit never sees them: cost_keys without roles)."""
+    from simulator.cost import cost_keys
+
+    ws = (Tensor(1, 72, "workspace"),)
+    first, later = Op("conv0.forward", "conv", 1000, 400, 800, alloc=ws), Op("conv3.forward", "conv", 1000, 400, 800,
+                                                                               alloc=ws)
+    assert cost_keys(first, roles=True)[0] == "conv.input" and cost_keys(first)[0] == "conv"
+    assert cost_keys(Op("conv0.backward_weight", "conv", 9, 9, 9, alloc=ws), roles=True)[:2] == (
+        "conv.input.backward_weight", "conv.backward_weight")
+    assert cost_keys(later, roles=True)[0] == "conv" and cost_keys(Op("conv10.forward", "conv", 9, 9, 9, alloc=ws),
+                                                                   roles=True)[0] == "conv"
+    assert cost_keys(Op("dwconv0.forward", "conv", 9, 9, 9), roles=True)[0] == "conv_direct"   # no role row
+    assert cost_keys(Op("gap4.backward_input", "reduce", 0, 9, 9), roles=True)[0] == "reduce.gap.backward_input"
+    assert cost_keys(Op("maxpool1.forward", "reduce", 0, 9, 9), roles=True)[0] == "reduce"
+    costs = C.fit(_rows())
+    plain = load_profile(C.write_profile(_result(costs), tmp_path / "plain.toml")).runtime["native"]
+    assert op_cycles(first, plain) == pytest.approx(op_cycles(later, plain))      # no role row: the kind's
+    costs["conv.input"] = {"overhead": 0.0, "per_mac": 50.0, "per_byte_read": 0.0, "per_byte_written": 0.0}
+    prof = load_profile(C.write_profile(_result(costs), tmp_path / "roles.toml"))
+    rt = prof.runtime["native"]
+    assert op_cycles(first, rt) == pytest.approx(50_000 * prof.core.cycles_per_instruction, rel=1e-5)
+    assert op_cycles(later, rt) == pytest.approx(op_cycles(later, plain))

@@ -33,10 +33,13 @@ KINDS = ("matmul", "conv", "eltwise", "reduce", "update", "copy")   # the op kin
 
 
 def _cost_key(op) -> str:
-    """The most specific cost-model row for an op (simulator.cost.cost_keys): what the fit gives a cost."""
+    """The most specific cost-model row for an op (simulator.cost.cost_keys with roles: the first layer's
+    im2col convolution and the global average pool get rows of their own): what the fit gives a cost."""
     from simulator.cost import cost_keys
 
-    return cost_keys(op)[0]
+    return cost_keys(op, roles=True)[0]
+
+
 STEPS = 2
 
 
