@@ -84,15 +84,16 @@ def _no_fit(stderr: str) -> tuple[str, str] | None:
     return None
 
 
-def build(prog: Program, target: Target, out: str | Path) -> Build:
-    """Compile and link into ``out/model.elf``. CompileError (one line), DoesNotFit (exit 3, region named)."""
+def build(prog: Program, target: Target, out: str | Path, extra_sources: tuple[str, ...] = ()) -> Build:
+    """Compile and link into ``out/model.elf`` (with ``extra_sources`` from ports/native, e.g. ``decode.c``).
+    CompileError (one line), DoesNotFit (exit 3, region named)."""
     out = Path(out)
     version = compiler_version()
     src = write_sources(prog, target, out)
     elf, map_path = out / "model.elf", out / "model.map"
     flags = (*target.gcc_flags(), *OPT_FLAGS)
     cmd = [GCC, *flags, f"-I{src}", f"-I{NATIVE_DIR}", str(src / "model.c"),
-           *(str(NATIVE_DIR / s) for s in LIBRARY_SOURCES), "-nostartfiles", "--specs=nano.specs",
+           *(str(NATIVE_DIR / s) for s in (*LIBRARY_SOURCES, *extra_sources)), "-nostartfiles", "--specs=nano.specs",
            f"-Wl,-Map={map_path}", f"-T{src / 'link.ld'}", "-o", str(elf), "-lm"]
     (out / "build.cmd").write_text(" ".join(cmd) + "\n")
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)

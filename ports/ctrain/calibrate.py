@@ -106,8 +106,11 @@ def calibrate(board, machine: str | None = None, progress: bool = True) -> dict:
     """Measure, fit and report residuals (per op and per program step). Nothing is written."""
     from device_profiles.loader import DeviceProfile, load_profile
 
+    from . import decodebench
+
     profile = board if isinstance(board, DeviceProfile) else load_profile(board)
     meas = measure(profile, machine, progress=progress)
+    decode = decodebench.measure(profile, machine, progress=progress)
     costs = fit(meas["rows"])
     res_op = [(predict_instructions(costs, r["kind"], r["macs"], r["bytes_read"], r["bytes_written"])
                - r["instructions"]) / r["instructions"] for r in meas["rows"] if r["instructions"] > 0]
@@ -126,6 +129,8 @@ def calibrate(board, machine: str | None = None, progress: bool = True) -> dict:
             "op_residual_max": float(np.max(np.abs(res_op))), "programs": prog_res,
             "step_residual_max": float(max(abs(p["residual"]) for p in prog_res)),
             "ram_reserved_bytes": ram, "flash_reserved_bytes": int(round(float(np.mean(code)))),
+            "decode": {"fit": decode["fit"], "ops": decode["ops"], "formats": [f"{f} {b}-bit" for f, b in
+                                                                               decodebench.FORMATS]},
             "code_flash_bytes_range": [int(min(code)), int(max(code))], "rows": meas["rows"]}
 
 
@@ -140,6 +145,17 @@ def runtime_toml(res: dict) -> tuple[dict[str, tuple[int, str]], str]:
         "flash_reserved_bytes": (res["flash_reserved_bytes"], f"{how}: text + rodata + data less the weights "
                                                               f"(mean; range {res['code_flash_bytes_range']} B)"),
     }
+    if res.get("decode"):
+        d = res["decode"]["fit"]
+        per = "; ".join(f"{k} {v['per_decode_op']:.2f}" for k, v in d.items() if k != "all")
+        figures["cycles_per_decode_op"] = (
+            round(d["all"]["per_decode_op"] * cpi, 3),
+            f"{how}, plus a decode micro-benchmark (ports/ctrain/decodebench.py: C decoders for "
+            f"{', '.join(res['decode']['formats'])} on {d['all']['ops']} real weight matrices, checked against "
+            f"the host's decode): instructions = overhead {d['all']['overhead']:.0f} + k x decode_ops fitted over "
+            f"both formats (k = {d['all']['per_decode_op']:.2f} instructions; per format: {per}; largest op "
+            f"residual {100 * d['all']['residual_max']:.0f} %), times core.cycles_per_instruction {cpi:g} (an "
+            f"estimate); other formats (csr, xor, lowrank, int4, multi-bit binary) not measured")
     lines = ["[runtime.native.kind_costs]",
              f'source = "{how}: instructions per op kind fitted (op residual rms '
              f'{100 * res["op_residual_rms"]:.0f} %), times core.cycles_per_instruction {cpi:g} (an estimate)"']

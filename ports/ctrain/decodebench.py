@@ -1,0 +1,160 @@
+"""Decode micro-benchmarks: compressed weights (workloads/compression) expanded by the C decoders on a twin.
+
+Real weight matrices (the initial weights of the calibration networks, ``DECODE_SPECS``: never a zoo model)
+are encoded on the host in each calibrated format (``FORMATS``: int8 per output channel, 1-bit binary), put
+in the program's flash as constants, and decoded one layer per op into the arena, each op timed with the
+guest timer. The step's return value is a checksum of every decoded buffer, which the host compares with
+its own decode of the same encoding (a wrong decoder cannot be calibrated). The fit over all ops is
+``instructions = overhead + k x decode_ops`` (the codecs' own count of decode operations); the profile's
+single ``cycles_per_decode_op`` is k x core.cycles_per_instruction. Formats not listed (CSR, XOR, low-rank
+index, int4, multi-bit binary) are not calibrated by this.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import build as B
+from . import run as R
+from .codegen import Program
+
+DECODE_SPECS = ("mlp:64-48-10", "mlp:16-24-12-10", "cnn:8x8x1-c16k3same-p2-c4k3same-p2-d10",
+                "cnn1d:64x3-c16k3-p2-c24k3-gap-d6")
+FORMATS = (("int8", 8), ("binary", 1))
+STEPS = 2
+
+
+def layers(specs=DECODE_SPECS) -> list[tuple[str, np.ndarray]]:
+    """(name, weight tensor) of every multi-dimensional weight of the specs' initial models (seed 0)."""
+    from workloads import make_job
+
+    out = []
+    for spec in specs:
+        job = make_job(spec, seed=0)
+        for k, w in enumerate(job.model.state()):
+            w = np.asarray(w, np.float32)
+            if w.ndim >= 2:
+                out.append((f"{spec}#{k}", w))
+    return out
+
+
+def _half_bits(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float32).astype(np.float16).view(np.uint16)
+
+
+def _c_array(ctype: str, name: str, values) -> str:
+    body = ", ".join(str(int(v)) for v in np.ravel(values))
+    return f"static const {ctype} {name}[] = {{{body}}};"
+
+
+def _checksum(bufs: list[np.ndarray]) -> float:
+    """The C step's checksum: a float32 running sum over the decoded buffers in order."""
+    acc = np.float32(0)
+    for b in bufs:
+        for v in np.ravel(b).astype(np.float32):
+            acc = np.float32(acc + v)
+    return float(acc)
+
+
+def program(mats: list[tuple[str, np.ndarray]]) -> tuple[Program, list[dict], float]:
+    """The C decode benchmark over ``mats`` in every format: the program, one record per op and the
+    checksum the host expects."""
+    from workloads.compression import base, encode
+
+    consts, body, ops, decoded = [], [], [], []
+    offset = 0   # each layer decodes into its own part of the arena (the checksum runs after the timed ops)
+    for fmt, bits in FORMATS:
+        for name, W in mats:
+            enc = encode(W, fmt, bits=bits)
+            rows, cols = base.as_rows(W).shape
+            k = len(ops)
+            if fmt == "int8":
+                q = np.asarray(enc.data["q"], np.int8).reshape(rows, cols)
+                s = _half_bits(enc.data["scales"])
+                consts += [_c_array("int8_t", f"q{k}", q), _c_array("uint16_t", f"s{k}", s)]
+                call = f"et_decode_int8(q{k}, s{k}, {rows}, {cols}, A + {offset});"
+                dense = q.astype(np.float32) * np.asarray(s.view(np.float16), np.float32)[:, None]
+            else:
+                planes = np.asarray(enc.data["planes"], np.uint8).reshape(1, -1)[0]
+                a = _half_bits(np.asarray(enc.data["alphas"]).reshape(-1)[:rows])
+                consts += [_c_array("uint8_t", f"b{k}", planes), _c_array("uint16_t", f"a{k}", a)]
+                call = f"et_decode_binary1(b{k}, a{k}, {rows}, {cols}, A + {offset});"
+                bitv = np.unpackbits(planes, count=rows * cols).reshape(rows, cols).astype(bool)
+                av = np.asarray(a.view(np.float16), np.float32)[:, None]
+                dense = np.where(bitv, av, -av).astype(np.float32)
+            np.testing.assert_array_equal(dense, base.as_rows(np.asarray(enc_decode(enc), np.float32)))
+            decoded.append(dense)
+            body += [f"    {call}", f"    et_marks[{k + 1}] = ET_TIMER_READ();"]
+            offset += rows * cols
+            ops.append({"op": f"{fmt}{bits}:{name}", "format": fmt, "bits": bits, "weights": rows * cols,
+                        "decode_ops": int(enc.decode_ops), "compressed_bytes": int(enc.flash_bytes)})
+    arena = 4 * offset
+    n = len(ops)
+    model_h = "\n".join(["#ifndef MODEL_H", "#define MODEL_H", "", "#include <stdint.h>", "",
+                         "#define MODEL_BATCH 1", "#define MODEL_INPUTS 1", "#define MODEL_CLASSES 1",
+                         f"#define MODEL_OPS {n}", f"#define MODEL_ARENA_BYTES {arena}", "",
+                         "extern uint32_t et_marks[MODEL_OPS + 1];", "void model_init(void);",
+                         "float model_step(const float *x, const int32_t *y);", "", "#endif", ""])
+    model_c = "\n".join([
+        "/* Decode micro-benchmark: generated by edgesim (ports/ctrain/decodebench.py); do not edit. */",
+        '#include "decode.h"', '#include "model.h"', '#include "twin.h"', "",
+        "float et_arena[MODEL_ARENA_BYTES / 4] __attribute__((section(\".arena\"), aligned(8)));", "",
+        *consts, "", "void model_init(void)", "{", "}", "",
+        "float model_step(const float *x, const int32_t *y)", "{", "    (void)x;", "    (void)y;",
+        "    float *A = et_arena;", "    float sum = 0.0f;", "    et_marks[0] = ET_TIMER_READ();", *body,
+        "    for (int i = 0; i < MODEL_ARENA_BYTES / 4; i++)   /* untimed: after the last mark */",
+        "        sum += A[i];", "    return sum;", "}", ""])
+    prog = Program({"model.h": model_h, "model.c": model_c}, arena, [], [o["op"] for o in ops],
+                   ["decode"] * n, 1, 1, meta={"benchmark": "decode"})
+    return prog, ops, _checksum(decoded)
+
+
+def enc_decode(enc):
+    from workloads.compression import decode
+
+    return decode(enc)
+
+
+
+def measure(profile, machine: str | None = None, out: Path | None = None, progress: bool = True) -> dict:
+    """Build and run the decode benchmark on ``profile``'s twin: per-op instructions, checked against the
+    host's decode (the checksum), and the fit ``instructions = overhead + k x decode_ops``."""
+    import tempfile
+
+    from .target import target_for
+
+    target = target_for(profile, machine)
+    out = Path(out or tempfile.mkdtemp(prefix=f"edgesim-decode-cal-{profile.name}-"))
+    out.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"calibrating {profile.name} [native]: decode micro-benchmark ({', '.join(f'{f} {b}-bit' for f, b in FORMATS)})",
+              file=sys.stderr, flush=True)
+    prog, ops, want = program(layers())
+    built = B.build(prog, target, out, extra_sources=("decode.c",))
+    batches = [(np.zeros((1, 1), np.float32), np.zeros(1, np.int64))] * STEPS
+    m = R.run(target, built.elf, batches, 1, len(ops), out)
+    got = [float(x) for x in m.losses]
+    if not all(np.isclose(g, want, rtol=1e-6, atol=1e-6) for g in got):
+        raise AssertionError(f"{profile.name}: the C decoders' checksum {got} differs from the host's {want:.7g}")
+    per_op = m.op_instructions.mean(axis=0)
+    for o, v in zip(ops, per_op, strict=True):
+        o["instructions"] = float(v)
+    return {"ops": ops, "fit": fit(ops), "machine": target.machine.name, "compiler": built.compiler,
+            "flags": " ".join(built.flags), "checksum": want}
+
+
+def fit(ops: list[dict]) -> dict:
+    """Least squares ``instructions = overhead + k x decode_ops``, over all ops and per format."""
+    def solve(sel):
+        X = np.array([[1.0, o["decode_ops"]] for o in sel])
+        y = np.array([o["instructions"] for o in sel])
+        (o_, k), *_ = np.linalg.lstsq(X, y, rcond=None)
+        res = (X @ [o_, k] - y) / y
+        return {"overhead": float(o_), "per_decode_op": float(k), "residual_max": float(np.max(np.abs(res))),
+                "ops": len(sel)}
+    out = {"all": solve(ops)}
+    for fmt, bits in FORMATS:
+        out[f"{fmt}{bits}"] = solve([o for o in ops if o["format"] == fmt and o["bits"] == bits])
+    return out
