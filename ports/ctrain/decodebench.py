@@ -118,7 +118,8 @@ def enc_decode(enc):
 
 
 
-def measure(profile, machine: str | None = None, out: Path | None = None, progress: bool = True) -> dict:
+def measure(profile, machine: str | None = None, out: Path | None = None, progress: bool = True,
+            specs=DECODE_SPECS) -> dict:
     """Build and run the decode benchmark on ``profile``'s twin: per-op instructions, checked against the
     host's decode (the checksum), and the fit ``instructions = overhead + k x decode_ops``."""
     import tempfile
@@ -131,7 +132,7 @@ def measure(profile, machine: str | None = None, out: Path | None = None, progre
     if progress:
         print(f"calibrating {profile.name} [native]: decode micro-benchmark ({', '.join(f'{f} {b}-bit' for f, b in FORMATS)})",
               file=sys.stderr, flush=True)
-    prog, ops, want = program(layers())
+    prog, ops, want = program(layers(specs))
     built = B.build(prog, target, out, extra_sources=("decode.c",))
     batches = [(np.zeros((1, 1), np.float32), np.zeros(1, np.int64))] * STEPS
     m = R.run(target, built.elf, batches, 1, len(ops), out)
