@@ -323,9 +323,10 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
         run.heap_total_bytes = s.heap_total_bytes
         port = TwinPort(s.run)
         used = s.heap_map()
+        clock = s.clock
         try:
             run.footprint_alloc_bytes = int(s.run("print(mem())").strip())
-            run.model_alloc_bytes = port.setup(prog, job.lr, mom, s.clock)
+            run.model_alloc_bytes = port.setup(prog, job.lr, mom, clock)
             port.send_params(job.model.layers, params)
             it = range(steps)
             if progress:
@@ -355,7 +356,8 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
         foot = PortFootprint.from_profile(board.profile, run.heap_total_bytes, batch * prog.n_inputs)
     # the fit, once more, in the heap the port left (its block map): fragmentation included
     host["fits_total"] = host["fits"]
-    host["fits"] = host["fits"] and fits_in_heap_map(board.profile, job, ops0, used, batch * prog.n_inputs)
+    lines = command_lengths(prog, job, params, samples, mom, clock)
+    host["fits"] = host["fits"] and fits_in_heap_map(board.profile, job, ops0, used, batch * prog.n_inputs, lines)
     res = build_result(board, workload, job, [job.name], steps, host, run, foot, firmware, log, oom,
                        time.monotonic() - t_total)
     res.update({"momentum": mom, "heap_bytes": board.heap_bytes, "instructions_per_timer_tick": tick,
@@ -363,3 +365,21 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
                 "predicted_fits_heap_total": host["fits_total"],
                 "batch": batch})
     return res
+
+
+def command_lengths(prog: Any, job: Any, params: list[np.ndarray], samples: list, mom: float,
+                    clock: tuple) -> tuple[int, int]:
+    """Bytes of the setup call and of the longest data line after it: what the raw REPL's line buffer
+    (kept for the session) grows to, before and after the model is allocated."""
+    from .netrun import float_pieces
+    from .program import setup_call
+
+    def longest(values: np.ndarray, layer: int, which: int) -> int:
+        return max((len(f"pw({layer},{which},{o},'{h}',{ck})") for o, h, ck in float_pieces(values)), default=0)
+
+    data = [longest(x, -1, 0) for x, _ in samples[:1]]
+    it = iter(params)
+    for i, ly in enumerate(job.model.layers):
+        if ly.params:
+            data += [longest(next(it), i, 0), longest(next(it), i, 1)]
+    return len(setup_call(prog, job.lr, mom, clock)), max(data)

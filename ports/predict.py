@@ -112,31 +112,103 @@ def as_batch(job: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-def fits_in_heap_map(profile: Any, job: Any, ops: list, used: list[bool], staging_inputs: int) -> bool:
-    """Whether one step's trace fits the twin's GC heap as the port left it: the simulator's heap
-    model (first fit, the runtime's blocks and object header) started from the board's own block map,
-    so its fragmentation counts (a 64 KB heap with 44 KB free may hold no 19 KB block)."""
-    from simulator.memory import Heap, OutOfMemory, place_trace
+class GcBlocks:
+    """MicroPython's GC heap (py/gc.c) block by block: first fit from the lowest free block, a failed
+    allocation is a MemoryError (the board collects first; the model holds no garbage), realloc grows
+    in place when the next blocks are free, else takes a new first-fit run before freeing the old one."""
 
+    def __init__(self, used: list[bool]) -> None:
+        self.used = list(used)
+        self.runs: dict[int, int] = {}        # start block -> blocks, of the allocations made here
+
+    def alloc(self, n: int) -> int:
+        run = 0
+        for i, u in enumerate(self.used):
+            run = 0 if u else run + 1
+            if run == n:
+                start = i - n + 1
+                self.used[start:i + 1] = [True] * n
+                self.runs[start] = n
+                return start
+        raise MemoryError(n)
+
+    def free(self, start: int) -> None:
+        n = self.runs.pop(start)
+        self.used[start:start + n] = [False] * n
+
+    def grow(self, start: int, n: int) -> int:
+        """Realloc the run at ``start`` to ``n`` blocks; its (possibly new) start."""
+        have = self.runs[start]
+        end = start + have
+        if n <= have:
+            return start
+        if end + n - have <= len(self.used) and not any(self.used[end:start + n]):
+            self.used[end:start + n] = [True] * (n - have)
+            self.runs[start] = n
+            return start
+        new = self.alloc(n)
+        self.free(start)
+        return new
+
+
+def fits_in_heap_map(profile: Any, job: Any, ops: list, used: list[bool], staging_inputs: int,
+                     line_bytes: tuple[int, ...] = ()) -> bool:
+    """Whether one step's trace fits the twin's GC heap as the port leaves it, block by block from the
+    board's own block map (taken after the port is loaded), so fragmentation counts (an 88 KB heap with
+    29 KB free may hold no 4.6 KB run). The port's allocations are replayed in the board's order: the raw
+    REPL's line buffer (one vstr kept for the session, grown 16 B at a time by realloc to each longer
+    command: ``line_bytes`` in the order sent -- the setup call, then the weight lines), the model's
+    buffers as net.mk() allocates them (the sample, then per layer weights, biases and momentum
+    buffers), then the step's buffers and frees. Each array('f') is two allocations, as
+    py/objarray.c makes them: its 16-byte object, then its items."""
     rt = profile.runtime_for(RUNTIME)
     b = rt.heap_block_bytes
-    heap = Heap.for_runtime(len(used) * b, rt)
-    runs: list[tuple[bool, int]] = []
-    for u in used:                                 # (in use, blocks) runs in address order
-        if runs and runs[-1][0] == u:
-            runs[-1] = (u, runs[-1][1] + 1)
-        else:
-            runs.append((u, 1))
-    free_ids = []
-    for i, (u, n) in enumerate(runs):              # lay every run down in order, then free the free ones
-        heap.alloc(-1 - i, n * b - rt.alloc_overhead_bytes, "port", "port")
-        if not u:
-            free_ids.append(-1 - i)
-    for i in free_ids:
-        heap.free(i)
+    heap = GcBlocks(used)
+    blocks = lambda nbytes: -(-int(nbytes) // b)              # noqa: E731
+    ids: dict[int, tuple[int, int]] = {}
+
+    def array(nbytes: int) -> tuple[int, int]:
+        return heap.alloc(1), (heap.alloc(blocks(nbytes)) if nbytes else -1)
+
+    def drop(pair: tuple[int, int]) -> None:
+        for start in pair:
+            if start >= 0:
+                heap.free(start)
+
+    lines = list(line_bytes)
     try:
-        heap.alloc(-10**9, 4 * staging_inputs, "input", "staging")
-        place_trace(heap, ops, tuple(job.persistent_tensors()))
-    except OutOfMemory:
+        buf = heap.alloc(2)                               # vstr_init(&line, 32)
+        model_at = 1 if lines else 0
+        for k, n in enumerate(lines):
+            if k == model_at:                             # mk() runs after the setup call
+                place_model(array, job, staging_inputs)
+            for m in range(heap.runs[buf] + 1, blocks(n + 17) + 1):
+                buf = heap.grow(buf, m)
+        if not lines:
+            place_model(array, job, staging_inputs)
+        persistent = {t.id for t in job.persistent_tensors()}
+        for op in ops:
+            for t in op.alloc:
+                if t.id not in persistent:
+                    ids[t.id] = array(t.nbytes)
+            for i in op.free:
+                if i in ids:
+                    drop(ids.pop(i))
+    except MemoryError:
         return False
     return True
+
+
+def place_model(array: Any, job: Any, staging_inputs: int) -> None:
+    """net.mk()'s allocations: the sample buffer, then per layer weights, biases and, with momentum, their
+    velocity buffers."""
+    array(4 * staging_inputs)
+    mom = float(getattr(job.opt, "momentum", 0.0) or 0.0)
+    for ly in job.model.layers:
+        if ly.params:
+            w, bias = ly.params[0], ly.params[1]
+            array(4 * w.size)
+            array(4 * bias.size)
+            if mom:
+                array(4 * w.size)
+                array(4 * bias.size)

@@ -171,7 +171,7 @@ def test_board_table_comes_from_the_profile():
     cmd = b.qemu_command("qemu-system-arm")
     assert cmd[:3] == ["qemu-system-arm", "-M", "microbit"]
     assert "-nographic" not in cmd and "stdio,id=s0,signal=off" in cmd
-    assert cmd[cmd.index("-icount") + 1] == "shift=0"
+    assert cmd[cmd.index("-icount") + 1] == "shift=0,sleep=off"
     assert f"loader,file={b.firmware}" in cmd
 
 
@@ -505,3 +505,44 @@ def test_verify_says_why_when_there_is_no_twin_to_run():
     assert v["verified"] is False and "native" in v["reason"]
     v = verify_scenario(base | {"device": "esp32-devkitc", "runtime": "micropython"})
     assert v["verified"] is False and "no virtual twin" in v["reason"]
+
+
+@pytest.mark.parametrize("workload", ["mlp:64-48-24-10", "lenet-digits"])
+def test_twin_tables_hold_no_word_that_points_into_a_heap(workload):
+    """MicroPython's collector takes every word of a live array for a possible pointer: the port's int
+    tables (program, frees, ticks) must hold none in 64 KB .. 1 GB (the twins' RAM), or garbage that lands where
+    one points stays alive (on the L476 twin an (0, 4) row pair, 0x40000, kept a float that split the
+    largest hole: mlp:64-48-24-10 ran out of memory with 16 KB free)."""
+    job = _twin_job(workload)
+    _, traces, ns, dev, _, _ = _twin(job, 1)
+    for name in ("NP", "NF", "NL", "TK"):
+        raw = bytes(ns[name])
+        words = array("I", raw[:len(raw) // 4 * 4])
+        bad = [hex(w) for w in words if 0x10000 <= w < 0x40000000]   # the twins' heaps: above 64 KB of code
+        assert not bad, f"{name} holds heap-like words {bad[:4]}"
+    assert all(t >= 0 for t in dev[0].op_ticks) and len(dev[0].op_ticks) == len(traces[0])
+
+
+def test_gc_block_model_first_fit_realloc_and_fragmentation():
+    from ports.predict import GcBlocks, fits_in_heap_map
+
+    h = GcBlocks([False, True, False, False, True, False, False, False])
+    assert h.alloc(2) == 2 and h.alloc(1) == 0 and h.alloc(2) == 5
+    h.free(5)
+    assert h.grow(2, 3) == 5                      # no room after it: moved to the first fit, old run freed
+    assert h.used[2:4] == [False, False] and h.runs == {0: 1, 5: 3}
+    assert h.grow(5, 3) == 5
+    with pytest.raises(MemoryError):
+        h.alloc(3)
+    board = load_board("stm32l476-nucleo")
+    job = _twin_job("mlp:16-8-10")
+    from workloads.trace import collect
+
+    x, y = next(iter(job.labelled_stream()))
+    ops, _ = collect(job.train_step(np.asarray(x)[None], np.array([y])))
+    need = 8192 // 16
+    free = [False] * need
+    assert fits_in_heap_map(board.profile, job, ops, free, 16, (600, 2000))
+    comb = [bool(i % 8 == 0) for i in range(2 * need)]     # twice the blocks free, in 7-block holes
+    assert sum(not u for u in comb) > need
+    assert not fits_in_heap_map(board.profile, job, ops, comb, 16, (600, 2000))

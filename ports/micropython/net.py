@@ -18,6 +18,13 @@ NG = array('h', bytes(2 * NET_MAX_LAYERS * NET_GEOM))       # layer geometry (ne
 NP = array('h', bytes(2 * NET_MAX_OPS * 8))                  # program rows: code, layer, i1 i2 i3, o1 o2 o3
 NF = array('h', bytes(2 * (NET_MAX_OPS + 1)))                # frees of op n: NL[NF[n]:NF[n + 1]]
 NL = array('h', bytes(2 * NET_MAX_FREES))
+NX = 0x4000                                                  # NP, NF, NL hold each entry ^ NX, TK ~ticks: the
+                                                             # collector reads every word of a live array as a
+                                                             # possible pointer, and two small entries (0, 4)
+                                                             # make 0x40000, an address in the heap: what sat
+                                                             # there (a float of an op's garbage) stayed alive
+                                                             # and split the largest hole; with bit 14 or 15
+                                                             # set in each half no word points into the heap
 NS = [None] * NET_MAX_SLOTS                                  # the step's buffers
 WT = [None] * NET_MAX_LAYERS                                 # weights, biases, momentum buffers
 BS = [None] * NET_MAX_LAYERS
@@ -27,6 +34,7 @@ TK = array('i', bytes(4 * NET_MAX_OPS))                      # per-op timer tick
 MA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op live heap bytes, after the op
 GA = array('i', bytes(4 * NET_MAX_OPS))                      # per-op bytes allocated during the op (garbage
                                                              # included; exact when no collection ran in it)
+LV = array('f', bytes(4))                                    # the step's loss
 NV = array('i', bytes(4 * 8))                                # ops, layers, inputs, timer counts down, timer period
 TA = 0                                                       # the timer's count register (an int kept once:
 TW = ()                                                      # no allocation per read); its restart writes
@@ -79,15 +87,15 @@ def setup(geo, prog, frees, nin, nb, lr, mu, clk):
     for i in range(len(geo)):
         NG[i] = geo[i]
     for i in range(len(prog)):
-        NP[i] = prog[i]
+        NP[i] = prog[i] ^ NX
     NV[0] = len(prog) // 8
     o = 0
     for n in range(len(frees)):
-        NF[n] = o
+        NF[n] = o ^ NX
         for s in frees[n]:
-            NL[o] = s
+            NL[o] = s ^ NX
             o += 1
-    NF[len(frees)] = o
+    NF[len(frees)] = o ^ NX
     TA = clk[0]
     NV[3] = clk[1]
     NV[4] = clk[2]
@@ -132,7 +140,10 @@ def pw(l, t, o, h, k):
     v = array('f', unhexlify(h))
     for i in range(len(v)):
         a[o + i] = v[i]
-    print('@%d %d' % (o + len(v), k))
+    n = o + len(v)
+    v = None
+    gc.collect()     # this line's garbage goes now, from the lowest holes: left to pile up, it would fill the
+    print('@%d %d' % (n, k))   # heap and the odd object it keeps (stale pointers) would sit in the big holes
 
 
 def s(q, y):
@@ -151,7 +162,7 @@ def s(q, y):
     v = run(y)
     n = NV[0]
     h = '%d %s %d ' % (q, fbits(v), a)
-    h += ','.join([str(TK[i]) for i in range(n)]) + ' ' + ','.join([str(MA[i]) for i in range(n)])
+    h += ','.join([str(~TK[i]) for i in range(n)]) + ' ' + ','.join([str(MA[i]) for i in range(n)])
     h += ' ' + ','.join([str(GA[i]) for i in range(n)])
     NR = h + ' #' + str(nck(h))
     NQ = q
@@ -166,79 +177,86 @@ def fbits(v):
 
 def run(y):
     # one step of the program: returns the loss; TK and MA hold each op's ticks and live heap
-    v = 0.0
+    LV[0] = 0.0
     clk0()
     for n in range(NV[0]):
-        r = 8 * n
-        c = NP[r]
-        l = NP[r + 1]
-        i1 = NP[r + 2]
-        i2 = NP[r + 3]
-        i3 = NP[r + 4]
-        o1 = NP[r + 5]
-        o2 = NP[r + 6]
-        o3 = NP[r + 7]
-        g = l * NET_GEOM
-        k = NG[g] if l >= 0 else 0
-        a = mem()
-        t0 = now()
-        if c == OP_FWD:
-            x = NS[i1]
-            if k == L_DENSE:
-                NS[o1] = dense(x, WT[l], BS[l], NG[g + 3], NG[g + 6], NG[g + 13], NB)
-            elif k == L_CONV:
-                NS[o1], NS[o2] = conv(x, WT[l], BS[l], NG, g, NB)
-            elif k == L_DW:
-                NS[o1] = dw(x, WT[l], BS[l], NG, g, NB)
-            elif k == L_GAP:
-                NS[o1] = gap(x, NG, g, NB)
-            else:
-                NS[o1] = pool(x, NG, g, k == L_MAXPOOL, NB)
-            x = None
-        elif c == OP_DX:
-            e = NS[i1]
-            if k == L_DENSE:
-                NS[o1] = dense_dx(e, WT[l], NG[g + 3], NG[g + 6], NB)
-            elif k == L_CONV:
-                NS[o1], NS[o2] = conv_dx(e, WT[l], NG, g, NB)
-            elif k == L_DW:
-                NS[o1] = dw_dx(e, WT[l], NG, g, NB)
-            elif k == L_MAXPOOL:
-                NS[o1] = maxpool_dx(e, NS[i2], NS[i3], NG, g, NB)
-            elif k == L_AVGPOOL:
-                NS[o1] = avgpool_dx(e, NG, g, NB)
-            else:
-                NS[o1] = gap_dx(e, NG, g, NB)
-            e = None
-        elif c == OP_WGRAD:
-            if k == L_DENSE:
-                NS[o1], NS[o2] = dense_wg(NS[i1], NS[i2], NG[g + 3], NG[g + 6], NB)
-            elif k == L_CONV:
-                NS[o1], NS[o2], NS[o3] = conv_wg(NS[i1], NS[i2], NG, g, NB)
-            else:
-                NS[o1], NS[o2] = dw_wg(NS[i1], NS[i2], NG, g, NB)
-        elif c == OP_UPD:
-            w = WT[l]
-            sgd(w, NS[i1], VW[l], LR, MU, len(w))
-            w = BS[l]
-            sgd(w, NS[i2], VB[l], LR, MU, len(w))
-            w = None
-        elif c == OP_ACT:
-            e = NS[i1]
-            relu_back(e, NS[i2], len(e))
-            e = None
-        elif c == OP_LOSS:
-            x = NS[i1]
-            NS[o1], v = ce(x, y, len(x) // NB, NB)
-            x = None
+        op(n, y)
+    return LV[0]
+
+
+def op(n, y):
+    # op n of the program, in a frame of its own: MicroPython's collector scans a live frame's whole value
+    # stack, stale slots included, so a loop body in run() would keep the last op's temporaries (a boxed
+    # float among its garbage, anywhere in the heap) alive; a new call starts with its slots cleared
+    r = 8 * n
+    c = NP[r] ^ NX
+    l = NP[r + 1] ^ NX
+    i1 = NP[r + 2] ^ NX
+    i2 = NP[r + 3] ^ NX
+    i3 = NP[r + 4] ^ NX
+    o1 = NP[r + 5] ^ NX
+    o2 = NP[r + 6] ^ NX
+    o3 = NP[r + 7] ^ NX
+    g = l * NET_GEOM
+    k = NG[g] if l >= 0 else 0
+    a = mem()
+    t0 = now()
+    if c == OP_FWD:
+        x = NS[i1]
+        if k == L_DENSE:
+            NS[o1] = dense(x, WT[l], BS[l], NG[g + 3], NG[g + 6], NG[g + 13], NB)
+        elif k == L_CONV:
+            NS[o1], NS[o2] = conv(x, WT[l], BS[l], NG, g, NB)
+        elif k == L_DW:
+            NS[o1] = dw(x, WT[l], BS[l], NG, g, NB)
+        elif k == L_GAP:
+            NS[o1] = gap(x, NG, g, NB)
         else:
-            NS[o1] = array('f', XS)
-        TK[n] = ticks(t0, now())
-        GA[n] = gc.mem_alloc() - a
-        MA[n] = mem()
-        for i in range(NF[n], NF[n + 1]):
-            NS[NL[i]] = None
-    return v
+            NS[o1] = pool(x, NG, g, k == L_MAXPOOL, NB)
+        x = None
+    elif c == OP_DX:
+        e = NS[i1]
+        if k == L_DENSE:
+            NS[o1] = dense_dx(e, WT[l], NG[g + 3], NG[g + 6], NB)
+        elif k == L_CONV:
+            NS[o1], NS[o2] = conv_dx(e, WT[l], NG, g, NB)
+        elif k == L_DW:
+            NS[o1] = dw_dx(e, WT[l], NG, g, NB)
+        elif k == L_MAXPOOL:
+            NS[o1] = maxpool_dx(e, NS[i2], NS[i3], NG, g, NB)
+        elif k == L_AVGPOOL:
+            NS[o1] = avgpool_dx(e, NG, g, NB)
+        else:
+            NS[o1] = gap_dx(e, NG, g, NB)
+        e = None
+    elif c == OP_WGRAD:
+        if k == L_DENSE:
+            NS[o1], NS[o2] = dense_wg(NS[i1], NS[i2], NG[g + 3], NG[g + 6], NB)
+        elif k == L_CONV:
+            NS[o1], NS[o2], NS[o3] = conv_wg(NS[i1], NS[i2], NG, g, NB)
+        else:
+            NS[o1], NS[o2] = dw_wg(NS[i1], NS[i2], NG, g, NB)
+    elif c == OP_UPD:
+        w = WT[l]
+        sgd(w, NS[i1], VW[l], LR, MU, len(w))
+        w = BS[l]
+        sgd(w, NS[i2], VB[l], LR, MU, len(w))
+        w = None
+    elif c == OP_ACT:
+        e = NS[i1]
+        relu_back(e, NS[i2], len(e))
+        e = None
+    elif c == OP_LOSS:
+        x = NS[i1]
+        NS[o1], LV[0] = ce(x, y, len(x) // NB, NB)   # the loss in an array, not a boxed float kept
+        x = None                                    # for the step: made among the op's garbage, it
+    else:                                           # could sit in any hole and split it
+        NS[o1] = array('f', XS)
+    TK[n] = ~ticks(t0, now())                       # stored as ~ticks (see NX)
+    GA[n] = gc.mem_alloc() - a
+    MA[n] = mem()
+    for i in range(NF[n] ^ NX, NF[n + 1] ^ NX):
+        NS[NL[i] ^ NX] = None
 
 
 BAL = None                                                   # calibration ballast
