@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from workloads.trace import Op
 from .boards import Board
 from .errors import GuestMemoryError, ProtocolError
 from .session import BoardSession
+from .waiting import waiting
 
 # (label, bench code, n, m): codes as in bench.py
 MAC_SIZES = ((4, 4), (8, 6), (16, 4), (12, 10), (16, 12), (24, 8), (32, 6))
@@ -400,7 +402,9 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
     heaps: list[dict] = []
     skipped: list[str] = []
     items = list(specs)
-    with TwinSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+    with ExitStack() as stack:
+        with waiting(f"booting the {board.twin.name} twin of {board.name} under QEMU and loading the port", progress):
+            s = stack.enter_context(TwinSession(board, log_path=log_path, qemu_binary=qemu_binary))
         port = TwinPort(s.run)
         base = int(s.run("print(mem())").strip())
         if progress:
@@ -483,9 +487,10 @@ def calibrate_twin(board: Board, log_path: str | Path | None = None, progress: b
     m = measure_twin(board, log_path, progress, qemu_binary)
     rows = m["rows"]
     cpi = board.cycles_per_instruction
-    gc = fit_gc(m, board.profile.runtime_for("micropython"), cpi)
-    legacy = fit([dict(r) for r in rows], cpi)          # the one-overhead model too (profiles need it)
-    costs = fit_kind_costs(rows, cpi)
+    with waiting("fitting the per-kind costs and the collector's cost", progress):
+        gc = fit_gc(m, board.profile.runtime_for("micropython"), cpi)
+        legacy = fit([dict(r) for r in rows], cpi)          # the one-overhead model too (profiles need it)
+        costs = fit_kind_costs(rows, cpi)
     resid = np.array([r["residual"] for r in rows])
     rt = board.profile.runtime_for("micropython")
     # the port's heap beyond the workload's tensors and the sample buffer, per network: its median is the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import struct
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .micropython import protocol as P
 from .predict import PortFootprint, fits_in_heap_map, predict_trace
 from .repl import checksum
 from .session import BoardSession
+from .waiting import waiting
 
 MODULES = ("mlpk.py", "mlp.py", "srv.py")   # import order: each compiles on a clean heap
 WEIGHTS_PER_LINE = P.FLOATS_PER_LINE
@@ -195,9 +197,11 @@ def emulate(board: Board, workload: str, steps: int, *, seed: int = 0, lr: float
     run = BoardRun()
     t_total = time.monotonic()
     oom: GuestMemoryError | None = None
-    with BoardSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+    with ExitStack() as stack:
+        with waiting(f"booting {board.name} (QEMU {board.machine}) and loading the port", progress):
+            s = stack.enter_context(BoardSession(board, log_path=log_path, qemu_binary=qemu_binary))
+            load_modules(s)
         run.heap_total_bytes = s.heap_total_bytes
-        load_modules(s)
         try:
             start_training(s, sizes, lr, run)
             send_weights(s, params)
@@ -304,7 +308,8 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     from .session import TwinSession
     from .twin.firmware import gc_pool_bytes
 
-    job = job or make_twin_job(workload, seed=seed, lr=lr, momentum=momentum)
+    with waiting(f"preparing {workload} on the host (the reference steps)", progress and job is None):
+        job = job or make_twin_job(workload, seed=seed, lr=lr, momentum=momentum)
     mom = float(getattr(job.opt, "momentum", 0.0))
     params = [p.copy() for p in job.model.parameters()]
     drawn = list(itertools.islice(iter(job.labelled_stream()), steps * batch))
@@ -319,7 +324,9 @@ def emulate_twin(board: Board, workload: str, steps: int, *, seed: int = 0, lr: 
     run = BoardRun()
     t_total = time.monotonic()
     oom: GuestMemoryError | None = None
-    with TwinSession(board, log_path=log_path, qemu_binary=qemu_binary) as s:
+    with ExitStack() as stack:
+        with waiting(f"booting the {board.twin.name} twin of {board.name} under QEMU and loading the port", progress):
+            s = stack.enter_context(TwinSession(board, log_path=log_path, qemu_binary=qemu_binary))
         run.heap_total_bytes = s.heap_total_bytes
         port = TwinPort(s.run)
         used = s.heap_map()

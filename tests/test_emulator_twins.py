@@ -108,6 +108,20 @@ def test_a_model_that_does_not_fit_is_predicted_not_to_and_runs_out_of_memory(tm
     assert res["fits"] is False and "MemoryError" in res["guest_memory_error"]
 
 
+@pytest.mark.parametrize("profile, fits, fails", [("stm32l476-nucleo", "mlp:64-49-24-10", "mlp:64-50-24-10"),
+                                                   ("bbc-microbit-v2", "mlp:64-27-16-10", "mlp:64-28-16-10")])
+def test_the_fit_edge_is_predicted_on_both_sides(profile, fits, fails, tmp_path):
+    """The largest MLP that fits and one a little bigger: each heap's total would hold both (the peak is
+    below the GC heap); only the block map, as the port leaves it, tells them apart, and the board agrees."""
+    board = built_board(profile)
+    ok = emulate(board, fits, 1, log_path=tmp_path / "fits.log")
+    assert ok["fits"] and ok["predicted_fits"], ok.get("guest_memory_error")
+    bad = emulate(board, fails, 1, log_path=tmp_path / "fails.log")
+    assert bad["predicted_fits_heap_total"] and bad["predicted_heap_peak_bytes"] < bad["heap_total_bytes"]
+    assert bad["predicted_fits"] is False
+    assert bad["fits"] is False and "MemoryError" in bad["guest_memory_error"]
+
+
 def test_calibration_on_a_twin_writes_per_kind_costs(tmp_path, capsys):
     from device_profiles import load_profile
     from simulator.cli import main
