@@ -142,13 +142,15 @@ def test_calibration_on_a_twin_writes_per_kind_costs(tmp_path, capsys):
 
 def test_plan_verify_shows_the_demo_step_on_its_twin(tmp_path):
     from ports.verify import verify_scenario
-    from simulator.scenario import SCENARIO_DIR
+    from simulator.scenario import SCENARIO_DIR, load_scenario
 
     built_board("stm32f405-pyboard")
     v = verify_scenario(SCENARIO_DIR / "demo.toml", log_path=tmp_path / "serial.log")
-    assert v["verified"] and v["machine"] == "netduinoplus2" and v["batch"] == 14
+    demo_batch = load_scenario(SCENARIO_DIR / "demo.toml").schedule.batch
+    assert v["verified"] and v["machine"] == "netduinoplus2" and v["batch"] == demo_batch
     assert set(v["predicted"]) >= {"fits", "heap_peak_bytes", "instructions_per_step", "step_s"}
     if v["measured"]["fits"]:
+        assert v["agree"], v["errors"]                # the demo's step: measured and predicted agree
         assert v["errors"]["instructions_per_step"] == pytest.approx(
             (v["predicted"]["instructions_per_step"] - v["measured"]["instructions_per_step"])
             / v["measured"]["instructions_per_step"])
