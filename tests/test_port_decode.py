@@ -33,11 +33,17 @@ def test_program_decodes_every_layer_in_every_format_into_its_own_arena_part():
 
 
 def test_fit_recovers_a_known_decode_cost():
-    ops = [{"format": f, "bits": b, "decode_ops": n, "instructions": 200.0 + k * n}
-           for (f, b), k in zip(D.FORMATS, (7.0, 12.0), strict=True) for n in (100, 400, 1600)]
+    ops = [{"format": f, "bits": b, "decode_ops": n, "weights": n, "compressed_bytes": n * b // 8,
+            "instructions": 200.0 + k * n} for (f, b), k in zip(D.FORMATS, (7.0, 12.0), strict=True)
+           for n in (100, 400, 1600)]
     fit = D.fit(ops)
     assert fit["int88"]["per_decode_op"] == pytest.approx(7.0) and fit["binary1"]["per_decode_op"] == pytest.approx(12.0)
     assert fit["all"]["ops"] == 6 and 7.0 < fit["all"]["per_decode_op"] < 12.0 and fit["all"]["residual_max"] > 0.05
+    # the kind_costs row (non-negative costs per decode op, compressed byte and dense byte) on a soft-float-like
+    # case, where int8's bytes are the expensive part: recovered exactly
+    soft = [dict(o, instructions=100.0 + 2.0 * o["decode_ops"] + 50.0 * o["compressed_bytes"]) for o in ops]
+    row = D.fit(soft)["row"]
+    assert row["residual_max"] < 1e-6 and row["per_byte_read"] == pytest.approx(50.0, rel=1e-4)
 
 
 def test_written_profile_carries_the_measured_decode_cost(tmp_path):

@@ -112,6 +112,7 @@ def calibrate(board, machine: str | None = None, progress: bool = True) -> dict:
     meas = measure(profile, machine, progress=progress)
     decode = decodebench.measure(profile, machine, progress=progress)
     costs = fit(meas["rows"])
+    costs["decode"] = {k: decode["fit"]["row"][k] for k in ("overhead", "per_mac", "per_byte_read", "per_byte_written")}
     res_op = [(predict_instructions(costs, r["kind"], r["macs"], r["bytes_read"], r["bytes_written"])
                - r["instructions"]) / r["instructions"] for r in meas["rows"] if r["instructions"] > 0]
     prog_res = []
@@ -147,7 +148,7 @@ def runtime_toml(res: dict) -> tuple[dict[str, tuple[int, str]], str]:
     }
     if res.get("decode"):
         d = res["decode"]["fit"]
-        per = "; ".join(f"{k} {v['per_decode_op']:.2f}" for k, v in d.items() if k != "all")
+        per = "; ".join(f"{k} {v['per_decode_op']:.2f}" for k, v in d.items() if k not in ("all", "row"))
         figures["cycles_per_decode_op"] = (
             round(d["all"]["per_decode_op"] * cpi, 3),
             f"{how}, plus a decode micro-benchmark (ports/ctrain/decodebench.py: C decoders for "
@@ -158,13 +159,22 @@ def runtime_toml(res: dict) -> tuple[dict[str, tuple[int, str]], str]:
             f"estimate); other formats (csr, xor, lowrank, int4, multi-bit binary) not measured")
     lines = ["[runtime.native.kind_costs]",
              f'source = "{how}: instructions per op kind fitted (op residual rms '
-             f'{100 * res["op_residual_rms"]:.0f} %), times core.cycles_per_instruction {cpi:g} (an estimate)"']
+             f'{100 * res["op_residual_rms"]:.0f} %){_decode_note(res)}, times core.cycles_per_instruction {cpi:g} '
+             f'(an estimate)"']
     for kind, c in res["instruction_costs"].items():
         name = f'"{kind}"' if "." in kind else kind
         lines.append(f"{name} = {{ overhead_cycles = {c['overhead'] * cpi:.6g}, cycles_per_mac = "
                      f"{c['per_mac'] * cpi:.6g}, cycles_per_byte_read = {c['per_byte_read'] * cpi:.6g}, "
                      f"cycles_per_byte_written = {c['per_byte_written'] * cpi:.6g} }}")
     return figures, "\n".join(lines) + "\n"
+
+
+def _decode_note(res: dict) -> str:
+    if "decode" not in res.get("instruction_costs", {}) or not res.get("decode"):
+        return ""
+    r = res["decode"]["fit"]["row"]
+    return (f"; decode from the decode micro-benchmark (ports/ctrain/decodebench.py: "
+            f"{', '.join(res['decode']['formats'])}; largest op residual {100 * r['residual_max']:.0f} %)")
 
 
 def updated_profile_text(text: str, res: dict) -> str:

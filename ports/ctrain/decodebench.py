@@ -158,4 +158,20 @@ def fit(ops: list[dict]) -> dict:
     out = {"all": solve(ops)}
     for fmt, bits in FORMATS:
         out[f"{fmt}{bits}"] = solve([o for o in ops if o["format"] == fmt and o["bits"] == bits])
+    out["row"] = kind_row(ops)
     return out
+
+
+def kind_row(ops: list[dict]) -> dict:
+    """The ``decode`` kind_costs row: instructions = overhead + a x decode ops + b x compressed bytes read +
+    c x dense bytes written (what a trace's decode op carries: workloads.steps), non-negative least squares on
+    relative error. The compressed bytes tell int8 (one byte per weight: an int-to-float conversion each,
+    in software without an FPU) from 1-bit codes (an eighth of a byte per weight)."""
+    from scipy.optimize import nnls
+
+    X = np.array([[1.0, o["decode_ops"], o["compressed_bytes"], 4 * o["weights"]] for o in ops])
+    y = np.array([o["instructions"] for o in ops])
+    w, _ = nnls(X / y[:, None], np.ones(len(y)))
+    res = (X @ w - y) / y
+    return {"overhead": float(w[0]), "per_mac": float(w[1]), "per_byte_read": float(w[2]),
+            "per_byte_written": float(w[3]), "residual_max": float(np.max(np.abs(res)))}
