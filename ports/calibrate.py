@@ -450,10 +450,14 @@ def measure_twin(board: Board, log_path: str | Path | None = None, progress: boo
             "heap_total_bytes": heap_total, "gc_rows": gc_rows, "skipped_specs": skipped}
 
 
+GC_NO_COLLECTION_FILL = 0.8   # an op at most this share of the free heap in garbage (at the highest rate seen) ran
+                              # without a collection: its allocations are all its garbage
+
+
 def fit_gc(m: dict, rt: Any, cpi: float) -> dict:
     """The collector's figures: cycles per collection = a + b x live bytes (least squares over the
     ballasts), garbage bytes per cycle (median over the benchmark ops of what they allocated beyond
-    their buffers, ops too small to weigh left out); then each benchmark op's cycles without the
+    their buffers, ops too small to weigh and ops a collection may have run in left out); then each benchmark op's cycles without the
     collections its garbage caused (simulator.cost.gc_cycles)."""
     from simulator.cost import gc_cycles
     from simulator.memory import Heap
@@ -463,12 +467,17 @@ def fit_gc(m: dict, rt: Any, cpi: float) -> dict:
     y = np.array([r["instructions"] * cpi for r in m["gc_rows"]], dtype=float)
     a, b = (float(v) for v in np.linalg.lstsq(X, y, rcond=None)[0])
     a, b = max(a, 1.0), max(b, 1e-3)          # profiles need figures > 0
-    ratios = []
+    seen = []                                 # (garbage per cycle, cycles, free heap) of each op
     for r in m["rows"]:
         garbage = r["alloc_bytes"] - sum(size(t.nbytes) for t in r["op"].alloc)
         c = r["instructions"] * cpi
         if c > 20_000 and 0 <= garbage < 0.5 * (m["heap_total_bytes"] - r["live_bytes"]):
-            ratios.append(garbage / c)
+            seen.append((garbage / c, c, m["heap_total_bytes"] - r["live_bytes"]))
+    # an op the collector ran in counts only what it allocated after its last collection (a 6 M-cycle
+    # dense op on a 24 KB free heap shows ~0.001 B/cycle for a true ~0.03): only ops whose garbage, at
+    # the highest rate seen, could not have filled the free heap say their rate
+    g_hi = max((v for v, _, _ in seen), default=0.0)
+    ratios = [v for v, c, free in seen if g_hi * c < GC_NO_COLLECTION_FILL * free] or [v for v, _, _ in seen]
     g = float(np.median(ratios)) if ratios else 0.0
     figures = {"gc_collection_cycles": a, "gc_cycles_per_live_byte": b, "gc_garbage_bytes_per_cycle": g}
     probe = type("GcFigures", (), figures)()

@@ -546,3 +546,22 @@ def test_gc_block_model_first_fit_realloc_and_fragmentation():
     comb = [bool(i % 8 == 0) for i in range(2 * need)]     # twice the blocks free, in 7-block holes
     assert sum(not u for u in comb) > need
     assert not fits_in_heap_map(board.profile, job, ops, comb, 16, (600, 2000))
+
+
+def test_gc_fit_leaves_out_ops_a_collection_ran_in():
+    """Garbage per cycle from the ops that cannot have filled the heap: a long op the collector swept
+    mid-way shows only what it allocated after the last collection, and would pull the rate down."""
+    from ports.calibrate import fit_gc
+
+    rt = load_board("stm32l476-nucleo").profile.runtime_for("micropython")
+    heap, live, rate = 64_000, 40_000, 0.03
+    op = types.SimpleNamespace(alloc=())
+    rows = [{"op": op, "instructions": c, "live_bytes": live, "alloc_bytes": int(rate * c)}
+            for c in (100_000, 150_000, 200_000)]                                   # no collection in them
+    rows += [{"op": op, "instructions": c, "live_bytes": live,
+              "alloc_bytes": int(rate * c) % (heap - live)} for c in (5_000_000, 6_000_000, 7_000_000, 8_100_000)]
+    m = {"rows": rows, "heap_total_bytes": heap,
+         "gc_rows": [{"live_bytes": 10_000, "instructions": 90_000}, {"live_bytes": 50_000, "instructions": 330_000}]}
+    assert np.median([r["alloc_bytes"] / r["instructions"] for r in rows]) < rate / 2   # what all ops would say
+    g = fit_gc(m, rt, 1.0)["gc_garbage_bytes_per_cycle"]
+    assert g == pytest.approx(rate, rel=0.01)
