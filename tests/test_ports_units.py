@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from ports.boards import board_from_profile, load_board
-from ports.calibrate import FITTED, bench_ops, fit, write_runtime_table
+from ports.calibrate import FITTED, bench_ops, fit
+from ports.calibration_profile import write_runtime_table
 from ports.emulate import hex_floats, make_mlp_job, mlp_sizes, parse_step
 from ports.errors import GuestMemoryError, PortError, ReplTimeout
 from ports.predict import PortFootprint, predict_trace

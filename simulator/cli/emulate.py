@@ -47,7 +47,7 @@ def _emulate(args) -> int:
     log = out_dir / "serial.log"
     try:
         res = emulate(board, args.workload, args.steps, seed=args.seed, lr=args.lr, momentum=args.momentum,
-                      log_path=log, progress=not args.json)
+                      log_path=log, progress=True)  # progress goes to stderr: --json keeps stdout to the one object
     except PortError as e:
         print(f"edgesim emulate: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
@@ -116,7 +116,8 @@ def _calibrate(args) -> int:
         from .port import calibrate_native
         return calibrate_native(args)
     from ports.boards import load_board
-    from ports.calibrate import calibrate, write_calibration
+    from ports.calibrate import calibrate
+    from ports.calibration_profile import write_calibration
     from ports.errors import PortError
 
     board = _board(args.board)
@@ -126,7 +127,7 @@ def _calibrate(args) -> int:
         Path("edgesim-out") / "calibration" / f"{board.name}.toml"
     try:
         res = calibrate(board, log_path=dst.parent / f"{board.name}-calibration.serial.log" if not args.in_place
-                        else None, progress=not args.json)
+                        else None, progress=True)
     except PortError as e:
         print(f"edgesim calibrate: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_INTERNAL
