@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
+from process_support import kill_and_list_left, qemu_children  # noqa: F401 - re-exported for the fault tests
 
 from ports.boards import QEMU_BINARY, load_board
 from ports.qemu import Qemu
@@ -26,22 +24,11 @@ needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason=SKIP_REASON)
 emulator = [pytest.mark.emulator, needs_qemu]      # use as: pytestmark = emulator
 
 
-def qemu_children() -> list[int]:
-    """PIDs of qemu-system processes that are children of this pytest process."""
-    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-system"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_qemu_left():
     """After the emulator tests: no QEMU we started is still running (any left is killed, then fails)."""
     yield
-    left = qemu_children()
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    left = kill_and_list_left()
     assert not left, f"QEMU processes left running after the tests: {left}"
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_support import session_pids
 
 from simulator.cli import build_parser, main
 
@@ -173,19 +174,6 @@ def test_plan_json_is_alone_on_stdout_with_report_a_path_and_progress_on_stderr(
     assert "simulating" in err, "progress belongs on stderr"
 
 
-def _session_pids(sid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                out.append(int(d.name))
-    return out
-
-
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -209,11 +197,11 @@ def test_a_signal_to_plan_leaves_no_pool_worker_running(tmp_path, sig, code):
         os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=30)
         deadline = time.monotonic() + 10
-        while _session_pids(proc.pid) and time.monotonic() < deadline:
+        while session_pids(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = _session_pids(proc.pid)
+        left = session_pids(proc.pid)
     finally:
-        if proc.poll() is None or _session_pids(proc.pid):
+        if proc.poll() is None or session_pids(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
     assert proc.returncode == code, err

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_support import session_pids
 
 from simulator.sweep import RESULTS_FILE, ResultsLog, load_grid, run_sweep
 
@@ -52,25 +53,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "simulator.cli", "sweep", *args]
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Processes still alive in session ``sid`` (the sweep we started and anything it spawned)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                out.append(int(d.name))
-    return out
-
-
 def _survivors(sid: int, timeout: float = 15.0) -> list[int]:
     """Wait until session ``sid`` has no live process (its workers may take a moment to be reaped after
     the sweep exits) and return whatever is still alive at the deadline: [] when all ended."""
     deadline = time.monotonic() + timeout
-    while (alive := _session_pids(sid)) and time.monotonic() < deadline:
+    while (alive := session_pids(sid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return alive
 
@@ -94,7 +81,7 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120
 
 def _end_session(proc: subprocess.Popen) -> None:
     """Clean-up for a failed test: end the session we started, by its process group."""
-    if proc.poll() is None or _session_pids(proc.pid):
+    if proc.poll() is None or session_pids(proc.pid):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import signal
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from process_support import kill_and_list_left  # noqa: F401 - the twin tests import their leak check from here
 
 from ports.boards import QEMU_BINARY, Board, load_board
 from ports.qemu import Qemu
@@ -64,22 +62,6 @@ def built_board(profile: str) -> Board:
             pytest.skip(str(e))
         BUILD_SECONDS[f"{board.twin.name} heap {board.heap_bytes} B"] = time.monotonic() - t0
     return board
-
-
-def qemu_children() -> list[int]:
-    """PIDs of qemu-system processes that are children of this pytest process."""
-    out = subprocess.run(["pgrep", "-P", str(os.getpid()), "qemu-system"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def kill_and_list_left() -> list[int]:
-    left = qemu_children()
-    for pid in left:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return left
 
 
 class Twin:
