@@ -76,12 +76,19 @@ def run_scenario(scenario: dict | str | Path, *, progress: bool = False, workers
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         job_for(sc)   # warm the workloads' pre-training cache once; forked workers inherit it
-        with ProcessPoolExecutor(max_workers=min(workers, len(runs))) as pool:
+        from .pools import stop_pool
+
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(runs)))
+        try:
             futs = {pool.submit(simulate, s): i for i, (_, s) in enumerate(runs)}
             for f in as_completed(futs):
                 results[futs[f]] = f.result()
                 if bar:
                     bar.update(1)
+        except BaseException:      # Ctrl-C or SIGTERM at any point, even inside submit: no worker left
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
     else:
         for i, (_, s) in enumerate(runs):
             results[i] = simulate(s)

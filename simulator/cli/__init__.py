@@ -96,6 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def _signal_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM during whose handling ``e`` was raised, if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = e.__context__
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__context__
+    return None
+
+
 def _dispatch(args) -> int:
     """Run the command; map what it raises to an exit code and one line on stderr."""
     try:
@@ -112,7 +124,13 @@ def _dispatch(args) -> int:
         # input errors: one line naming the file, the field and the value
         print(f"edgesim {args.command}: error: {e}", file=sys.stderr)
         return EXIT_INPUT
-    except Exception:  # noqa: BLE001 - the last line of defence prints the trace and exits 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence prints the trace and exits 1
+        signal_ = _signal_behind(e)
+        if signal_ is not None:
+            # a clean-up step failed because a signal cut it short: the signal is what happened
+            term = isinstance(signal_, Terminated)
+            print(f"edgesim {args.command}: {'terminated' if term else 'interrupted'}", file=sys.stderr)
+            return 143 if term else 130
         traceback.print_exc()
         print(f"edgesim {args.command}: internal error (a bug: please report it with the trace above)",
               file=sys.stderr)

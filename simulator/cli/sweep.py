@@ -7,7 +7,7 @@ from pathlib import Path
 
 from simulator.files import emit_json
 
-from .common import add_command, exit_codes, format_table
+from .common import Terminated, add_command, exit_codes, format_table
 
 DESCRIPTION = """\
 capacity planning: which devices can personalise this model, on which schedule?  Expands a sweep
@@ -24,12 +24,9 @@ heap peak and instructions per step go beside the prediction in matrix.json, the
 EXAMPLE = "edgesim sweep simulator/sweeps/boards.toml --workers 2 --out edgesim-out/boards"
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, a CI cancel): stops the sweep like Ctrl-C, but exits 143."""
-
-
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise _Terminated
+    """SIGTERM (``timeout``, a CI cancel): stops the sweep like Ctrl-C, but exits 143."""
+    raise Terminated
 
 
 MAX_ERRORS_SHOWN = 10
@@ -57,9 +54,9 @@ def _run(args) -> int:
 
         done = len({r["key"] for r in ResultsLog(out / RESULTS_FILE).read()})
         again = f"edgesim sweep {args.grid} --resume" + (f" --out {args.out}" if args.out else "")
-        print(f"edgesim sweep: {'terminated' if isinstance(e, _Terminated) else 'interrupted'}: {done} of {n} "
+        print(f"edgesim sweep: {'terminated' if isinstance(e, Terminated) else 'interrupted'}: {done} of {n} "
               f"scenarios finished are in {out / RESULTS_FILE}; to continue: {again}", file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, old)
     fz = write_matrix(out, outcome.rows)
@@ -69,9 +66,9 @@ def _run(args) -> int:
             fz = verify_cells(grid, fz, outcome.rows, out, args)
         except KeyboardInterrupt as e:
             again = f"edgesim sweep {args.grid} --resume --verify" + (f" --out {args.out}" if args.out else "")
-            print(f"edgesim sweep: verification {'terminated' if isinstance(e, _Terminated) else 'interrupted'}: "
+            print(f"edgesim sweep: verification {'terminated' if isinstance(e, Terminated) else 'interrupted'}: "
                   f"the cells that finished are in {out / MATRIX_FILE}; to continue: {again}", file=sys.stderr)
-            return 143 if isinstance(e, _Terminated) else 130
+            return 143 if isinstance(e, Terminated) else 130
         finally:
             signal.signal(signal.SIGTERM, old)
     report = render_sweep(outcome.rows, out, title=grid.name) if outcome.rows else None

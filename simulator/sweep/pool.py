@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..pools import stop_pool
 from .grid import Grid, Point
 from .worker import PRELOAD_MODULES, lost_row, run_point
 
@@ -56,17 +57,6 @@ def new_pool(n: int) -> ProcessPoolExecutor:
     # scikit-learn (1-2 s per process otherwise)
     ctx.set_forkserver_preload(list(PRELOAD_MODULES))
     return ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
-
-
-def _stop_pool(ex: ProcessPoolExecutor) -> None:
-    """Cancel queued work and end the pool's own worker processes now (Ctrl-C must not wait a scenario)."""
-    procs = list(getattr(ex, "_processes", {}).values())
-    ex.shutdown(wait=False, cancel_futures=True)
-    for pr in procs:
-        if pr.is_alive():
-            pr.terminate()
-    for pr in procs:
-        pr.join(timeout=5)
 
 
 def run_pool(grid: Grid, todo: list[Point], workers: int, out_dir: Path, record: Callable[[dict], None],
@@ -131,7 +121,7 @@ def _run_batch(grid: Grid, points: list[Point], workers: int, inflight: Path,
                 record(row)
                 recorded.add(fut)
     except BaseException:
-        _stop_pool(ex)
+        stop_pool(ex)
         raise
     ex.shutdown(wait=True)
     return None

@@ -174,7 +174,8 @@ def _on_pool(todo: list[CellTask], verify: Verifier, workers: int, logs: Path,
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from .pool import _stop_pool, new_pool
+    from ..pools import stop_pool
+    from .pool import new_pool
 
     ex = new_pool(min(workers, len(todo)))
     try:
@@ -191,7 +192,7 @@ def _on_pool(todo: list[CellTask], verify: Verifier, workers: int, logs: Path,
                                                       "memory? rerun with --resume --verify"}
                 record(futs[fut], v)
     except BaseException:
-        _stop_pool(ex)
+        stop_pool(ex)
         raise
     ex.shutdown(wait=True)
 
