@@ -107,16 +107,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("case, argv, needle", BAD, ids=[b[0] for b in BAD])
-def test_bad_flags_exit_2_before_any_work(tmp_path, capsys, monkeypatch, case, argv, needle):
+def test_bad_flags_exit_2_before_any_work(tmp_path, capsys, monkeypatch, forbid_work, case, argv, needle):
     monkeypatch.chdir(tmp_path)
-    t0 = time.monotonic()
     try:
         rc = main(["plan", *argv])
     except SystemExit as e:              # argparse refuses a bad flag value itself (exit 2)
         rc = e.code
     err = capsys.readouterr().err
     assert rc == 2 and needle in err, (case, err)
-    assert time.monotonic() - t0 < 5
     assert not (tmp_path / "edgesim-out").exists() and not (tmp_path.parent / "escape").exists()
 
 
@@ -137,12 +135,15 @@ def test_an_empty_scenario_file_exits_2(tmp_path, capsys):
         assert f"{sc}: the scenario file is empty" in capsys.readouterr().err
 
 
-def test_out_that_is_a_file_or_holds_a_run_exits_2_before_any_work(tmp_path, capsys):
+def test_out_that_is_a_file_or_holds_a_run_exits_2_before_any_work(tmp_path, capsys, monkeypatch):
     f = tmp_path / "file"
     f.write_text("keep me")
-    t0 = time.monotonic()
-    assert main(["plan", *TINY, "--out", str(f)]) == 2
-    assert time.monotonic() - t0 < 5 and f.read_text() == "keep me"
+    with monkeypatch.context() as m:
+        import simulator.run
+
+        m.setattr(simulator.run, "simulate", lambda *a, **k: pytest.fail("the simulation started"))
+        assert main(["plan", *TINY, "--out", str(f)]) == 2
+    assert f.read_text() == "keep me"
     assert f"--out {f}: is an existing file" in capsys.readouterr().err
     run = tmp_path / "run"
     assert main(["plan", *TINY, "--out", str(run)]) in (0, 3)
@@ -218,18 +219,17 @@ def test_a_signal_to_plan_leaves_no_pool_worker_running(tmp_path, sig, code):
     (["calibrate", "--write", "{file}/x.toml"], "is a file, not a directory"),
 ], ids=["emulate-lr-nan", "emulate-momentum-inf", "emulate-out-file", "calibrate-write-exists",
         "calibrate-write-dir", "calibrate-write-under-a-file"])
-def test_emulator_commands_refuse_bad_flags_before_booting(tmp_path, capsys, argv, needle):
+def test_emulator_commands_refuse_bad_flags_before_booting(tmp_path, capsys, forbid_work, argv, needle):
     f = tmp_path / "file"
     f.write_text("keep me")
     argv = [a.format(file=f, dir=tmp_path) for a in argv]
-    t0 = time.monotonic()
     try:
         rc = main(argv)
     except SystemExit as e:
         rc = e.code
     err = capsys.readouterr().err
     assert rc == 2 and needle in err, err
-    assert time.monotonic() - t0 < 5 and f.read_text() == "keep me"
+    assert f.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("command, footer", [("emulate", "3 the board ran out of memory"),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 from emulator_support import BOARD, FaultyQemu, emulator, no_qemu_left, qemu_children  # noqa: F401
@@ -19,10 +18,8 @@ def test_guest_hang_times_out_and_ends_qemu(tmp_path):
     s = BoardSession(load_board(BOARD), log_path=tmp_path / "serial.log")
     with s:
         pid = s.qemu.pid
-        t0 = time.monotonic()
         with pytest.raises(ReplTimeout) as e:
             s.repl.exec("while True:\n    pass", timeout=2.0)
-        assert time.monotonic() - t0 < 10
         assert not s.qemu.running() and pid not in live_pids()
     assert str(tmp_path / "serial.log") in str(e.value)
 
@@ -76,8 +73,6 @@ def test_a_line_that_keeps_losing_bytes_fails_clearly(tmp_path):
         q = s.qemu
         q.drop_p, q.armed = 1.0, True                          # every chunk loses a byte
         s.repl.retries = 2
-        t0 = time.monotonic()
         with pytest.raises(ProtocolError) as e:
             s.install("mlpk.py")
-        assert time.monotonic() - t0 < 60
         assert "attempts" in str(e.value) and "serial log" in str(e.value)
