@@ -1,5 +1,9 @@
 """Learning from imperfect data on LeNet-digits (issue #15): each story and technique, 3 seeds.
 
+Seeds 0-2 are where the set-ups and thresholds below were chosen (held-in); run ``--seed-offset 3`` for
+seeds the tuning never saw (held-out) and report those separately. Each Done-when line prints its
+per-seed figures and MET / NOT MET.
+
 For every row: user accuracy and retention after on-device training (mean and min..max over the seeds),
 training MACs (sum over every op of every step: techniques' extra work included), and peak RAM (the
 persistent tensors -- weights, optimiser state, the techniques' state -- plus the largest step's
@@ -8,17 +12,22 @@ live bytes). The seed paper's claim is printed beside each section.
 - noisy-labels: the user's hand (digits rotated 25 degrees, thickened), 40 % of the training labels
   flipped (symmetric, and to the confusable class); 800 steps of batch 8 from the shuffled stream.
 - unlabelled: a 15-degree hand arriving class by class, 10 % labelled; 3 passes of batch 8 through a
-  64-sample replay buffer.
+  64-sample replay buffer. The user test set is every held-out digit in the user's hand (~540).
 - input-noise: unshifted digits under the sensor's dark-signal noise (``datasets.sensor_noise``:
   |N(0, 0.3^2)| added to every pixel, clipped at 1) rising over the first pass and staying there; 10
   passes of batch 8. Full fine-tuning at lr 0.001 (faster diverges on the noisy inputs), the bias-only
-  rows at lr 0.003. The test set is 5 noisy readings of each of the 180 held-out digits.
+  rows at lr 0.003. The test set is 10 noisy readings of each of the ~540 held-out digits (until
+  2026-12: 5 readings of 180; a seed's accuracy moved by up to ~3 pp with the digits drawn).
   Why this noise: white Gaussian noise of std 0.3-0.4 destroys the 8x8 digits' information (a network
   trained on noisy data recovers under half of the loss, full fine-tuning 5-20 %); a dark signal (thermal
   dark current, stray light: it only ever adds charge) shifts every pixel up and keeps most of the
   information -- full fine-tuning wins half of the loss back -- so the comparison is fair.
 
-Run: ``.venv/bin/python benchmarks/imperfect_data.py [--seeds 3]`` (about 40 s on 2 cores).
+The noise-bias line is judged two ways: the loss recovered on the mean over seeds, and the mean of
+the per-seed recoveries (a seed that loses little to noise weighs as much as one that loses a lot).
+
+Run: ``.venv/bin/python benchmarks/imperfect_data.py [--seeds 3] [--seed-offset 3] [--only noise,unlabelled]``
+(about a minute on one core).
 """
 from __future__ import annotations
 
@@ -39,6 +48,12 @@ BUF = 64
 NB_LABEL = "noise-adaptive biases (8+20/level)"
 NOISE = 0.3             # the story's highest noise level (the Done-when's test point)
 NB_LR = 0.003           # bias-only rows
+FULL = "full fine-tuning"
+ALONE = "labelled 10 % alone, representative"
+SK_REP = "Sinkhorn (K=20), representative"
+SK_FIFO = "Sinkhorn (K=20), FIFO"
+UNL_PASSES = 3          # unlabelled: passes over the user's stream
+UNL_LR = None           # unlabelled: the model's default lr (0.005)
 
 
 def run(tech: Techniques | None, story: str, *, seed: int, opts: dict, steps: int | None = None,
@@ -82,24 +97,33 @@ def table(title: str, claim: str, rows: list[tuple[str, list[dict]]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="the first seed (default 0: seeds 0-2 are held-in; 3 runs held-out seeds)")
+    ap.add_argument("--only", default="noisy,unlabelled,noise",
+                    help="comma-separated sections: noisy (both label-noise kinds), unlabelled, noise")
     args = ap.parse_args(argv)
-    seeds = range(args.seeds)
+    if args.seeds < 1 or args.seed_offset < 0:
+        ap.error(f"--seeds must be >= 1 and --seed-offset >= 0 (got {args.seeds}, {args.seed_offset})")
+    only = set(args.only.split(","))
+    if not only <= {"noisy", "unlabelled", "noise"}:
+        ap.error(f"--only: unknown section(s) {', '.join(sorted(only - {'noisy', 'unlabelled', 'noise'}))}")
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     sat = Techniques(self_adaptive=0.9)
     unl = {"label_fraction": 0.1}
     noise = {"noise_level": NOISE}
     plan = {
         "noisy-sym": [("plain fine-tuning", None), ("self-adaptive (M=0.9)", sat)],
         "noisy-conf": [("plain fine-tuning", None), ("self-adaptive (M=0.9)", sat)],
-        "unlabelled": [("labelled 10 % alone, representative", Techniques(buffer="representative", buffer_size=BUF)),
-                       ("Sinkhorn (K=20), representative", Techniques(sinkhorn=20, buffer="representative",
-                                                                      buffer_size=BUF)),
-                       ("Sinkhorn (K=20), FIFO", Techniques(sinkhorn=20, buffer="fifo", buffer_size=BUF)),
+        "unlabelled": [(ALONE, Techniques(buffer="representative", buffer_size=BUF)),
+                       (SK_REP, Techniques(sinkhorn=20, buffer="representative", buffer_size=BUF)),
+                       (SK_FIFO, Techniques(sinkhorn=20, buffer="fifo", buffer_size=BUF)),
                        ("Sinkhorn (K=20), reservoir", Techniques(sinkhorn=20, buffer="reservoir", buffer_size=BUF))],
-        "noise": [("no adaptation", "none"), ("full fine-tuning", Techniques()),
+        "noise": [("no adaptation", "none"), (FULL, Techniques()),
                   ("bias-only SGD, one set", Techniques(update="bias")),
                   (NB_LABEL, Techniques(noise_bias=True, noise_bias_steps=20))],
     }
+    plan = {sec: rows for sec, rows in plan.items() if sec.split("-")[0] in only}
     cells = [(sec, label, t, s) for sec, rows in plan.items() for label, t in rows for s in seeds]
     res: dict[tuple[str, str], list[dict]] = {}
     with single_thread_blas():
@@ -109,60 +133,96 @@ def main(argv: list[str] | None = None) -> int:
                 r = run(t or Techniques(), "noisy-labels", seed=s, steps=800,
                         opts={"label_noise": 0.4, "label_noise_kind": kind})
             elif sec == "unlabelled":
-                r = run(t, "unlabelled", seed=s, passes=3, opts=unl)
+                r = run(t, "unlabelled", seed=s, passes=UNL_PASSES, lr=UNL_LR, opts=unl)
             else:
                 lr = NB_LR if t != "none" and (t.update == "bias" or t.noise_bias) else 0.001
                 r = run(None if t == "none" else t, "input-noise", seed=s, passes=10, lr=lr, opts=noise)
             res.setdefault((sec, label), []).append(r)
     rows = lambda sec: [(label, res[(sec, label)]) for label, _ in plan[sec]]   # noqa: E731
-    print(f"{MODEL}, mean of {args.seeds} seeds (min..max); SGD momentum 0.9, lr {W.default_lr(W.parse_spec('cnn:8x8x1-d10'))} "
-          f"unless said; before training the user accuracy is {np.mean([r['before']['user_accuracy'] for r in res[('noisy-sym', 'plain fine-tuning')]]) * 100:.1f} % (noisy-labels)")
-    table("noisy-labels, 40 % symmetric label noise (800 steps x batch 8)",
-          "self-adaptive training improves generalisation under label noise at no extra computational cost "
-          "(CIFAR-10/100, ImageNet)", rows("noisy-sym"))
-    table("noisy-labels, 40 % noise to the confusable class (800 steps x batch 8)",
-          "(same paper; asymmetric noise is the harder case)", rows("noisy-conf"))
-    table(f"unlabelled, 10 % labelled, class by class (3 passes x batch 8, buffer {BUF})",
-          "Sinkhorn label allocation beats FixMatch on CIFAR-10/100 and SVHN; representative data selection "
-          "greatly improves accuracy and learning speed on non-i.i.d. streams", rows("unlabelled"))
-    table(f"input-noise, dark-signal sensor noise {NOISE} (10 passes x batch 8; lr 0.001 full, {NB_LR} bias-only; "
-          "8+20/level: 8 unlabelled calibration batches + 20 bias-only SGD steps per noise level)",
-          "adjusting conv biases to the run-time noise level counteracts the drop at low complexity",
-          rows("noise"))
+    group = "held-in: the set-ups were chosen on these" if seeds.stop <= 3 else "held-out: not used for any choice"
+    print(f"{MODEL}, seeds {seeds.start}-{seeds.stop - 1} ({group}), mean (min..max); SGD momentum 0.9, "
+          f"lr {W.default_lr(W.parse_spec('cnn:8x8x1-d10'))} unless said")
+    if "noisy-sym" in plan:
+        table("noisy-labels, 40 % symmetric label noise (800 steps x batch 8)",
+              "self-adaptive training improves generalisation under label noise at no extra computational cost "
+              "(CIFAR-10/100, ImageNet)", rows("noisy-sym"))
+        table("noisy-labels, 40 % noise to the confusable class (800 steps x batch 8)",
+              "(same paper; asymmetric noise is the harder case)", rows("noisy-conf"))
+    if "unlabelled" in plan:
+        table(f"unlabelled, 10 % labelled, class by class ({UNL_PASSES} passes x batch 8 at lr {UNL_LR or W.default_lr(W.parse_spec('cnn:8x8x1-d10'))}, buffer {BUF})",
+              "Sinkhorn label allocation beats FixMatch on CIFAR-10/100 and SVHN; representative data selection "
+              "greatly improves accuracy and learning speed on non-i.i.d. streams", rows("unlabelled"))
+    if "noise" in plan:
+        table(f"input-noise, dark-signal sensor noise {NOISE} (10 passes x batch 8; lr 0.001 full, {NB_LR} bias-only; "
+              "8+20/level: 8 unlabelled calibration batches + 20 bias-only SGD steps per noise level)",
+              "adjusting conv biases to the run-time noise level counteracts the drop at low complexity",
+              rows("noise"))
+    print()
+    for line in done_when(res, plan, seeds):
+        print(line)
+    return 0
 
-    def acc(sec, label):
-        return np.array([r["after"]["user_accuracy"] for r in res[(sec, label)]])
 
-    d = acc("noisy-sym", "self-adaptive (M=0.9)") - acc("noisy-sym", "plain fine-tuning")
-    print(f"\nDone-when: SAT - plain at 40 % symmetric: {d.mean() * 100:+.1f} pp (per seed "
-          f"{', '.join(f'{v * 100:+.1f}' for v in d)}); target >= +3 pp: {'MET' if d.mean() >= 0.03 else 'NOT MET'}")
-    d = acc("unlabelled", "Sinkhorn (K=20), representative") - acc("unlabelled", "labelled 10 % alone, representative")
-    print(f"Done-when: Sinkhorn - labelled alone at 10 % labelled: {d.mean() * 100:+.1f} pp (per seed "
-          f"{', '.join(f'{v * 100:+.1f}' for v in d)}): {'MET' if d.mean() > 0 else 'NOT MET'}")
-    d = acc("unlabelled", "Sinkhorn (K=20), representative") - acc("unlabelled", "Sinkhorn (K=20), FIFO")
-    print(f"Done-when: representative - FIFO buffer ({BUF}): {d.mean() * 100:+.1f} pp (per seed "
-          f"{', '.join(f'{v * 100:+.1f}' for v in d)}): {'MET' if d.mean() > 0 else 'NOT MET'}")
-    base = acc("noise", "no adaptation")
-    nb = acc("noise", NB_LABEL)
+def _acc(res: dict, sec: str, label: str) -> np.ndarray:
+    return np.array([r["after"]["user_accuracy"] for r in res[(sec, label)]])
+
+
+def _pp(v: np.ndarray) -> str:
+    return ", ".join(f"{x * 100:+.1f}" for x in v)
+
+
+def beats(name: str, a: np.ndarray, b: np.ndarray, seeds: range, target_pp: float = 0.0) -> str:
+    """A "beats" line: the mean difference, per seed, how many seeds it wins, MET when the mean clears the
+    target and more seeds win than lose."""
+    d = a - b
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    met = d.mean() * 100 > target_pp and wins > losses
+    return (f"Done-when: {name}: {d.mean() * 100:+.1f} pp on the mean of seeds {seeds.start}-{seeds.stop - 1} "
+            f"(per seed {_pp(d)}; wins {wins}, losses {losses}); target mean > {target_pp:+.0f} pp and more "
+            f"wins than losses: {'MET' if met else 'NOT MET'}")
+
+
+def done_when(res: dict, plan: dict, seeds: range) -> list[str]:
+    """Each Done-when line of issue #15 that these sections measure, with its per-seed figures."""
+    out = []
+    if "noisy-sym" in plan:
+        out.append(beats("self-adaptive - plain at 40 % symmetric label noise",
+                         _acc(res, "noisy-sym", "self-adaptive (M=0.9)"), _acc(res, "noisy-sym", "plain fine-tuning"),
+                         seeds, 3.0))
+    if "unlabelled" in plan:
+        out.append(beats("Sinkhorn - the labelled 10 % alone", _acc(res, "unlabelled", SK_REP),
+                         _acc(res, "unlabelled", ALONE), seeds))
+        out.append(beats(f"representative - FIFO buffer ({BUF}, both with Sinkhorn)", _acc(res, "unlabelled", SK_REP),
+                         _acc(res, "unlabelled", SK_FIFO), seeds))
+    if "noise" in plan:
+        out += noise_done_when(res, seeds)
+    return out
+
+
+def noise_done_when(res: dict, seeds: range) -> list[str]:
+    base, nb, ft = (_acc(res, "noise", k) for k in ("no adaptation", NB_LABEL, FULL))
     cleans = np.array([W.make_job(MODEL, story="input-noise", seed=s, story_options={"noise_level": 0.0})
-                       .evaluate()["user_accuracy"] for s in seeds])     # the same users' data without noise
-    clean = cleans.mean()
-    lost = clean - base.mean()
+                       .evaluate()["user_accuracy"] for s in seeds])     # the same users' digits without noise
+    lost = cleans.mean() - base.mean()
     rec = (nb.mean() - base.mean()) / lost if lost > 0 else float("nan")
-    m_nb = np.mean([r["macs"] for r in res[("noise", NB_LABEL)]])
-    m_ft = np.mean([r["macs"] for r in res[("noise", "full fine-tuning")]])
-    ft = acc("noise", "full fine-tuning")
-    print(f"Done-when: noise-adaptive biases recover {rec * 100:.0f} % of the {lost * 100:.1f} pp lost to noise "
-          f"({clean * 100:.1f} % clean -> {base.mean() * 100:.1f} % noisy -> {nb.mean() * 100:.1f} % adapted) "
-          f"(full fine-tuning: {(ft.mean() - base.mean()) / lost * 100:.0f} %) at {m_nb / 1e6:.1f} M MACs = "
-          f"{m_nb / m_ft * 100:.0f} % of full fine-tuning's {m_ft / 1e6:.1f} M; target >= 50 % recovered at a small "
-          f"fraction of the MACs: {'MET' if rec >= 0.5 and m_nb / m_ft < 0.25 else 'NOT MET'}")
+    rec_ft = (ft.mean() - base.mean()) / lost if lost > 0 else float("nan")
     per = (nb - base) / np.maximum(cleans - base, 1e-9)
     per_ft = (ft - base) / np.maximum(cleans - base, 1e-9)
-    print("  per seed (clean / noisy / adapted / full fine-tuning, % of the loss recovered): " + "; ".join(
-        f"{c * 100:.1f} / {b * 100:.1f} / {a * 100:.1f} ({p * 100:.0f} %) / {f * 100:.1f} ({q * 100:.0f} %)"
-        for c, b, a, p, f, q in zip(cleans, base, nb, per, ft, per_ft, strict=True)))
-    return 0
+    m_nb = np.mean([r["macs"] for r in res[("noise", NB_LABEL)]])
+    m_ft = np.mean([r["macs"] for r in res[("noise", FULL)]])
+    cheap = m_nb / m_ft < 0.25
+    return [
+        f"Done-when: noise-adaptive biases recover {rec * 100:.0f} % of the {lost * 100:.1f} pp lost to noise on the "
+        f"mean of seeds {seeds.start}-{seeds.stop - 1} ({cleans.mean() * 100:.1f} % clean -> {base.mean() * 100:.1f} % "
+        f"noisy -> {nb.mean() * 100:.1f} % adapted; full fine-tuning {rec_ft * 100:.0f} %), mean of the per-seed "
+        f"recoveries {per.mean() * 100:.0f} % (full fine-tuning {per_ft.mean() * 100:.0f} %), at {m_nb / 1e6:.1f} M MACs "
+        f"= {m_nb / m_ft * 100:.0f} % of full fine-tuning's {m_ft / 1e6:.1f} M",
+        f"  target >= 50 % on the mean and < 25 % of the MACs: {'MET' if rec >= 0.5 and cheap else 'NOT MET'}; "
+        f">= 50 % on the mean of per-seed recoveries: {'MET' if per.mean() >= 0.5 and cheap else 'NOT MET'}",
+        "  per seed (clean / noisy / adapted (% of the loss back) / full fine-tuning (%)): " + "; ".join(
+            f"seed {s}: {c * 100:.1f} / {b * 100:.1f} / {a * 100:.1f} ({p * 100:.0f} %) / {f * 100:.1f} ({q * 100:.0f} %)"
+            for s, c, b, a, p, f, q in zip(seeds, cleans, base, nb, per, ft, per_ft, strict=True)),
+    ]
 
 
 if __name__ == "__main__":
