@@ -12,7 +12,12 @@ live bytes). The seed paper's claim is printed beside each section.
 - noisy-labels: the user's hand (digits rotated 25 degrees, thickened), 40 % of the training labels
   flipped (symmetric, and to the confusable class); 800 steps of batch 8 from the shuffled stream.
 - unlabelled: a 15-degree hand arriving class by class, 10 % labelled; 3 passes of batch 8 through a
-  64-sample replay buffer. The user test set is every held-out digit in the user's hand (~540).
+  64-sample replay buffer. The user test set is every held-out digit in the user's hand (~540). A "no
+  training" row shows the pre-trained model: on seeds 0-2 the labelled 10 % alone at lr 0.005 ends below
+  it (73.0 -> 61.0 %), so Sinkhorn's held-in lead over that row (+13.5 pp) is mostly the baseline
+  collapsing; on held-out seeds 3-14 Sinkhorn trails it (-3.7 pp) and representative trails FIFO (-1.1 pp).
+  A grid on seeds 0-2 (lr 0.002-0.005, 3 or 6 passes, Sinkhorn rho 0.3-0.8, sharpness 10 or 50) found no
+  set-up where both claims held on every held-in seed: the sign flips between neighbouring settings.
 - input-noise: unshifted digits under the sensor's dark-signal noise (``datasets.sensor_noise``:
   |N(0, 0.3^2)| added to every pixel, clipped at 1) rising over the first pass and staying there; 10
   passes of batch 8. Full fine-tuning at lr 0.001 (faster diverges on the noisy inputs), the bias-only
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = {
         "noisy-sym": [("plain fine-tuning", None), ("self-adaptive (M=0.9)", sat)],
         "noisy-conf": [("plain fine-tuning", None), ("self-adaptive (M=0.9)", sat)],
-        "unlabelled": [(ALONE, Techniques(buffer="representative", buffer_size=BUF)),
+        "unlabelled": [("no training (the pre-trained model)", "none"),
+                       (ALONE, Techniques(buffer="representative", buffer_size=BUF)),
                        (SK_REP, Techniques(sinkhorn=20, buffer="representative", buffer_size=BUF)),
                        (SK_FIFO, Techniques(sinkhorn=20, buffer="fifo", buffer_size=BUF)),
                        ("Sinkhorn (K=20), reservoir", Techniques(sinkhorn=20, buffer="reservoir", buffer_size=BUF))],
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = run(t or Techniques(), "noisy-labels", seed=s, steps=800,
                         opts={"label_noise": 0.4, "label_noise_kind": kind})
             elif sec == "unlabelled":
-                r = run(t, "unlabelled", seed=s, passes=UNL_PASSES, lr=UNL_LR, opts=unl)
+                r = run(None if t == "none" else t, "unlabelled", seed=s, passes=UNL_PASSES, lr=UNL_LR, opts=unl)
             else:
                 lr = NB_LR if t != "none" and (t.update == "bias" or t.noise_bias) else 0.001
                 r = run(None if t == "none" else t, "input-noise", seed=s, passes=10, lr=lr, opts=noise)
