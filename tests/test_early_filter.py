@@ -147,6 +147,115 @@ def test_early_filter_with_instance_filter_and_pruning_runs_a_clean_trace():
         assert job.last_step["kept"] <= job.last_step["early_kept"] <= 16
 
 
+# ------------------------------------------------------------------ the label head and the slack rule
+LABEL = dict(early_filter_target="label", early_filter_hidden=0, early_filter_lr=0.1)
+
+
+def test_a_label_head_that_drops_every_sample_costs_only_the_early_layers_and_its_own_training():
+    job = _job(Techniques(early_filter=1e9, early_filter_explore=0.0, **LABEL))
+    xs, ys = _batch(job)
+    ops, _ = W.collect(job.train_step(xs, ys))
+    assert [o.name for o in ops] == ["input.load", "conv0.forward", "maxpool1.forward", "efilter.head",
+                                     "efilter.head.backward", "efilter.head.update", "efilter.select"]
+    s = W.check_trace(ops, job.persistent_tensors())
+    by = _by_name(ops)
+    assert by["efilter.head"].macs == 16 * 96 + 16 * 96 * 10        # scale the 96 features, then 96 -> 10
+    assert by["efilter.head.backward"].macs == 2 * 16 * 10 + 16 * 10 * 96
+    assert by["efilter.head.update"].macs == 96 * 10 + 10
+    assert s.macs == job.model.layers[0].forward_macs(16) + 16 * 96 * 11 + 2 * 160 + 160 * 96 + 970
+    assert job.last_step["early_kept"] == 0
+
+
+def test_a_label_head_step_keeps_the_plain_network_trace_and_updates_the_level_after_the_loss():
+    base = _job(Techniques())
+    kept = _job(Techniques(early_filter=0.0, **LABEL))
+    xs, ys = _batch(base)
+    b_ops, _ = W.collect(base.train_step(xs, ys))
+    k_ops, _ = W.collect(kept.train_step(xs, ys))
+    names = [o.name for o in k_ops]
+    assert [n for n in names if n.startswith("efilter.")] == ["efilter.head", "efilter.head.backward",
+                                                              "efilter.head.update", "efilter.select",
+                                                              "efilter.level"]
+    assert names.index("efilter.level") == names.index("loss") + 1
+    assert [n for n in names if not n.startswith("efilter.")] == [o.name for o in b_ops]
+    kb = _by_name(k_ops)
+    for o in b_ops:
+        assert kb[o.name].macs == o.macs, o.name
+    W.check_trace(k_ops, kept.persistent_tensors())
+
+
+def test_the_label_head_learns_the_labels_from_early_features():
+    job = _job(Techniques(early_filter=0.0, **LABEL), lr=1e-6)
+    xs, ys = _batch(job, 64)
+    ce = []
+    for _ in range(40):
+        W.collect(job.train_step(xs, ys))
+        ce.append(job.last_step["early_head_ce"])
+    assert ce[0] == pytest.approx(math.log(10), rel=0.2)          # untrained: about a uniform guess
+    assert np.mean(ce[-5:]) < 0.5 * ce[0]
+
+
+def test_the_slack_rule_keeps_every_sample_while_the_level_is_one_then_follows_it():
+    """No true loss reaches 1e3 nats, so the level falls by LEVEL_RATE of itself each step; the head keeps
+    ceil(slack x level x batch) samples: all of them at first (a warm-up), then fewer."""
+    from workloads import early_filter as EFm
+
+    job = _job(Techniques(early_filter=1e3, early_filter_slack=1.0, early_filter_explore=0.0, **LABEL))
+    stream = job.labelled_stream()
+    kept, level = [], 1.0
+    for _ in range(30):
+        batch = [next(stream) for _ in range(16)]
+        W.collect(job.train_step(np.stack([b[0] for b in batch]), np.array([b[1] for b in batch])))
+        kept.append(job.last_step["early_kept"])
+        level *= 1 - EFm.LEVEL_RATE
+        assert job._steps.early.level == pytest.approx(level)
+    expected = [16] + [math.ceil(16 * (1 - EFm.LEVEL_RATE) ** k) for k in range(1, 30)]
+    assert kept == expected and kept[-1] < 16
+
+
+def test_the_slack_rule_keeps_the_highest_predicted_losses():
+    job = _job(Techniques(early_filter=0.5, early_filter_slack=2.0, early_filter_explore=0.0))
+    head = job._steps.early
+    head.level = 0.125                                            # ceil(2 x 0.125 x 16) = 4 samples
+    xs, ys = _batch(job)
+    h = job.model.to_internal(xs)
+    for ly in job.model.layers[:head.after + 1]:
+        h = ly.forward(h)
+    pred = head.predict(h, ys)                                    # a ``loss`` head trains after the selection
+    chosen = []
+    real = head._choose
+    head._choose = lambda p: chosen.append(real(p)) or chosen[-1]
+    ops, _ = W.collect(job.train_step(xs, ys))
+    assert job.last_step["early_kept"] == 4
+    assert set(np.flatnonzero(chosen[0])) == set(np.argsort(-pred, kind="stable")[:4])
+    assert _by_name(ops)["conv2.forward"].macs == job.model.layers[2].forward_macs(4)
+
+
+def test_the_level_counts_explored_samples_for_the_ones_they_stand_for():
+    """Every kept sample's true loss is over a 1e-9 threshold; only the explored ones go on, each weighing
+    1/explore, so the level moves to (explored / explore) / batch."""
+    from workloads import early_filter as EFm
+
+    job = _job(Techniques(early_filter=1e-9, early_filter_slack=1.0, early_filter_explore=0.5))
+    head = job._steps.early
+    head.level = 1e-9                                             # keeps ceil(1e-9 x 16) = 1 by rank
+    xs, ys = _batch(job)
+    W.collect(job.train_step(xs, ys))
+    n_kept = job.last_step["early_kept"]
+    explored = n_kept - 1
+    assert explored > 0
+    assert head.level == pytest.approx(1e-9 + EFm.LEVEL_RATE * ((1 + explored / 0.5) / 16 - 1e-9))
+
+
+@pytest.mark.parametrize("kw", [dict(early_filter_slack=0.5), dict(early_filter_slack=0.5, **LABEL)])
+def test_a_zero_threshold_keeps_every_sample_in_every_mode(kw):
+    job = _job(Techniques(early_filter=0.0, early_filter_explore=0.0, **kw))
+    job._steps.early.level = 0.01
+    xs, ys = _batch(job)
+    W.collect(job.train_step(xs, ys))
+    assert job.last_step["early_kept"] == 16
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"early_filter": -0.1}, "techniques.early_filter must be a loss in nats >= 0 (got -0.1)"),
     ({"early_filter": True}, "techniques.early_filter must be a loss in nats >= 0 (got True)"),
@@ -157,6 +266,12 @@ def test_early_filter_with_instance_filter_and_pruning_runs_a_clean_trace():
     ({"early_filter": 0.1, "early_filter_hidden": -1}, "early_filter_hidden must be a whole number >= 0 (got -1)"),
     ({"early_filter": 0.1, "early_filter_explore": 1.5}, "early_filter_explore must be a fraction in [0, 1] (got 1.5)"),
     ({"early_filter": 0.1, "sinkhorn": 3}, "early_filter cannot be combined with sinkhorn"),
+    ({"early_filter": 0.1, "early_filter_target": "logits"},
+     "techniques.early_filter_target must be one of ('loss', 'label') (got 'logits')"),
+    ({"early_filter": 0.1, "early_filter_slack": 0}, "techniques.early_filter_slack must be a number > 0 (got 0)"),
+    ({"early_filter": 0.1, "early_filter_slack": True}, "early_filter_slack must be a number > 0 (got True)"),
+    ({"early_filter": 0.1, "early_filter_lr": -0.1}, "techniques.early_filter_lr must be a number > 0 (got -0.1)"),
+    ({"early_filter": 0.1, "early_filter_lr": float("inf")}, "early_filter_lr must be a number > 0 (got inf)"),
 ])
 def test_bad_switches_are_precise_errors(kw, message):
     with pytest.raises(ValueError) as e:
@@ -209,7 +324,7 @@ def test_the_head_step_is_squared_error_in_log_space_with_explored_samples_weigh
     b0 = head.layers[-1].params[1].copy()
     W.collect(job.train_step(xs, ys))
     assert job.last_step["early_kept"] == kept.sum()
-    np.testing.assert_allclose(head.layers[-1].params[1], b0 - EFm.HEAD_LR * grad, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(head.layers[-1].params[1], b0 - Techniques().early_filter_lr * grad, rtol=1e-4, atol=1e-6)
 
 
 # ------------------------------------------------------------- benchmarks/techniques.py's early-filter rows

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from .buffers import BUFFER_POLICIES
 
 UPDATE_MODES = ("all", "bias", "last-k", "sparse")
+EARLY_FILTER_TARGETS = ("loss", "label")   # what the early filter's head learns (workloads.early_filter)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Techniques:
     early_filter_layer: int = 2          # the head reads the output of the model's first this-many layers
     early_filter_hidden: int = 8         # the head's hidden ReLU units (0: a linear head)
     early_filter_explore: float = 0.2    # fraction of the samples it would drop that go on anyway (it learns from them)
+    early_filter_target: str = "loss"    # loss: regress the true log-loss | label: classify the label, its CE is the score
+    early_filter_slack: float | None = None  # None: drop under the threshold; s: keep the top s x (running fraction of
+    #                                          samples whose true loss >= early_filter) of each batch by predicted loss
+    early_filter_lr: float = 0.02        # the head's own SGD learning rate
 
     def __post_init__(self) -> None:
         if self.update not in UPDATE_MODES:
@@ -78,6 +83,14 @@ class Techniques:
         if isinstance(self.early_filter_explore, bool) or not isinstance(self.early_filter_explore, (int, float)) \
                 or not 0 <= self.early_filter_explore <= 1:
             raise ValueError(f"techniques.early_filter_explore must be a fraction in [0, 1] (got {self.early_filter_explore!r})")
+        if self.early_filter_target not in EARLY_FILTER_TARGETS:
+            raise ValueError(f"techniques.early_filter_target must be one of {EARLY_FILTER_TARGETS} "
+                             f"(got {self.early_filter_target!r})")
+        for name in ("early_filter_slack", "early_filter_lr"):
+            v = getattr(self, name)
+            if (v is not None or name == "early_filter_lr") and (
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")):
+                raise ValueError(f"techniques.{name} must be a number > 0 (got {v!r})")
         data = [n for n in ("self_adaptive", "sinkhorn", "buffer") if getattr(self, n) is not None] + \
             (["noise_bias"] if self.noise_bias else [])
         if self.early_filter is not None and data:
