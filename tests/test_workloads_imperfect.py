@@ -184,8 +184,36 @@ def test_buffer_policies_keep_what_they_say():
     assert res.n == 8 and res.x[:, 0].min() < 32                         # older samples survive
     rep = ReplayBuffer("representative", 8, (1,), 2, rng)
     emb = np.stack([ys * 10.0, rng.normal(0, 0.1, 40)], axis=1)           # classes far apart in embedding space
-    rep.offer(xs, ys, emb)
-    assert len(set(rep.y.tolist())) == 8 > len(set(fifo.y.tolist()))   # it covers the stream
+    calls = []
+
+    def classify(e):                                                       # the classifier reads the first axis
+        calls.append(len(e))
+        return np.rint(e[:, 0] / 10).astype(int)
+
+    unl = np.full(40, datasets.UNLABELLED)
+    assert rep.offer(xs, unl, emb, classify) == 40 and calls == [40]      # one pass: the new samples (none kept yet)
+    assert len(set(np.rint(rep.emb[:, 0] / 10).tolist())) == 8 > len(set(fifo.y.tolist()))   # it covers the stream
+    assert max(np.bincount(np.rint(rep.emb[:, 0] / 10).astype(int))) == 1
+    rep.offer(xs[:8], unl[:8], emb[:8], classify)
+    assert calls[-2:] == [8, 8]                                            # the new ones, then the kept ones again
+    with pytest.raises(ValueError, match="embeddings and a classifier"):
+        rep.offer(xs[:2], unl[:2])
+
+
+def test_representative_buffer_evicts_unlabelled_samples_of_the_most_kept_class_first():
+    rep = ReplayBuffer("representative", 4, (1,), 1, np.random.default_rng(0))
+    U = datasets.UNLABELLED
+
+    def by_emb(e):
+        return e[:, 0].astype(int)
+
+    rep.offer(np.arange(4, dtype=np.float32)[:, None], np.array([0, U, U, 1]), np.array([[0.], [0.], [0.], [1.]]), by_emb)
+    rep.offer(np.array([[9.]], np.float32), np.array([U]), np.array([[2.]]), by_emb)      # class 2 arrives
+    assert sorted(rep.x[:, 0].tolist()) in ([0, 1, 3, 9], [0, 2, 3, 9])                 # an unlabelled 0 went
+    rep.offer(np.array([[7.]], np.float32), np.array([U]), np.array([[1.]]), by_emb)      # kept: 0 is still the most
+    assert sorted(rep.x[:, 0].tolist()) == [0, 3, 7, 9]                                 # the last unlabelled 0 went
+    rep.offer(np.array([[8.]], np.float32), np.array([U]), np.array([[1.]]), by_emb)      # 1 is now the most kept
+    assert sorted(rep.x[:, 0].tolist()) == [0, 3, 7, 9]                                 # so this one is dropped
 
 
 def test_buffer_state_and_ops_are_in_the_trace():
@@ -194,13 +222,13 @@ def test_buffer_state_and_ops_are_in_the_trace():
     st = _state(jobs["fifo"])
     assert st == {"buffer.fifo": 16 * (64 * 4 + 4)}
     rep_state = _state(jobs["representative"])["buffer.representative"]
-    assert rep_state == 16 * (64 * 4 + 4) + 16 * 32 * 4 + 16 * 8          # + embeddings (32 wide), nn dist/index
+    assert rep_state == 16 * (64 * 4 + 4) + 16 * 32 * 4                   # + embeddings (32 wide)
     ops_f, _ = _step(jobs["fifo"])
     ops_r, _ = _step(jobs["representative"])
     assert _names(ops_f)[:2] == ["buffer.offer", "buffer.draw"]
     embed = next(o for o in ops_r if o.name == "buffer.embed")
     assert embed.macs == 8 * 64 * 32                                     # the new samples up to the classifier
-    assert next(o for o in ops_r if o.name == "buffer.select").macs > 0
+    assert next(o for o in ops_r if o.name == "buffer.select").macs == 8 * 32 * 10   # the classifier, new samples
 
 
 def test_buffer_smaller_than_the_batch_is_refused():

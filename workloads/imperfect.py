@@ -8,8 +8,9 @@ whole run, like the optimiser's moments -- named ``self_adaptive.targets``, ``bu
 - before the step (``before``): ``noise.measure`` and ``noise_bias.switch`` (load the bias set of the
   measured level), at a level still calibrating ``noise_bias.calibrate`` (a forward pass) and
   ``noise_bias.correct`` (the bias offsets) in place of the training step (a level whose set is done
-  skips training), ``buffer.embed`` (representative: the new samples' embeddings), ``buffer.offer`` (which samples the buffer keeps), ``buffer.draw`` (the
-  batch to train on);
+  skips training), ``buffer.embed`` (representative: the new samples' embeddings), ``buffer.select`` (representative: the
+  classifier layer on the new and the kept embeddings, for their classes), ``buffer.offer`` (which samples
+  the buffer keeps), ``buffer.draw`` (the batch to train on);
 - in place of the plain ``loss`` op (``loss_ops``): ``self_adaptive.targets`` (soft targets and
   weights), ``sinkhorn.allocate`` (pseudo-labels for the batch's unlabelled samples), then ``loss``
   with soft targets and per-sample weights. Samples without a label and without a pseudo-label skip the
@@ -118,11 +119,15 @@ class DataTechniques:
                 emb, macs = self._embed(xs)
                 ops.append(ProgramOp("buffer.embed", "matmul", "f32",
                                      lambda m=macs, b=xs.size * 4: (m, b, n * self.embed_dim * 4)))
-            dists = buf.offer(xs, ys, emb)
+            clf = self.model.layers[-1]
+            classify = lambda e: np.argmax(e @ clf.params[0] + clf.params[1], axis=1)   # noqa: E731
+            classified = buf.offer(xs, ys, emb, classify)
             per = xs[0].size * 4 + 4
-            if dists:
+            if classified:          # representative: the classifier layer on the new and the kept embeddings
+                m, k = classified * self.embed_dim * self.k, self.k
                 ops.append(ProgramOp("buffer.select", "matmul", "f32",
-                                     lambda d=dists: (d * self.embed_dim, d * self.embed_dim * 4, 0)))
+                                     lambda m=m, c=classified, k=k: (m, c * self.embed_dim * 4 + (self.embed_dim + 1) * k * 4,
+                                                                     c * 4)))
             ops.append(ProgramOp("buffer.offer", "copy", "f32", lambda b=n * per: (0, b, b)))
             xs, ys = buf.draw(n)
             ops.append(ProgramOp("buffer.draw", "copy", "f32", lambda b=n * per: (0, b, 0)))
