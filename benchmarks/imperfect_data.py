@@ -52,7 +52,7 @@ from workloads.pretrain import single_thread_blas
 
 MODEL = "lenet-digits"
 BUF = 64
-NB_LABEL = "noise-adaptive biases (8+20/level)"
+NB_LABEL = "noise-adaptive biases (16+20/level)"
 NOISE = 0.3             # the story's highest noise level (the Done-when's test point)
 NB_LR = 0.003           # bias-only rows
 FULL = "full fine-tuning"
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               "greatly improves accuracy and learning speed on non-i.i.d. streams", rows("unlabelled"))
     if "noise" in plan:
         table(f"input-noise, dark-signal sensor noise {NOISE} (10 passes x batch 8; lr 0.001 full, {NB_LR} bias-only; "
-              "8+20/level: 8 unlabelled calibration batches + 20 bias-only SGD steps per noise level)",
+              "16+20/level: 16 unlabelled calibration batches + 20 bias-only SGD steps per noise level)",
               "adjusting conv biases to the run-time noise level counteracts the drop at low complexity",
               rows("noise"))
     print()

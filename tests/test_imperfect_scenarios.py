@@ -39,7 +39,7 @@ def test_story_options_reach_the_job():
 def test_each_technique_costs_ram_in_the_plan(name, state, without_it):
     """The scenario's technique state is RAM the run holds: the same scenario without the technique
     (input-noise: one bias set trained bias-only) peaks lower by at least that state's bytes."""
-    # input-noise: a new noise level first calibrates (8 forward-only batches): an hour reaches its bias steps
+    # input-noise: a new noise level first calibrates (16 forward-only batches): an hour reaches its bias steps
     d = apply_overrides(scenario_dict(name), {"duration_s": 3600.0 if name == "input-noise" else 1200.0})
     state_bytes = next(t.nbytes for t in job_for(load_scenario(d)).persistent_tensors() if t.name == state)
     with_t = run_scenario(d, compare=False)

@@ -305,8 +305,8 @@ def test_noise_bias_moves_noisy_accuracy_toward_clean_on_a_fixed_seed():
         _step(job, stream=stream)
     adapted = job.evaluate()["user_accuracy"]
     lost = clean - noisy
-    assert calibrated - noisy >= 0.2 * lost, (clean, noisy, calibrated)           # seed 0: 30 % (firing rates)
-    assert adapted - noisy >= 0.25 * lost, (clean, noisy, calibrated, adapted)   # seed 0: 29 % (full FT: 4 %)
+    assert calibrated - noisy >= 0.2 * lost, (clean, noisy, calibrated)           # seed 0: 35 %
+    assert adapted - noisy >= 0.25 * lost, (clean, noisy, calibrated, adapted)   # seed 0: 35 % (full FT: 4 %)
 
 
 def test_calibration_offset_matches_clean_firing_rates():
