@@ -10,15 +10,22 @@ learning rate x0.1 for the last quarter of the steps, the same for every row (on
 evaluation at a constant rate moved the baseline 93.5-98.2 % over its last 100 steps). Peak live bytes
 are the step's own buffers (max over sampled steps); flash bytes are swap traffic per step.
 
-The early filter's headline (issue #13: >= 75 % fewer MACs within 1 pp, mean of 3 seeds) takes its
-thresholds on seed 0 by a fixed rule (``early_filter_headline``) and reports them on the other seeds.
-Epochs matter here: the filtered rows train on fewer samples and catch up later, while the baseline's
-accuracy has flattened by 10 epochs (so at 20 it spends twice the MACs for the same accuracy).
+The early filter's headline (issue #13: >= 75 % fewer MACs within 1 pp of the baseline, mean of 3 seeds)
+takes one row of the early-filter grid (``EF_GRID``: the ``loss`` head under an absolute threshold, and the
+``label`` head under the slack rule, see workloads/early_filter.py) on seed 0 by a fixed rule
+(``early_filter_headline``: the largest saving within 1 pp on seed 0) and reports it on seeds 1 and 2 (the
+3-seed mean the target is judged on) and, with ``--seeds`` > 3, on seeds 3.. as extra held-out seeds. The
+grid's rows were picked by trying settings on seed 0 only. Epochs matter: the filtered rows train on fewer
+samples and catch up later, while the baseline's accuracy has flattened by 10 epochs (so at 20 it spends
+twice the MACs for the same accuracy); the headline is judged at the default 10 epochs. Measured at 10
+epochs (``--seeds 6``): the rule takes EF-label + EMP (0.3, s1, 0.2) (seed 0: 73.2 %, -0.82 pp); seeds 0-2
+73.7 % fewer MACs at -0.85 pp, NOT MET (1.3 points of MACs short); extra held-out seeds 3-5 73.5 % at -0.32 pp.
 
 Part 2 (personalisation): the pre-trained LeNet learns a new class on the device (80 steps, batch 8);
 user and retention accuracy after, per technique.
 
-Run: ``.venv/bin/python benchmarks/techniques.py [--seeds 3 --epochs 10 --jobs 2]``.
+Run: ``.venv/bin/python benchmarks/techniques.py [--seeds 6 --epochs 10 --jobs 2]`` (about 4 s per run on one
+core; part 1 is (rows + 1) x seeds runs).
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ from workloads.pretrain import single_thread_blas
 MODEL = "lenet-digits"
 IF, EMP = 0.2, 0.2          # thresholds of the headline pair (nats; fraction of each sample's max error)
 EF_TARGET = (0.75, -0.01)   # issue #13: early filter + error-map pruning >= 75 % fewer MACs within 1 pp
+HELD_IN = 3                 # the target's mean: seed 0 (chooses the row) and seeds 1, 2; seeds 3.. are extra held out
+# the label head (workloads.early_filter): a linear softmax classifier on the early features at its own rate 0.1
+LABEL = dict(early_filter_target="label", early_filter_hidden=0, early_filter_lr=0.1)
 # Part 1's accuracy is the mean test accuracy over the last LATE_EVALS checkpoints, one every LATE_EVERY steps
 # (the last one after the final step), the same for every row: at lr 0.02 a single end-of-training
 # evaluation of the baseline moves 93.5-98.2 % over its last 100 steps. Training is not changed by it.
@@ -57,6 +67,11 @@ PART1 = [
     ("EF + EMP (0.5, 0.2)", Techniques(early_filter=0.5, error_map_prune=EMP)),
     ("EF + EMP (0.6, 0.2)", Techniques(early_filter=0.6, error_map_prune=EMP)),
     ("EF + EMP (0.8, 0.2)", Techniques(early_filter=0.8, error_map_prune=EMP)),
+    ("EF-label + EMP (0.3, s2, 0.2)", Techniques(early_filter=0.3, early_filter_slack=2, error_map_prune=EMP, **LABEL)),
+    ("EF-label + EMP (0.3, s1, 0.2)", Techniques(early_filter=0.3, early_filter_slack=1, error_map_prune=EMP, **LABEL)),
+    ("EF-label + EMP (0.5, s1, 0.2)", Techniques(early_filter=0.5, early_filter_slack=1, error_map_prune=EMP, **LABEL)),
+    ("EF-label + EMP (.3, s1, .2, x.1)", Techniques(early_filter=0.3, early_filter_slack=1, error_map_prune=EMP,
+                                                    early_filter_explore=0.1, **LABEL)),
     ("EF + IF + EMP (.5, .2, .2)", Techniques(early_filter=0.5, instance_filter=IF, error_map_prune=EMP)),
     ("grad prune (0.2)", Techniques(grad_prune=0.2)),
     ("ETF classifier", Techniques(etf=True)),
@@ -68,6 +83,9 @@ PART1 = [
     ("swap to flash", Techniques(swap=True)),
     ("int8", Techniques(int8=True)),
 ]
+
+# the early-filter grid the headline rule chooses from (thresholds in nats; s: slack; x: exploration)
+EF_GRID = [label for label, _ in PART1 if label.startswith(("EF + EMP", "EF-label + EMP"))]
 
 
 def train(tech: Techniques, *, story: str, steps: int, batch: int, lr: float, seed: int,
@@ -129,7 +147,7 @@ def part1(seeds: int, epochs: int, batch: int, jobs: int = 1) -> tuple[bool, str
     print(f"\nPart 1: {MODEL} from scratch, {epochs} epochs x {n_train} digits, batch {batch}, SGD lr 0.02 "
           f"momentum 0.9 (x{DECAY[1]:g} from {DECAY[0] * 100:.0f} % of the steps on), mean of {seeds} seed(s); "
           f"test accuracy = mean over the last {LATE_EVALS} checkpoints, one every {LATE_EVERY} steps")
-    hdr = (f"{'technique':28s} {'MACs (M)':>9s} {'saved':>7s} {'test acc':>9s} {'d acc':>7s} {'acc min..max':>13s} "
+    hdr = (f"{'technique':32s} {'MACs (M)':>9s} {'saved':>7s} {'test acc':>9s} {'d acc':>7s} {'acc min..max':>13s} "
            f"{'peak live':>10s} {'persistent':>10s} {'flash/step':>10s}")
     print(hdr)
     print("-" * len(hdr))
@@ -140,7 +158,7 @@ def part1(seeds: int, epochs: int, batch: int, jobs: int = 1) -> tuple[bool, str
         accs = [r["smoothed"]["user_accuracy"] for r in rs]
         saved = 1 - macs / b_macs
         dacc = np.mean(accs) - b_acc
-        print(f"{label:28s} {macs / 1e6:9.1f} {saved * 100:6.1f}% {np.mean(accs) * 100:8.2f}% {dacc * 100:+6.2f}pp "
+        print(f"{label:32s} {macs / 1e6:9.1f} {saved * 100:6.1f}% {np.mean(accs) * 100:8.2f}% {dacc * 100:+6.2f}pp "
               f"{min(accs) * 100:6.1f}..{max(accs) * 100:5.1f} {max(r['peak'] for r in rs) / 1024:7.1f} KiB "
               f"{rs[0]['persistent'] / 1024:6.1f} KiB {max(r['flash'] for r in rs) / 1024:6.1f} KiB")
         if label.startswith("IF + EMP"):
@@ -171,33 +189,45 @@ def acc_of(rs: list[dict]) -> float:
 
 
 def early_filter_headline(res: dict[str, list[dict]], seeds: int, current: tuple[str, float, float]) -> str:
-    """The early-filter headline. The rule, fixed in this code before a run: over the EF + EMP rows of
-    PART1 (the grid), take on seed 0 the largest MAC saving whose accuracy is within 1 pp of seed 0's
-    baseline; if none is, the most accurate row on seed 0 (and say so). Seeds 1.. only report it. Returns
-    its label."""
+    """The early-filter headline. The rule, fixed in this code before a run: over ``EF_GRID``, take on seed 0
+    the largest MAC saving whose accuracy is within 1 pp of seed 0's baseline; if none is, the most accurate
+    row on seed 0 (and say so). Seeds 1.. only report it: the target is judged on the mean of seeds 0-2
+    (``HELD_IN``), seeds 1 and 2 and any seeds from 3 on are shown on their own too. Returns its label."""
     base = res["baseline"]
 
     def figures(label: str, s: int) -> tuple[float, float]:
         r, b = res[label][s], base[s]
         return 1 - r["macs"] / b["macs"], r["smoothed"]["user_accuracy"] - b["smoothed"]["user_accuracy"]
 
-    cands = [label for label, _ in PART1 if label.startswith("EF + EMP")]
-    on0 = {label: figures(label, 0) for label in cands}
-    close = [c for c in cands if on0[c][1] >= EF_TARGET[1]]
-    chosen = max(close, key=lambda c: on0[c][0]) if close else max(cands, key=lambda c: on0[c][1])
+    def verdict(rows: list[tuple[float, float]]) -> tuple[float, float, str]:
+        saved, dacc = float(np.mean([p[0] for p in rows])), float(np.mean([p[1] for p in rows]))
+        met = saved >= EF_TARGET[0] and dacc >= EF_TARGET[1]
+        return saved, dacc, "MET" if met else "NOT MET"
+
+    on0 = {label: figures(label, 0) for label in EF_GRID}
+    close = [c for c in EF_GRID if on0[c][1] >= EF_TARGET[1]]
+    chosen = max(close, key=lambda c: on0[c][0]) if close else max(EF_GRID, key=lambda c: on0[c][1])
     print(f"\nearly filter: rule = on seed 0, the largest saving within 1 pp of seed 0's baseline accuracy, over "
-          f"the grid {', '.join(cands)}")
-    for c in cands:
-        print(f"  seed 0: {c:26s} {on0[c][0] * 100:5.1f} % fewer MACs, accuracy {on0[c][1] * 100:+.2f} pp")
+          f"the grid {', '.join(EF_GRID)}")
+    for c in EF_GRID:
+        print(f"  seed 0: {c:32s} {on0[c][0] * 100:5.1f} % fewer MACs, accuracy {on0[c][1] * 100:+.2f} pp")
     print(f"chosen on seed 0: {chosen}" + ("" if close else " (no row within 1 pp on seed 0: the most accurate one)"))
     per = [figures(chosen, s) for s in range(seeds)]
     for s in range(seeds):
-        print(f"  {'chosen on' if s == 0 else 'reported on'} seed {s}: {per[s][0] * 100:.1f} % fewer MACs, accuracy "
-              f"{per[s][1] * 100:+.2f} pp")
-    saved, dacc = float(np.mean([p[0] for p in per])), float(np.mean([p[1] for p in per]))
-    met = saved >= EF_TARGET[0] and dacc >= EF_TARGET[1]
-    print(f"early filter headline {chosen}, mean of {seeds} seed(s): {saved * 100:.1f} % fewer MACs, accuracy "
-          f"{dacc * 100:+.2f} pp (target >= {EF_TARGET[0] * 100:.0f} % within 1 pp): {'MET' if met else 'NOT MET'}")
+        role = "chosen on" if s == 0 else "reported on" if s < HELD_IN else "extra held-out"
+        print(f"  {role} seed {s}: {per[s][0] * 100:.1f} % fewer MACs, accuracy {per[s][1] * 100:+.2f} pp")
+    saved, dacc, met = verdict(per[:HELD_IN])
+    n = min(seeds, HELD_IN)
+    print(f"early filter headline {chosen}, mean of seeds 0-{n - 1} ({n} seed(s)): {saved * 100:.1f} % fewer MACs, "
+          f"accuracy {dacc * 100:+.2f} pp (target >= {EF_TARGET[0] * 100:.0f} % within 1 pp): {met}")
+    if 1 < seeds:
+        h = verdict(per[1:HELD_IN])
+        print(f"  seeds 1-{n - 1} alone (not seen by the rule): {h[0] * 100:.1f} % fewer MACs, accuracy "
+              f"{h[1] * 100:+.2f} pp: {h[2]}")
+    if seeds > HELD_IN:
+        x = verdict(per[HELD_IN:])
+        print(f"  extra held-out seeds {HELD_IN}-{seeds - 1}: {x[0] * 100:.1f} % fewer MACs, accuracy "
+              f"{x[1] * 100:+.2f} pp: {x[2]}")
     print(f"side by side: current filter {current[0]}: {current[1] * 100:.1f} % fewer MACs ({current[2] * 100:+.2f} pp)"
           f" | early filter {chosen}: {saved * 100:.1f} % ({dacc * 100:+.2f} pp) | the seed (LeNet/MNIST): 79 % "
           f"(+0.2 %)")
@@ -209,17 +239,17 @@ def part2(early: str, steps: int = 80, batch: int = 8) -> None:
     for label, tech in tqdm(PART1, desc="part 2", unit="run", file=sys.stderr):
         if label.startswith("IF + EMP (0.") and label != "IF + EMP (0.2, 0.2)":
             continue
-        if label.startswith("EF +") and label != early:     # the early filter: the set chosen in part 1
+        if label.startswith(("EF +", "EF-label +")) and label != early:   # the early filter: the one chosen in part 1
             continue
         rows.append((label, train(tech, story="new-class", steps=steps, batch=batch, lr=0.005, seed=0)))
     b = rows[0][1]
     print(f"\nPart 2: personalisation, {MODEL} pre-trained without class 9 learns it on the device "
           f"({steps} steps x batch {batch}, SGD lr 0.005 momentum 0.9, seed 0)")
-    hdr = f"{'technique':28s} {'MACs (M)':>9s} {'saved':>7s} {'user acc':>16s} {'retention':>16s}"
+    hdr = f"{'technique':32s} {'MACs (M)':>9s} {'saved':>7s} {'user acc':>16s} {'retention':>16s}"
     print(hdr)
     print("-" * len(hdr))
     for label, r in rows:
-        print(f"{label:28s} {r['macs'] / 1e6:9.2f} {(1 - r['macs'] / b['macs']) * 100:6.1f}% "
+        print(f"{label:32s} {r['macs'] / 1e6:9.2f} {(1 - r['macs'] / b['macs']) * 100:6.1f}% "
               f"{r['before']['user_accuracy'] * 100:6.1f} -> {r['after']['user_accuracy'] * 100:5.1f}% "
               f"{r['before']['retention_accuracy'] * 100:6.1f} -> {r['after']['retention_accuracy'] * 100:5.1f}%")
 
