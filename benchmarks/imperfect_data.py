@@ -32,6 +32,10 @@ live bytes). The seed paper's claim is printed beside each section.
 
 The noise-bias line is judged two ways: the loss recovered on the mean over seeds, and the mean of
 the per-seed recoveries (a seed that loses little to noise weighs as much as one that loses a lot).
+For scale (measured once on the host, not run here): one bias set trained with Adam for 3000 steps of 32
+on four noisy copies of the population's ~1080 training digits at noise 0.3, labels known, weights
+frozen, recovers 44 / 26 / 83 % on seeds 0-2 (mean 51 %); so a per-seed mean of 50 % is about what biases
+alone can reach on this model and noise, with ~100x the labelled data the device sees.
 
 Run: ``.venv/bin/python benchmarks/imperfect_data.py [--seeds 3] [--seed-offset 3] [--repeats 4]
 [--only noisy,unlabelled,noise]`` (a few minutes on one core; noisy-labels is the slowest).
