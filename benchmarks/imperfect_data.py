@@ -35,7 +35,8 @@ the per-seed recoveries (a seed that loses little to noise weighs as much as one
 For scale (measured once on the host, not run here): one bias set trained with Adam for 3000 steps of 32
 on four noisy copies of the population's ~1080 training digits at noise 0.3, labels known, weights
 frozen, recovers 44 / 26 / 83 % on seeds 0-2 (mean 51 %); so a per-seed mean of 50 % is about what biases
-alone can reach on this model and noise, with ~100x the labelled data the device sees.
+alone can reach on this model and noise, with 24x the distinct labelled samples the device sees (180) and
+~300x the samples its bias-only steps use.
 
 Run: ``.venv/bin/python benchmarks/imperfect_data.py [--seeds 3] [--seed-offset 3] [--repeats 4]
 [--only noisy,unlabelled,noise]`` (a few minutes on one core; noisy-labels is the slowest).
