@@ -13,6 +13,9 @@
     flash_write: CPU time op_overhead_cycles plus the flash programming time bytes / write_bytes_per_s;
     seconds = cycles / clock_hz;  energy_j = seconds * active_current_a * supply_voltage_v
               (+ bytes_written * flash_write_energy_j_per_byte for flash writes)
+MicroPython (a runtime with the calibrated garbage-collector figures, once ``CostModel.collect_garbage``
+has named the heap): each op of a trace also pays the collections its garbage causes, ``gc_cycles`` at
+the live bytes the trace holds at that op -- the same term ``edgesim emulate`` and ``--verify`` predict.
 """
 from __future__ import annotations
 
@@ -129,6 +132,36 @@ class CostModel:
         self.flash_bytes_per_s = device.flash.write_bytes_per_s
         self.cpi = device.core.cycles_per_instruction
         self._cache: dict[tuple, tuple[float, float, float]] = {}
+        self._gc: tuple[int, int, Any] | None = None     # (heap bytes, live bytes before the trace, block size)
+
+    def collect_garbage(self, heap_bytes: int, base_live_bytes: int, size_for: Any) -> bool:
+        """Charge MicroPython's garbage collections from now on: the heap holds ``heap_bytes``, of which
+        ``base_live_bytes`` (the persistent tensors) are live before any trace runs; ``size_for`` gives a
+        tensor's bytes on the heap. False (and nothing changes) when the runtime has no GC figures."""
+        rt = self.runtime
+        if getattr(rt, "gc_garbage_bytes_per_cycle", None) is None or getattr(rt, "gc_collection_cycles", None) is None:
+            return False
+        self._gc = (int(heap_bytes), int(base_live_bytes), size_for)
+        return True
+
+    def gc_cycles_by_op(self, ops: list[Op]) -> list[float]:
+        """Each op's garbage-collection cycles (all 0 without ``collect_garbage``): the live bytes at an op
+        are the persistent ones plus the trace's tensors allocated and not yet freed (its own included)."""
+        if self._gc is None:
+            return [0.0] * len(ops)
+        heap, base, size_for = self._gc
+        live: dict[int, int] = {}
+        held = 0
+        out = []
+        for op in ops:
+            for t in op.alloc:
+                b = size_for(t.nbytes)
+                held += b - live.get(t.id, 0)
+                live[t.id] = b
+            out.append(gc_cycles(self.cost(op)[0], base + held, heap, self.runtime))
+            for tid in op.free:
+                held -= live.pop(tid, 0)
+        return out
 
     def cost(self, op: Op) -> tuple[float, float, float]:
         """(cycles, seconds, energy_j) of one op."""
@@ -152,9 +185,14 @@ class CostModel:
         cost = self.cost
         cum_t = [0.0] * (len(ops) + 1)
         cum_e = [0.0] * (len(ops) + 1)
+        gc = self.gc_cycles_by_op(ops) if self._gc is not None else None
         t = e = 0.0
         for i, op in enumerate(ops):
             _, s, en = cost(op)
+            if gc and gc[i]:
+                g = gc[i] / self.clock_hz
+                s += g
+                en += g * self.active_w
             t += s
             e += en
             cum_t[i + 1], cum_e[i + 1] = t, e

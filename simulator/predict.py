@@ -24,7 +24,8 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
                  job: Any = None) -> dict:
     """The simulator's prediction for one training step of ``workload`` on ``device``.
 
-    cycles/seconds/energy from the cost model; instructions = cycles / CPI; heap_peak_bytes from
+    cycles/seconds/energy from the cost model, MicroPython's garbage collections included (``gc_cycles``,
+    in the heap the profile leaves); instructions = cycles / CPI; heap_peak_bytes from
     placing the persistent tensors and the step's trace in a ``memory.Heap`` with the runtime's block
     size and per-object overhead (runtime reserve excluded); lower_bound_bytes from the planner.
     """
@@ -39,17 +40,17 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
                        techniques=techniques, seed=seed)
     xs, ys = zip(*itertools.islice(iter(job.labelled_stream()), batch), strict=False)
     ops, loss = collect(job.train_step(np.stack(xs), np.array(ys)))
-    cm = CostModel(profile, runtime)
-    cycles = seconds = energy = 0.0
-    for op in ops:
-        c, s, e = cm.cost(op)
-        cycles += c
-        seconds += s
-        energy += e
     persistent = tuple(job.persistent_tensors())
+    avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
+    cm = CostModel(profile, runtime)
+    h = Heap.for_runtime(avail, rt)          # MicroPython: collections in the heap the profile leaves
+    cm.collect_garbage(h.capacity_bytes, sum(h.size_for(t.nbytes) for t in persistent), h.size_for)
+    gc = sum(cm.gc_cycles_by_op(ops))
+    cycles = sum(cm.cost(op)[0] for op in ops) + gc
+    cum_t, cum_e = cm.cumulative(ops)
+    seconds, energy = cum_t[-1], cum_e[-1]
     heap = place_trace(Heap.for_runtime(1 << 40, rt), ops, persistent)
     p = plan_arena(ops, persistent)
-    avail = profile.memory.ram_bytes - rt.ram_reserved_bytes
     fits_heap = True
     try:
         place_trace(Heap.for_runtime(avail, rt), ops, persistent)
@@ -57,7 +58,7 @@ def predict_step(device: str | Path | DeviceProfile, workload: str, *, batch: in
         fits_heap = False
     return {"device": profile.name, "workload": workload, "runtime": runtime, "batch": batch,
             "techniques": (techniques or Techniques()).active(), "ops": len(ops),
-            "cycles": cycles, "instructions": cycles / profile.core.cycles_per_instruction,
+            "cycles": cycles, "gc_cycles": gc, "instructions": cycles / profile.core.cycles_per_instruction,
             "seconds": seconds, "energy_j": energy, "macs": int(sum(op.macs for op in ops)),
             "heap_peak_bytes": int(heap.peak_bytes), "lower_bound_bytes": int(p.lower_bound_bytes),
             "planned_bytes": int(p.planned_bytes), "naive_bytes": int(p.naive_bytes),

@@ -112,6 +112,9 @@ class Simulation:
                                          copy_first=self.probe_job is None)
         self.ram = Ram(self.rt, self.profile.memory.ram_bytes, sc.schedule.memory_policy, sc.schedule.heap_policy,
                        tuple(self.job.persistent_tensors()), memo=self.memo, horizon_s=sc.duration_s)
+        heap = self.ram.heap
+        self.cost.collect_garbage(heap.capacity_bytes, sum(heap.size_for(t.nbytes) for t in self.ram.persistent),
+                                  heap.size_for)
         self.executor = Executor(self.env, self.device, self.ram, self.cost)
         self.executor.last_step_s = self.cost.cumulative(train_ops)[0][-1]
         self.training = Training(self.job, self.executor, self.device, sc.budgets.step_latency_s, self.control,
