@@ -48,6 +48,7 @@ class RawRepl:
         self.chunk_pause_s = chunk_pause_s
         self.retries = retries
         self.ok_timeout_per_byte_s = 0.0   # a fast link: the write returns before the guest read it all
+        self.ok_timeout_s = OK_TIMEOUT_S   # how long an acknowledgement may take before the line counts as lost
         self._buf = b""
         self.resyncs = 0
 
@@ -132,7 +133,7 @@ class RawRepl:
         self._drain(0.0)
         self.write_chunked(data)
         self.qemu.write(b"\x04")
-        deadline = time.monotonic() + OK_TIMEOUT_S + len(data) * self.ok_timeout_per_byte_s
+        deadline = time.monotonic() + self.ok_timeout_s + len(data) * self.ok_timeout_per_byte_s
         while b"OK" not in self._buf and time.monotonic() < deadline:
             self._buf += self.qemu.read(0.05)
         i = self._buf.find(b"OK")
@@ -143,7 +144,7 @@ class RawRepl:
         self._buf = self._buf[i + 2:]               # noise before the OK is dropped: the code is running
         out = self.read_until(b"\x04", timeout, what=f"running {data[:40]!r}")[:-1]
         err = self.read_until(b"\x04", timeout, what=f"finishing {data[:40]!r}")[:-1]
-        junk = self.read_until(b">", OK_TIMEOUT_S, what="waiting for the raw-REPL prompt")[:-1]
+        junk = self.read_until(b">", self.ok_timeout_s, what="waiting for the raw-REPL prompt")[:-1]
         if junk or (err and b"Traceback" not in err and b"MemoryError" not in err):   # (no room for a traceback)
             raise ProtocolError(f"garbled answer to {data[:40]!r}: {(err + junk)[:60]!r}",
                                 serial_tail=(out + err + junk).decode("utf-8", "replace"),

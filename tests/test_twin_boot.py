@@ -129,3 +129,61 @@ def test_armv6m_twin_runs_only_armv6m_instructions():
             wide.add(parts[2].split()[0].split(".")[0])
     assert wide and wide <= {"bl", "dmb", "dsb", "isb", "mrs", "msr"}, wide
 
+
+
+class _BusyHostQemu:
+    """Made a subclass of the real Qemu below: on its first boot, right after the 4th Ctrl-D (the last
+    device file of the port), the host stops reading for ``STALL_S`` -- a busy machine. Nothing is lost:
+    the guest's answer waits in the pipe; the host just sees it late."""
+
+    STALL_S = 3.0
+
+
+def _busy_host_qemu():
+    from ports.qemu import Qemu
+
+    class BusyHostQemu(Qemu, _BusyHostQemu):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.starts = self.ctrl_d = 0
+            self.stall_until = 0.0
+
+        def start(self):
+            self.starts += 1
+            self.ctrl_d = 0
+            return super().start()
+
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            if data == b"\x04":
+                self.ctrl_d += 1
+                if self.starts == 1 and self.ctrl_d == 4:
+                    self.stall_until = time.monotonic() + self.STALL_S
+
+        def read(self, timeout_s: float) -> bytes:
+            if time.monotonic() < self.stall_until:
+                time.sleep(min(timeout_s, self.stall_until - time.monotonic()))
+                return b""
+            return super().read(timeout_s)
+
+    return BusyHostQemu
+
+
+def test_a_retry_while_the_port_loads_boots_again_so_the_heap_is_always_the_same(tmp_path, monkeypatch):
+    """A late acknowledgement made the host resend a device file once on a loaded CI machine: the second
+    run left the heap laid out differently and a step counted ~1 % fewer instructions than its baseline.
+    The twin session now boots again after such a retry, so its heap map equals an undisturbed boot's."""
+    import ports.session as session
+
+    board = built_board("stm32f405-pyboard")
+    with session.TwinSession(board, log_path=tmp_path / "clean.log") as s:
+        clean = s.heap_map()
+        assert s.repl.resyncs == 0 and s.reloads == 0
+    monkeypatch.setattr(session, "TWIN_OK_TIMEOUT_S", 0.3)            # make the stall count as a lost answer
+    last = len(session.device_source(session.TwinSession.device_files[-1]))
+    qemu_cls = _busy_host_qemu()
+    qemu_cls.STALL_S = 0.3 + last / session.TWIN_SLOWEST_LINK_BYTES_PER_S + 2.0   # past the answer's deadline
+    with session.TwinSession(board, log_path=tmp_path / "busy.log", qemu_cls=qemu_cls) as s:
+        assert s.qemu.starts == 2 and s.reloads == 1, "the retried load did not boot again"
+        assert s.repl.resyncs == 0
+        assert s.heap_map() == clean
