@@ -9,6 +9,14 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 matplotlib.use("Agg")
 
+# property tests: the same examples on every run (a CI failure reproduces at home), no per-example time
+# limit and no "too slow" health check (a loaded 2-core CI machine is slow, not wrong)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("edgesim", derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "edgesim"))
+
 
 class WorkStarted(AssertionError):
     """Raised by ``forbid_work`` when a command began real work it should have refused before."""
