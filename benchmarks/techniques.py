@@ -15,11 +15,20 @@ takes one row of the early-filter grid (``EF_GRID``: the ``loss`` head under an 
 ``label`` head under the slack rule, see workloads/early_filter.py) on seed 0 by a fixed rule
 (``early_filter_headline``: the largest saving within 1 pp on seed 0) and reports it on seeds 1 and 2 (the
 3-seed mean the target is judged on) and, with ``--seeds`` > 3, on seeds 3.. as extra held-out seeds. The
-grid's rows were picked by trying settings on seed 0 only. Epochs matter: the filtered rows train on fewer
+grid's rows were picked by trying settings on seed 0 only. The last four label-head rows (``IF.05``/``IF.07``:
+the instance filter after the forward for the kept samples; slack 0.8; pruning 0.1-0.15) were added after
+seeing seed 0: of 54 settings tried on seed 0 (11 with a 2x2- or 4x4-pooled head input, which saved ~2.5
+points more MACs but lost 1.5-3 pp and was not kept), the 20 promising ones were rerun with 3 more head
+initialisations (still seed 0), and these four had the largest savings within 1 pp on that 4-run mean
+(75.1-75.3 % at -0.76..-0.94 pp; one head initialisation moves seed 0's accuracy by about +-0.6 pp). Epochs matter: the filtered rows train on fewer
 samples and catch up later, while the baseline's accuracy has flattened by 10 epochs (so at 20 it spends
 twice the MACs for the same accuracy); the headline is judged at the default 10 epochs. Measured at 10
-epochs (``--seeds 6``): the rule takes EF-label + EMP (0.3, s1, 0.2) (seed 0: 73.2 %, -0.82 pp); seeds 0-2
-73.7 % fewer MACs at -0.85 pp, NOT MET (1.3 points of MACs short); extra held-out seeds 3-5 73.5 % at -0.32 pp.
+epochs (``--seeds 6 --jobs 2``, run once after the four rows were added): the rule takes EF-label + EMP
+(.3,s.8,.1,IF.07) (seed 0: 75.6 %, -0.70 pp); seeds 0-2 75.6 % fewer MACs at -0.24 pp, MET (seeds 1-2 alone
+75.6 %, -0.02 pp); extra held-out seeds 3-5 75.2 % at -0.01 pp (seeds 4 and 5 alone: 74.3 and 74.4 %). The MAC
+margin is thin (0.6 points). In part 2 (personalisation, seed 0) the same row saves 71.3 % but its user accuracy
+reaches 86.9 % against the baseline's 94.0 %. Before these rows the rule took EF-label + EMP (0.3, s1, 0.2):
+seeds 0-2 73.7 % at -0.85 pp, NOT MET.
 
 Part 2 (personalisation): the pre-trained LeNet learns a new class on the device (80 steps, batch 8);
 user and retention accuracy after, per technique.
@@ -72,6 +81,17 @@ PART1 = [
     ("EF-label + EMP (0.5, s1, 0.2)", Techniques(early_filter=0.5, early_filter_slack=1, error_map_prune=EMP, **LABEL)),
     ("EF-label + EMP (.3, s1, .2, x.1)", Techniques(early_filter=0.3, early_filter_slack=1, error_map_prune=EMP,
                                                     early_filter_explore=0.1, **LABEL)),
+    # added after seeing seed 0 only (label head + instance filter after the forward, slack < 1, lighter pruning):
+    # the four settings with the largest saving within 1 pp on seed 0's mean over 4 head initialisations
+    # (HEAD_SEED 404, 1404, 2404, 3404), out of 54 seed-0 settings tried; see the module docstring
+    ("EF-label + EMP (.3,s.8,.1,IF.07)", Techniques(early_filter=0.3, early_filter_slack=0.8, error_map_prune=0.1,
+                                                    instance_filter=0.07, **LABEL)),
+    ("EF-label + EMP (.3,s.8,.15,IF.07)", Techniques(early_filter=0.3, early_filter_slack=0.8, error_map_prune=0.15,
+                                                     instance_filter=0.07, **LABEL)),
+    ("EF-label + EMP (.3,s.8,.1,IF.05)", Techniques(early_filter=0.3, early_filter_slack=0.8, error_map_prune=0.1,
+                                                    instance_filter=0.05, **LABEL)),
+    ("EF-label + EMP (.3,s.8,.15,IF.05)", Techniques(early_filter=0.3, early_filter_slack=0.8, error_map_prune=0.15,
+                                                     instance_filter=0.05, **LABEL)),
     ("EF + IF + EMP (.5, .2, .2)", Techniques(early_filter=0.5, instance_filter=IF, error_map_prune=EMP)),
     ("grad prune (0.2)", Techniques(grad_prune=0.2)),
     ("ETF classifier", Techniques(etf=True)),

@@ -184,6 +184,26 @@ def test_a_label_head_step_keeps_the_plain_network_trace_and_updates_the_level_a
     W.check_trace(k_ops, kept.persistent_tensors())
 
 
+def test_a_label_head_with_the_instance_filter_skips_the_backward_of_kept_samples_under_its_loss():
+    """The benchmark's label-head rows with ``instance_filter``: the early filter keeps every sample here
+    (threshold 0), then the instance filter drops the kept ones whose true loss is small from the backward.
+    A huge instance threshold leaves the forward, the loss and the head's own ops and no network backward."""
+    tech = dict(early_filter=0.0, error_map_prune=0.1, **LABEL)
+    both = _job(Techniques(instance_filter=1e9, **tech))
+    alone = _job(Techniques(**tech))
+    xs, ys = _batch(both)
+    b_ops, _ = W.collect(both.train_step(xs, ys))
+    a_ops, _ = W.collect(alone.train_step(xs, ys))
+    names = [o.name for o in b_ops]
+    assert names[-2:] == ["loss", "efilter.level"]                 # the level op ends the step: nothing to train
+    assert names == [o.name for o in a_ops][:len(names)]           # the same ops up to the loss as without it
+    assert not any(o.kind == "update" and not o.name.startswith("efilter.") for o in b_ops)
+    assert both.last_step["early_kept"] == 16 and both.last_step["kept"] == 0
+    s_both = W.check_trace(b_ops, both.persistent_tensors())
+    s_alone = W.check_trace(a_ops, alone.persistent_tensors())
+    assert s_both.macs == sum(o.macs for o in a_ops[:len(names)]) < s_alone.macs
+
+
 def test_the_label_head_learns_the_labels_from_early_features():
     job = _job(Techniques(early_filter=0.0, **LABEL), lr=1e-6)
     xs, ys = _batch(job, 64)
