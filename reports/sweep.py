@@ -63,7 +63,7 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
                            for d in devices for s in schedules if (c := cells[d].get(s)) is not None], caption="All cells"))
     doc.sections.append(m)
     if any("verification" in c for d in devices for c in cells[d].values()):
-        doc.sections.append(_verification_section(devices, schedules, cells))
+        doc.sections.append(_verification_section(devices, schedules, cells, fz.get("verification")))
     if n_err:
         e = Section("Errors")
         e.blocks.append("Scenarios that raised or whose worker died; the sweep went on without them.")
@@ -73,32 +73,42 @@ def build_sweep_document(fz: dict, rows: list[dict], title: str = "sweep") -> Do
     return doc
 
 
-def _verification_section(devices: list[str], schedules: list[str], cells: dict) -> Section:
+def _verification_section(devices: list[str], schedules: list[str], cells: dict, summary: dict | None = None) -> Section:
     """``edgesim sweep --verify``: each fitting cell's training step on its device's twin beside the
-    simulator's prediction (the cell's ``verification`` record, as ports/verify.py writes it)."""
+    simulator's prediction (the cell's ``verification`` record, as ports/verify.py writes it; a cell whose
+    identical step another cell ran names it: ``shared_with``)."""
     s = Section("Verification on the virtual twins")
     s.blocks.append(f"One training step of each fitting cell's schedule (its first seed) in MicroPython 1.25 on "
                     f"its device's QEMU twin (-icount shift=0,sleep=off). Agree: heap peak and instructions per "
-                    f"step within ±{AGREEMENT:.0%} of the prediction. Cells whose device has no twin say why.")
+                    f"step within ±{AGREEMENT:.0%} of the prediction. Cells whose device has no twin say why. "
+                    f"Cells with the same training step (device, runtime, workload, techniques, batch, seed) share "
+                    f"one twin run: \"same step as\" names the cell that ran it.")
+    if summary:
+        s.blocks.append(f"{summary['cells']} cells, {summary['twin_runs']} twin run(s) in this pass "
+                        f"({summary.get('refused', 0)} of them did not run the step: see the reasons); "
+                        f"{summary.get('shared', 0)} cell(s) shared a run of the same step, "
+                        f"{summary.get('verified_earlier', 0)} were verified earlier, "
+                        f"{summary.get('no_twin', 0)} have no twin.")
     rows = []
     for d in devices:
         for sched in schedules:
             v = (cells[d].get(sched) or {}).get("verification")
             if v is None:
                 continue
+            same = f" (same step as {v['shared_with']})" if v.get("shared_with") else ""
             if not v.get("verified"):
-                rows.append([d, sched, "-", "n/a", "n/a", "n/a", "n/a", f"not run: {v.get('reason')}"])
+                rows.append([d, sched, "-", "n/a", "n/a", "n/a", "n/a", f"not run: {v.get('reason')}{same}"])
                 continue
             m, p = v["measured"], v["predicted"]
             if not m.get("fits"):
                 rows.append([d, sched, v["machine"], "out of memory", fmt.nbytes(p.get("heap_peak_bytes")), "n/a",
-                             fmt.count(p.get("instructions_per_step")), "yes" if v.get("agree") else "no"])
+                             fmt.count(p.get("instructions_per_step")), ("yes" if v.get("agree") else "no") + same])
                 continue
             e = v["errors"]
             rows.append([d, sched, v["machine"], fmt.nbytes(m["heap_peak_bytes"]), fmt.nbytes(p["heap_peak_bytes"])
                          + f" ({fmt.signed_pct(e['heap_peak'])})", fmt.count(m["instructions_per_step"]),
                          fmt.count(p["instructions_per_step"]) + f" ({fmt.signed_pct(e['instructions_per_step'])})",
-                         "yes" if v.get("agree") else "no"])
+                         ("yes" if v.get("agree") else "no") + same])
     s.blocks.append(Table(["device", "schedule", "twin", "heap peak (twin)", "heap peak (simulator, error)",
                            "instructions per step (twin)", "instructions per step (simulator, error)",
                            f"agree within ±{AGREEMENT:.0%}"], rows, caption="measured vs predicted, one training step"))

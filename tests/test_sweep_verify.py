@@ -2,7 +2,8 @@
 
 Without QEMU: a stand-in verifier (module-level, so it pickles to the pool's workers) checks the wiring
 (fitting cells only, each cell's scenario), the cell without a twin, per-cell atomic matrix writes and
-an interrupted pass that keeps what finished. With QEMU (``twin``, ``slow``): one real boot, the micro:bit
+an interrupted pass that keeps what finished, and one verifier call per distinct training step (cells that
+differ only in fields the step does not use share its record, on the pool and on Dask). With QEMU (``twin``, ``slow``): one real boot, the micro:bit
 v2's twin running one step of mlp-microbit, beside a board without a twin.
 """
 from __future__ import annotations
@@ -125,17 +126,136 @@ def test_an_interrupted_pass_keeps_what_finished_and_resumes(tmp_path):
     assert read_matrix(out)["cells"] == json.loads(json.dumps(fz["cells"]))
 
 
-def test_a_changed_scenario_is_verified_again(tmp_path):
+def test_a_changed_step_is_verified_again_a_changed_schedule_is_not(tmp_path):
     grid, out, rows, fz = _sweep(tmp_path, ["bbc-microbit-v2"])
     run_verification(grid, fz, rows, out, fake_verify, workers=1, progress=False)
     assert _called(out, forget=True) == ["bbc-microbit-v2", "bbc-microbit-v2"]
     run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=1, progress=False)
     assert _called(out) == []                                           # same scenarios: nothing boots again
-    grid.fixed["schedule.every_n"] = 8                                  # an edited grid: new scenarios
+    grid.fixed["schedule.every_n"] = 8               # an edited grid: new scenarios, but the same steps
+    rows = run_sweep(grid, out, workers=1, progress=False, resume=True, runner=fake_runner).rows
+    fz = run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=1, progress=False)
+    assert _called(out) == []
+    assert fz["verification"] | {"cells": 2, "verified_earlier": 2, "twin_runs": 0} == fz["verification"]
+    grid.fixed["workload.lr"] = 0.05                                    # the steps change: both boot again
     rows = run_sweep(grid, out, workers=1, progress=False, resume=True, runner=fake_runner).rows
     fz = run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=1, progress=False)
     assert _called(out) == ["bbc-microbit-v2", "bbc-microbit-v2"]
     assert fz["cells"]["bbc-microbit-v2"]["light"]["verification"]["verified"] is True
+
+
+# --- one twin run per distinct training step -------------------------------------------------------------
+
+STEP_BASE = {"workload": {"model": "mlp-microbit"}, "device": "bbc-microbit-v2", "runtime": "micropython"}
+NOT_IN_STEP = {"schedule.every_n": 8, "schedule.trigger": "periodic", "schedule.period_s": 60.0,
+               "schedule.steps": 9, "schedule.replay": 16, "schedule.memory_policy": "heap", "duration_s": 60.0,
+               "pipeline.sensor_rate_hz": 3.0, "pipeline.window": 4, "budgets.step_latency_s": 9.0,
+               "battery.initial_fraction": 0.5, "eval.points": 3, "name": "other"}
+IN_STEP = {"schedule.batch": 3, "schedule.techniques.etf": True, "schedule.techniques.instance_filter": 0.1,
+           "workload.model": "mlp:16-8-10", "workload.lr": 0.05, "workload.momentum": 0.0,
+           "workload.optimizer": "adam", "workload.story": "shift", "device": "rpi-pico", "runtime": "native",
+           "seed": 3}
+
+
+def test_step_key_holds_what_the_twin_step_depends_on_and_nothing_else():
+    from simulator.scenario import apply_overrides
+    from simulator.sweep.verify import step_key
+
+    base = step_key(STEP_BASE)
+    for field, value in NOT_IN_STEP.items():
+        assert step_key(apply_overrides(STEP_BASE, {field: value})) == base, field
+    keys = {field: step_key(apply_overrides(STEP_BASE, {field: value})) for field, value in IN_STEP.items()}
+    assert base not in keys.values() and len(set(keys.values())) == len(IN_STEP), keys
+
+
+SHARED_GRID = """
+name = "verify-shared"
+base = "demo"
+[set]
+duration_s = 600.0
+"workload.model" = "mlp-microbit"
+[axes]
+device = ["bbc-microbit-v2", "rpi-pico"]
+[schedules.a]
+[schedules.b]
+"schedule.every_n" = 8
+"schedule.trigger" = "periodic"
+"schedule.steps" = 2
+duration_s = 1200.0
+[schedules.c]
+"pipeline.sensor_rate_hz" = 4.0
+"budgets.step_latency_s" = 9.0
+"battery.initial_fraction" = 0.5
+[schedules.batch]
+"schedule.batch" = 8
+[schedules.tech]
+"schedule.techniques.instance_filter" = 0.1
+[schedules.lr]
+"workload.lr" = 0.05
+[schedules.seed]
+seed = 3
+"""
+RAN = {"a", "batch", "tech", "lr", "seed"}          # b and c differ from a only in fields the step does not use
+
+
+def _ran_cells(out: Path) -> list[str]:
+    """The cells the stand-in verifier ran for (device--schedule, from their serial log names)."""
+    return sorted(p.name.removesuffix(".serial.called") for p in (out / "verify-logs").glob("*.called"))
+
+
+def test_cells_with_the_same_step_share_one_twin_run_and_its_record(tmp_path):
+    g = tmp_path / "grid.toml"
+    g.write_text(SHARED_GRID)
+    grid = load_grid(g)
+    out = tmp_path / "out"
+    rows = run_sweep(grid, out, workers=1, progress=False, runner=fake_runner).rows
+    fz = run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=2, progress=False)
+    devices = ["bbc-microbit-v2", "rpi-pico"]
+    assert _ran_cells(out) == sorted(f"{d}--{s}" for d in devices for s in RAN)      # 10 runs for 14 cells
+    assert fz["verification"] == {"cells": 14, "twin_runs": 10, "refused": 0, "shared": 4, "verified_earlier": 0,
+                                  "no_twin": 0}
+    for d in devices:
+        cells = fz["cells"][d]
+        assert "shared_with" not in cells["a"]["verification"]
+        for s in ("b", "c"):
+            v = cells[s]["verification"]
+            assert v["shared_with"] == f"{d} / a"
+            assert {k: x for k, x in v.items() if k != "shared_with"} == cells["a"]["verification"]
+        assert {cells[s]["verification"]["batch"] for s in ("a", "batch")} == {4, 8}
+        assert cells["seed"]["verification"]["seed"] == 3
+        assert not any("shared_with" in cells[s]["verification"] for s in RAN)
+    lines = [json.loads(x) for x in (out / VERIFY_FILE).read_text().splitlines()]
+    assert len(lines) == 14 and sum("shared_with" in x["verification"] for x in lines) == 4
+    assert read_matrix(out)["cells"] == json.loads(json.dumps(fz["cells"]))
+    # resumed: every cell keeps its record (shared ones too) and nothing runs again
+    for p in (out / "verify-logs").glob("*.called"):
+        p.unlink()
+    again = run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=2, progress=False)
+    assert _ran_cells(out) == []
+    assert again["cells"] == fz["cells"]
+    assert again["verification"] | {"verified_earlier": 14, "twin_runs": 0} == again["verification"]
+    assert len((out / VERIFY_FILE).read_text().splitlines()) == 14          # nothing new to log
+
+
+def test_an_interrupted_shared_run_leaves_its_sharers_for_the_resume(tmp_path):
+    g = tmp_path / "grid.toml"
+    g.write_text(SHARED_GRID.replace('"rpi-pico"', '"esp32-devkitc"'))
+    grid = load_grid(g)
+    out = tmp_path / "out"
+    rows = run_sweep(grid, out, workers=1, progress=False, runner=fake_runner).rows
+    (out / "interrupt-bbc-microbit-v2").touch()
+    with pytest.raises(KeyboardInterrupt):
+        run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=1, progress=False)
+    on_disk = read_matrix(out)["cells"]
+    assert not any("verification" in on_disk["bbc-microbit-v2"][s] for s in ("a", "b", "c"))
+    assert all(on_disk["esp32-devkitc"][s]["verification"]["no_twin"] for s in ("a", "b", "c"))
+    (out / "interrupt-bbc-microbit-v2").unlink()
+    for p in (out / "verify-logs").glob("*.called"):
+        p.unlink()
+    fz = run_verification(grid, write_matrix(out, rows), rows, out, fake_verify, workers=1, progress=False)
+    assert _ran_cells(out) == sorted(f"bbc-microbit-v2--{s}" for s in RAN)
+    assert fz["cells"]["bbc-microbit-v2"]["c"]["verification"]["shared_with"] == "bbc-microbit-v2 / a"
+    assert fz["verification"]["no_twin"] == 7 and fz["verification"]["twin_runs"] == 5
 
 
 def test_cli_verify_writes_matrix_summary_and_report(tmp_path, capsys, monkeypatch):
@@ -155,6 +275,7 @@ def test_cli_verify_writes_matrix_summary_and_report(tmp_path, capsys, monkeypat
     assert cells["esp32-devkitc"]["light"]["verification"]["no_twin"] is True
     assert "verification on the twins" in text and "not run: no twin [1]" in text
     assert "1,000 B / 1,010 B (+1.0 %)" in text and "5,000 / 5,100 (+2.0 %)" in text
+    assert "\n2 cells, 1 twin run (1 without a twin)" in text
     md = (out / "report.md").read_text()
     assert "## Verification on the virtual twins" in md and "| bbc-microbit-v2 | light | fake |" in md
     assert "not run: esp32-devkitc has no virtual twin" in md
@@ -194,3 +315,33 @@ def test_sweep_verify_on_a_real_twin(tmp_path, capsys):
     nt = cells["esp32-devkitc"]["light"]["verification"]
     assert nt["verified"] is False and "no virtual twin" in nt["reason"]
     assert "mps2-an386" in text and "agrees" in text
+
+
+def token_verify(scenario: dict, *, log_path: str | None = None) -> dict:
+    """A stand-in for a Dask worker (no serial log there): each call's record carries a token of its own."""
+    import uuid
+
+    return {"verified": True, "device": scenario["device"], "batch": scenario["schedule"]["batch"],
+            "call": uuid.uuid4().hex, "machine": "fake", "agree": True,
+            "measured": {"fits": True, "heap_peak_bytes": 1000, "instructions_per_step": 5000},
+            "predicted": {"fits": True, "heap_peak_bytes": 1000, "instructions_per_step": 5000},
+            "errors": {"heap_peak": 0.0, "instructions_per_step": 0.0}}
+
+
+@pytest.mark.slow
+def test_on_dask_cells_with_the_same_step_share_one_run(tmp_path):
+    distributed = pytest.importorskip("dask.distributed", reason="dask.distributed missing: pip install 'edgesim[dask]'")
+    g = tmp_path / "grid.toml"
+    g.write_text(SHARED_GRID)
+    grid = load_grid(g)
+    out = tmp_path / "out"
+    rows = run_sweep(grid, out, workers=1, progress=False, runner=fake_runner).rows
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        fz = run_verification(grid, write_matrix(out, rows), rows, out, token_verify,
+                              scheduler=cl.scheduler_address, progress=False)
+    calls = {fz["cells"][d][s]["verification"]["call"] for d in fz["devices"] for s in fz["schedules"]}
+    assert len(calls) == 10 and fz["verification"]["twin_runs"] == 10
+    for d in fz["devices"]:
+        a = fz["cells"][d]["a"]["verification"]
+        assert [fz["cells"][d][s]["verification"]["call"] for s in ("b", "c")] == [a["call"]] * 2
+        assert fz["cells"][d]["b"]["verification"]["shared_with"] == f"{d} / a"

@@ -81,7 +81,8 @@ def _run(args) -> int:
                    "pool_restarts": outcome.pool_restarts,
                    "worker_deaths": outcome.worker_deaths,
                    "results": str(out / RESULTS_FILE), "report": str(report) if report else None,
-                   "best": fz["best"], "objective": fz["objective"], "matrix": fz["cells"]})
+                   "best": fz["best"], "objective": fz["objective"], "matrix": fz["cells"]}
+                  | ({"verification": fz.get("verification")} if args.verify else {}))
     else:
         rows = []
         for d in fz["devices"]:
@@ -134,27 +135,43 @@ def verification_text(fz: dict) -> str:
             v = (fz["cells"][d].get(s) or {}).get("verification")
             if v is None:
                 continue
+            # a cell whose step another cell ran says so (same device always: the device is in the step)
+            same = f" (= {str(v['shared_with']).removeprefix(d + ' / ')})" if v.get("shared_with") else ""
             if not v.get("verified"):
                 below.append(f"[{len(below) + 1}] {d} / {s}: {v.get('reason')}")
-                rows.append([d, s, "-", "-", "-", f"not run: {'no twin' if v.get('no_twin') else 'see'} [{len(below)}]"])
+                rows.append([d, s, "-", "-", "-",
+                             f"not run: {'no twin' if v.get('no_twin') else 'see'} [{len(below)}]{same}"])
                 continue
             m, p = v["measured"], v["predicted"]
             if not m.get("fits"):
-                rows.append([d, s, v["machine"], "out of memory", "-", "agrees" if v["agree"] else "DISAGREES"])
+                rows.append([d, s, v["machine"], "out of memory", "-", ("agrees" if v["agree"] else "DISAGREES") + same])
                 continue
             e = v["errors"]
             rows.append([d, s, v["machine"],
                          f"{human_bytes(m['heap_peak_bytes'])} / {human_bytes(p['heap_peak_bytes'])} "
                          f"({100 * e['heap_peak']:+.1f} %)",
                          f"{m['instructions_per_step']:,.0f} / {p['instructions_per_step']:,.0f} "
-                         f"({100 * e['instructions_per_step']:+.1f} %)", "agrees" if v["agree"] else "DISAGREES"])
+                         f"({100 * e['instructions_per_step']:+.1f} %)", ("agrees" if v["agree"] else "DISAGREES") + same])
     if not rows:
         return "verification on the twins: no cell fits, nothing to verify"
     return (f"verification on the twins (one training step of each fitting cell; agree: heap peak and "
-            f"instructions per step within ±{AGREEMENT_RELATIVE:.0%}):\n"
+            f"instructions per step within ±{AGREEMENT_RELATIVE:.0%}; (= s): the same step as schedule s, one "
+            f"twin run for both):\n"
             + format_table(["device", "schedule", "twin", "heap peak twin / simulator (error)",
                             "instructions per step twin / simulator (error)", "verdict"], rows)
-            + "".join(f"\n{b}" for b in below))
+            + "".join(f"\n{b}" for b in below) + verification_count(fz.get("verification")))
+
+
+def verification_count(sm: dict | None) -> str:
+    """The pass in one line: "15 cells, 6 twin runs (9 shared a twin run of the same step, ...)"."""
+    if not sm:
+        return ""
+    parts = [f"{sm[k]} {what}" for k, what in (("refused", "of the runs did not run the step: see above"),
+                                                ("shared", "shared a twin run of the same step"),
+                                                ("verified_earlier", "verified earlier"),
+                                                ("no_twin", "without a twin")) if sm.get(k)]
+    return (f"\n{sm['cells']} cells, {sm['twin_runs']} twin run{'s' if sm['twin_runs'] != 1 else ''}"
+            + (f" ({', '.join(parts)})" if parts else ""))
 
 
 def register(sub) -> None:

@@ -10,17 +10,26 @@ belongs to the sweep: which cells, which scenario stands for a cell, the runner,
 Doing the pass here, with a callable, rather than in the command line keeps one runner abstraction
 (``pool.new_pool`` and the Dask client set-up) instead of a second copy of it above the core.
 
+Cells share twin runs: the twin runs one training step, which depends only on a few resolved scenario
+fields (``step_key``: device, runtime, workload, techniques, batch, seed), not on the schedule's timing,
+pipeline, budgets or battery. Cells with the same step key boot one twin between them (the first cell in
+matrix order runs it); every other cell of that key gets the same record with ``shared_with``, the label of
+the cell that ran. ``matrix.json`` says how many cells and twin runs the pass had (``verification``).
+
 Each finished cell is appended to ``verify.jsonl`` (one fsynced line, as ``results.jsonl``) and the
 matrix is rewritten atomically at once, so an interrupted pass keeps every cell that finished; a later
-``--resume --verify`` reruns only the cells without an agreed-on measurement for the same scenario.
+``--resume --verify`` reruns only the steps without a finished measurement (a record of the same step key,
+from any cell: a grid edit that leaves the step alone boots nothing).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ from .grid import Grid, Point
 from .results_log import ResultsLog
 from .worker import fingerprint, load_base, plain
 
-VERIFY_FILE = "verify.jsonl"        # one line per verified cell: {key, scenario_sha256, verification}
+VERIFY_FILE = "verify.jsonl"        # one line per verified cell: {key, label, scenario_sha256, step_sha256, verification}
 VERIFY_LOG_DIR = "verify-logs"      # the twins' serial logs, one per cell (local pool only)
 PREFIX = "edgesim sweep --verify"
 
@@ -46,6 +55,7 @@ class CellTask:
     point: Point
     scenario: dict
     fingerprint: str
+    step: str = ""        # step_key(scenario): cells with the same one share one twin run
 
     @property
     def key(self) -> str:
@@ -54,6 +64,21 @@ class CellTask:
     @property
     def label(self) -> str:
         return f"{self.device} / {self.schedule}"
+
+
+def step_key(scenario: dict) -> str:
+    """SHA-256 of what one twin training step of ``scenario`` depends on, read from the loaded (typed)
+    scenario: the device (its profile), the runtime, the whole workload (model, data set, story and its
+    options, optimiser, lr, momentum, compression), the techniques, the batch and the seed (the job's
+    pre-training and data order). ``ports.verify.verify_scenario`` runs one step whatever
+    ``schedule.steps`` says, so neither it nor the schedule's timing (trigger, every_n, period), the
+    replay or memory policy, the pipeline, power, battery, budgets, eval, fidelity or duration is in it."""
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    fields = {"device": sc.device, "runtime": sc.runtime, "workload": asdict(sc.workload),
+              "techniques": asdict(sc.techniques), "batch": sc.schedule.batch, "seed": sc.seed}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def cell_tasks(grid: Grid, fz: dict, rows: list[dict]) -> list[CellTask]:
@@ -73,7 +98,8 @@ def cell_tasks(grid: Grid, fz: dict, rows: list[dict]) -> list[CellTask]:
             c = fz["cells"][d].get(s)
             p = first.get((d, s))
             if c and c.get("fits") and p is not None:
-                out.append(CellTask(d, s, p, apply_overrides(base, dict(p.overrides)), fingerprint(base, p)))
+                sc = apply_overrides(base, dict(p.overrides))
+                out.append(CellTask(d, s, p, sc, fingerprint(base, p), step_key(sc)))
     return out
 
 
@@ -104,62 +130,107 @@ def verify_cell(verify: Verifier, label: str, scenario: dict, log_path: str | No
 
 
 def _done_line(i: int, n: int, label: str, v: dict) -> str:
+    shared = f" (shared: the same step as {v['shared_with']})" if v.get("shared_with") else ""
     if not v.get("verified"):
-        return f"{PREFIX} [{i}/{n}] {label}: not run: {v.get('reason')}"
+        return f"{PREFIX} [{i}/{n}] {label}: not run: {v.get('reason')}{shared}"
     if "errors" not in v:
         return (f"{PREFIX} [{i}/{n}] {label}: out of memory on the twin; "
-                f"{'agrees' if v.get('agree') else 'DISAGREES'} with the prediction")
+                f"{'agrees' if v.get('agree') else 'DISAGREES'} with the prediction{shared}")
     e = v["errors"]
     return (f"{PREFIX} [{i}/{n}] {label}: {'agrees' if v.get('agree') else 'DISAGREES'} "
             f"(heap peak {100 * e['heap_peak']:+.1f} %, instructions per step {100 * e['instructions_per_step']:+.1f} %"
-            f", {v.get('elapsed_s', 0):.1f} s)")
+            f", {v.get('elapsed_s', 0):.1f} s){shared}")
+
+
+def _earlier_record(t: CellTask, mine: dict | None, by_step: dict[str, dict]) -> dict | None:
+    """A finished record ``verify.jsonl`` already holds for cell ``t``'s step (None: run it): the cell's
+    own line if its step is unchanged (or, for a line written before step keys, its scenario), else the
+    line of another cell with the same step, marked as shared with the cell whose twin run it is."""
+    if mine and mine["verification"].get("verified") and (
+            mine.get("step_sha256") == t.step
+            or ("step_sha256" not in mine and mine.get("scenario_sha256") == t.fingerprint)):
+        return mine["verification"]
+    other = by_step.get(t.step)
+    if other is None:
+        return None
+    v = dict(other["verification"])
+    origin = v.pop("shared_with", None) or other.get("label") or other["key"]
+    return v if origin == t.label else v | {"shared_with": origin}
 
 
 def run_verification(grid: Grid, fz: dict, rows: list[dict], out_dir: str | Path, verify: Verifier,
                      workers: int | None = None, scheduler: str | None = None, progress: bool = True,
                      connect_timeout_s: float = 10.0) -> dict:
     """Verify every fitting cell of ``fz`` (the matrix ``write_matrix`` wrote for ``rows``) with ``verify``
-    and return the matrix with a ``verification`` record in each of those cells. Cells whose device has no
-    twin get ``verified: False`` and the reason, without a worker. The matrix on disk is rewritten
-    atomically after every cell; cells verified earlier for the same scenario (``verify.jsonl``) are kept."""
+    and return the matrix with a ``verification`` record in each of those cells, and a top-level
+    ``verification`` summary (cells, twin runs now and how many of them did not run the step, cells sharing
+    a run, cells verified earlier, cells without a twin). Cells with the same ``step_key`` share one twin
+    run and its record (``shared_with``). Cells whose device has no twin get ``verified: False`` and the
+    reason, without a worker. The matrix on disk is rewritten atomically after every cell; steps finished
+    earlier (``verify.jsonl``) are kept."""
     out_dir = Path(out_dir)
     log = ResultsLog(out_dir / VERIFY_FILE)
-    earlier = {r["key"]: r for r in log.read(repair=True)}
+    mine: dict[str, dict] = {}
+    by_step: dict[str, dict] = {}
+    for r in log.read(repair=True):
+        mine[r["key"]] = r
+        if r.get("step_sha256") and r["verification"].get("verified"):
+            by_step[r["step_sha256"]] = r               # the latest finished record of each step
     tasks = cell_tasks(grid, fz, rows)
     n = len(tasks)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    # twin_runs: steps handed to the verifier in this pass; refused: those of them it did not run (the port
+    # refuses the step before booting, or the twin failed): their cells say why and a resume tries again
+    summary = {"cells": n, "twin_runs": 0, "refused": 0, "shared": 0, "verified_earlier": 0, "no_twin": 0}
+    fz["verification"] = summary
     count = 0
 
     def record(t: CellTask, v: dict, reused: bool = False) -> None:
         nonlocal count
         count += 1
         fz["cells"][t.device][t.schedule]["verification"] = v
-        if not reused:
-            log.append({"key": t.key, "scenario_sha256": t.fingerprint, "verification": v})
+        summary["shared"] += bool(v.get("shared_with")) and not reused
+        own = mine.get(t.key) or {}
+        if not reused or (own.get("step_sha256"), own.get("scenario_sha256")) != (t.step, t.fingerprint):
+            log.append({"key": t.key, "label": t.label, "scenario_sha256": t.fingerprint, "step_sha256": t.step,
+                        "verification": v})
         save_matrix(out_dir, fz)
         say(_done_line(count, n, t.label, v) + (" (verified earlier)" if reused else ""))
 
-    todo: list[CellTask] = []
+    groups: dict[str, list[CellTask]] = {}      # step key -> its cells in matrix order; the first one runs
     for t in tasks:
-        old = earlier.get(t.key)
-        if old and old.get("scenario_sha256") == t.fingerprint and old["verification"].get("verified"):
-            record(t, old["verification"], reused=True)
+        old = _earlier_record(t, mine.get(t.key), by_step)
+        if old is not None:
+            summary["verified_earlier"] += 1
+            record(t, old, reused=True)
             continue
         why = no_twin_reason(t.scenario)
         if why:
+            summary["no_twin"] += 1
             record(t, plain({"verified": False, "no_twin": True, "device": t.device, "reason": why}))
         else:
-            todo.append(t)
-    if not todo:
+            groups.setdefault(t.step, []).append(t)
+    if not groups:
         return fz
-    say(f"{PREFIX}: {len(todo)} fitting cell(s) to run on their twins "
-        f"({'Dask scheduler ' + scheduler if scheduler else 'local pool'})")
+    todo = [g[0] for g in groups.values()]
+    summary["twin_runs"] = len(todo)
+
+    def finished(t: CellTask, v: dict) -> None:
+        """The twin run of ``t``'s step is done: its record for ``t`` and every cell sharing the step."""
+        summary["refused"] += not v.get("verified")
+        record(t, v)
+        for other in groups[t.step][1:]:
+            record(other, v | {"shared_with": t.label})
+
+    n_cells = sum(len(g) for g in groups.values())
+    say(f"{PREFIX}: {n_cells} fitting cell(s) to verify with {len(todo)} twin run(s), one per distinct training "
+        f"step ({'Dask scheduler ' + scheduler if scheduler else 'local pool'})")
     if scheduler:
-        _on_dask(todo, verify, scheduler, connect_timeout_s, record, progress)
+        _on_dask(todo, verify, scheduler, connect_timeout_s, finished, progress)
     else:
         logs = out_dir / VERIFY_LOG_DIR
         logs.mkdir(exist_ok=True)
-        _on_pool(todo, verify, workers or os.cpu_count() or 1, logs, record, progress)
+        _on_pool(todo, verify, workers or os.cpu_count() or 1, logs, finished, progress)
     return fz
 
 
