@@ -57,6 +57,10 @@ class Runtime:
     # per decode operation of compressed weights (workloads.compression); None: the profile has no figure,
     # and a scenario with compressed layers on it is an error naming the field
     cycles_per_decode_op: float | None = None
+    # [runtime.<name>.decode_cycles_per_op] (int8 = 8.7, int8_source = ...): a listed format's own figure, else
+    # cycles_per_decode_op; decode_overhead_cycles: the fixed cost of one decode op (None: op_overhead_cycles)
+    decode_cycles_per_op: dict[str, float] | None = None
+    decode_overhead_cycles: float | None = None
     # MicroPython's garbage collector (edgesim calibrate on a twin): a kernel allocates this many bytes of
     # garbage (boxed floats) per cycle of work; a collection costs gc_collection_cycles plus
     # gc_cycles_per_live_byte per live heap byte it marks. None: the cost model has no GC term.
@@ -69,6 +73,37 @@ class Runtime:
     # measured cost per op kind (edgesim calibrate --runtime native): replaces the figures above for the
     # f32 ops of a kind it lists; read from the [runtime.<name>.kind_costs] table
     kind_costs: dict[str, KindCost] | None = None
+
+
+# the formats a decode row may name: workloads.compression.FORMATS less f32 (profiles sit below workloads and
+# cannot import it; tests/test_compression_costs.py checks the two agree)
+DECODE_FORMATS = ("int8", "binary", "csr", "xor", "lowrank")
+
+
+def _decode_costs(where: str, table: Any, sources: dict, estimates: set) -> dict[str, float]:
+    """``[runtime.X.decode_cycles_per_op]``: per format (``csr``) or format-bits (``csr-8``) a number > 0, sourced."""
+    if not isinstance(table, dict):
+        raise ProfileError(f"{where} must be a table of cycles per decode operation by format (got {table!r})")
+    out = {}
+    for key, v in table.items():
+        fmt, dash, bits = key.removesuffix("_source").partition("-")
+        if fmt not in DECODE_FORMATS or (dash and not (bits.isdigit() and int(bits) > 0)):
+            raise ProfileError(f"{where}.{key} is not a format or format-bits (value {v!r})"
+                               f"{_did_you_mean(key, set(DECODE_FORMATS))}; formats: {', '.join(DECODE_FORMATS)}")
+        if key.endswith("_source"):
+            if key.removesuffix("_source") not in table:
+                raise ProfileError(f"{where}.{key} has no figure beside it (got {v!r})")
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ProfileError(f"{where}.{key} must be a finite number > 0 (got {v!r})")
+        src = table.get(f"{key}_source")
+        if not isinstance(src, str) or not src.strip():
+            raise ProfileError(f"{where}.{key}_source must be a non-empty string naming how the figure was "
+                               f"measured or 'estimate: why' (got {src!r}; value {v!r})")
+        sources[name := f"{where.split(': ', 1)[-1]}.{key}"] = src
+        estimates.update([name] if src.strip().lower().startswith("estimate") else [])
+        out[key] = float(v)
+    return out
 
 
 @dataclass(frozen=True)
@@ -316,10 +351,14 @@ def _parse(path: Path) -> DeviceProfile:
         if rname not in RUNTIMES:
             raise ProfileError(f"{p}: runtime.{rname} is not a known runtime (known: {', '.join(RUNTIMES)})")
         kind_costs = table.pop("kind_costs", None) if isinstance(table, dict) else None
+        decode_costs = table.pop("decode_cycles_per_op", None) if isinstance(table, dict) else None
         rt = _check_table(p, f"runtime.{rname}", table, Runtime, sources, estimates)
         if kind_costs is not None:
             rt = dataclasses.replace(rt, kind_costs=_kind_costs(f"{p}: runtime.{rname}.kind_costs", kind_costs,
                                                                 sources, estimates))
+        if decode_costs is not None:
+            rt = dataclasses.replace(rt, decode_cycles_per_op=_decode_costs(
+                f"{p}: runtime.{rname}.decode_cycles_per_op", decode_costs, sources, estimates))
         if rt.ram_reserved_bytes >= memory.ram_bytes:
             raise ProfileError(
                 f"{p}: runtime.{rname}.ram_reserved_bytes must be < memory.ram_bytes "

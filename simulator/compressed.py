@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workloads.compression import decode_op_name
 from workloads.trace import Op
 
 from .cost import CostModel
@@ -24,11 +25,17 @@ def compression_figures(sc: Any, prof: Any, job: Any, *, inferences: int, decode
     if not enc:
         return None
     cost = CostModel(prof, sc.runtime)
-    per_forward = [Op(f"{name}.decode", "decode", e.decode_ops, e.flash_bytes, e.n * 4) for name, e in enc.items()]
+    per_forward = [Op(decode_op_name(name, "decode", e), "decode", e.decode_ops, e.flash_bytes, e.n * 4)
+                   for name, e in enc.items()]
     fwd_s = sum(cost.cost(op)[1] for op in per_forward)
     fwd_j = sum(cost.cost(op)[2] for op in per_forward)
+    # training decodes the same layers: its calls at one decode op's fixed cost, its decode operations at the
+    # forward's mean cycles per decode operation (each format at its own figure: simulator.cost)
     rt = cost.runtime
-    train_cycles = decode_calls_training * rt.op_overhead_cycles + decode_ops_training * rt.cycles_per_decode_op
+    fixed = rt.op_overhead_cycles if rt.decode_overhead_cycles is None else rt.decode_overhead_cycles
+    fwd_ops = sum(e.decode_ops for e in enc.values())
+    per_op = (sum(cost.cost(op)[0] for op in per_forward) - fixed * len(per_forward)) / max(fwd_ops, 1)
+    train_cycles = decode_calls_training * fixed + decode_ops_training * per_op
     train_s = train_cycles / cost.clock_hz
     train_j = train_s * cost.active_w
     dense_w = sum(e.n * 4 for e in enc.values())

@@ -5,6 +5,9 @@
            + elems * cycles_per_elem_f32                     eltwise, reduce (elems = max(read, written) / dtype size)
            + (bytes_read + bytes_written) * cycles_per_byte_copy      copy, flash_read
            + macs * cycles_per_decode_op                     decode (macs = decode operations; compressed weights)
+    a decode op's format (its name's last part: ``conv0.decode.int8-8``) picks its own figure from the runtime's
+    ``decode_cycles_per_op`` table where it has one (``int8-8``, else ``int8``; before a kind_costs ``decode`` row, then
+    cycles_per_decode_op); a decode op's fixed cost is decode_overhead_cycles where the runtime has it.
     a profile's measured ``kind_costs`` (per op kind: overhead + macs, bytes read and bytes written, each with
     its cost) replace the lines above for the f32 ops of the kinds they list (rows by ``cost_key``: the
     op kind, or ``loss`` / ``conv_direct`` where a profile has those rows; ``cost_keys``: a backward part's
@@ -22,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from workloads.compression import decode_format
 from workloads.trace import Op
 
 DTYPE_BYTES = {"f32": 4, "i8": 1, "i32": 4}
@@ -81,9 +85,23 @@ def cost_keys(op: Op, roles: bool = False) -> tuple[str, ...]:
     return (*fine, key, op.kind)
 
 
+def decode_cycles_per_op(op: Op, runtime: Any) -> float | None:
+    """The runtime's own figure for a decode op's format (``decode_cycles_per_op`` table: the row for its
+    format and bit width, ``csr-8``, else for its format, ``csr``), or None."""
+    table = getattr(runtime, "decode_cycles_per_op", None)
+    fb = decode_format(op.name) if table else None
+    if fb is None:
+        return None
+    return table.get(f"{fb[0]}-{fb[1]}", table.get(fb[0]))
+
+
 def op_cycles(op: Op, runtime: Any) -> float:
     """CPU cycles of one op under a profile ``Runtime`` (flash programming time excluded)."""
     kind = op.kind
+    per_op = decode_cycles_per_op(op, runtime) if kind == "decode" else None
+    if per_op is not None:            # this format's own row: measured on the twins or its own estimate
+        over = getattr(runtime, "decode_overhead_cycles", None)
+        return float((runtime.op_overhead_cycles if over is None else over) + op.macs * per_op)
     measured = getattr(runtime, "kind_costs", None)
     key = next((k for k in cost_keys(op, roles=True) if k in measured), kind) if measured else kind
     if measured and key in measured and op.dtype == "f32":   # calibrated per kind (edgesim calibrate)
@@ -102,7 +120,8 @@ def op_cycles(op: Op, runtime: Any) -> float:
         if runtime.cycles_per_decode_op is None:
             raise ValueError(f"op {op.name!r}: the device profile's runtime table has no cycles_per_decode_op "
                              f"(needed to cost compressed weights)")
-        c += op.macs * runtime.cycles_per_decode_op
+        over = getattr(runtime, "decode_overhead_cycles", None)
+        c += op.macs * runtime.cycles_per_decode_op + (0.0 if over is None else over - runtime.op_overhead_cycles)
     elif kind != "flash_write":
         raise ValueError(f"op {op.name!r}: unknown op kind {kind!r}")
     return float(c)
@@ -165,7 +184,8 @@ class CostModel:
 
     def cost(self, op: Op) -> tuple[float, float, float]:
         """(cycles, seconds, energy_j) of one op."""
-        key = (cost_keys(op, roles=True)[0], op.macs, op.bytes_read, op.bytes_written, op.dtype)   # the row prices it too
+        key = (cost_keys(op, roles=True)[0], op.macs, op.bytes_read, op.bytes_written, op.dtype,   # the row prices it too
+               decode_format(op.name) if op.kind == "decode" else None)                        # and a decode format
         hit = self._cache.get(key)
         if hit is not None:
             return hit

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import layers as L
+from .compression import decode_op_name
 from .model import Model
 from .program import ProgramOp, StepState, value_key
 from .techniques import Techniques
@@ -103,7 +104,7 @@ class StepBuilder:
             return [op]
         key, nb = f"{ly.name}.{tag}.W", ly.params[0].size * 4
         op.reads.append(key)
-        return [ProgramOp(f"{ly.name}.{tag}", "decode", "f32", lambda: (enc.decode_ops, enc.flash_bytes, nb), [],
+        return [ProgramOp(decode_op_name(ly.name, tag, enc), "decode", "f32", lambda: (enc.decode_ops, enc.flash_bytes, nb), [],
                           [(key, "workspace", lambda: nb)]), op]
 
     def param_bytes(self, ly: L.Layer) -> int:

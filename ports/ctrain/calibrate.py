@@ -112,7 +112,6 @@ def calibrate(board, machine: str | None = None, progress: bool = True) -> dict:
     meas = measure(profile, machine, progress=progress)
     decode = decodebench.measure(profile, machine, progress=progress)
     costs = fit(meas["rows"])
-    costs["decode"] = {k: decode["fit"]["row"][k] for k in ("overhead", "per_mac", "per_byte_read", "per_byte_written")}
     res_op = [(predict_instructions(costs, r["kind"], r["macs"], r["bytes_read"], r["bytes_written"])
                - r["instructions"]) / r["instructions"] for r in meas["rows"] if r["instructions"] > 0]
     prog_res = []
@@ -130,8 +129,7 @@ def calibrate(board, machine: str | None = None, progress: bool = True) -> dict:
             "op_residual_max": float(np.max(np.abs(res_op))), "programs": prog_res,
             "step_residual_max": float(max(abs(p["residual"]) for p in prog_res)),
             "ram_reserved_bytes": ram, "flash_reserved_bytes": int(round(float(np.mean(code)))),
-            "decode": {"fit": decode["fit"], "ops": decode["ops"], "formats": [f"{f} {b}-bit" for f, b in
-                                                                               decodebench.FORMATS]},
+            "decode": {"fit": decode["fit"], "ops": decode["ops"], "formats": decodebench.describe()},
             "code_flash_bytes_range": [int(min(code)), int(max(code))], "rows": meas["rows"]}
 
 
@@ -148,45 +146,77 @@ def runtime_toml(res: dict) -> tuple[dict[str, tuple[int, str]], str]:
     }
     if res.get("decode"):
         d = res["decode"]["fit"]
-        per = "; ".join(f"{k} {v['per_decode_op']:.2f}" for k, v in d.items() if k not in ("all", "row"))
+        per = "; ".join(f"{k} {v['per_decode_op']:.2f}" for k, v in d.items() if k not in ("all", "row", "formats"))
         figures["cycles_per_decode_op"] = (
             round(d["all"]["per_decode_op"] * cpi, 3),
             f"{how}, plus a decode micro-benchmark (ports/ctrain/decodebench.py: C decoders for "
-            f"{', '.join(res['decode']['formats'])} on {d['all']['ops']} real weight matrices, checked against "
-            f"the host's decode): instructions = overhead {d['all']['overhead']:.0f} + k x decode_ops fitted over "
-            f"both formats (k = {d['all']['per_decode_op']:.2f} instructions; per format: {per}; largest op "
+            f"{', '.join(res['decode']['formats'])}: {len(res['decode'].get('ops') or ())} decodes of real weight "
+            f"matrices, checked against the host's decode): instructions = overhead {d['all']['overhead']:.0f} + k x decode_ops fitted over "
+            f"{' and '.join(_fallback())} (k = {d['all']['per_decode_op']:.2f} instructions; per format: {per}; largest op "
             f"residual {100 * d['all']['residual_max']:.0f} %), times core.cycles_per_instruction {cpi:g} (an "
-            f"estimate); other formats (csr, xor, lowrank, int4, multi-bit binary) not measured")
+            f"estimate): what a format without a decode_cycles_per_op row costs; not measured: "
+            f"{', '.join(_unmeasured(res))}")
+    rows = res["decode"]["fit"].get("formats") if res.get("decode") else None
+    if rows:
+        figures["decode_overhead_cycles"] = (
+            round(rows["overhead"] * cpi, 3),
+            f"{how}, plus the decode micro-benchmark (ports/ctrain/decodebench.py): instructions = overhead + "
+            f"k[format] x decode_ops, one overhead {rows['overhead']:.1f} instructions shared by "
+            f"{', '.join(res['decode']['formats'])} (largest op residual {100 * rows['residual_max']:.1f} %), "
+            f"times core.cycles_per_instruction {cpi:g} (an estimate)")
     lines = ["[runtime.native.kind_costs]",
              f'source = "{how}: instructions per op kind fitted (op residual rms '
-             f'{100 * res["op_residual_rms"]:.0f} %){_decode_note(res)}, times core.cycles_per_instruction {cpi:g} '
-             f'(an estimate)"']
+             f'{100 * res["op_residual_rms"]:.0f} %), times core.cycles_per_instruction {cpi:g} (an estimate)"']
     for kind, c in res["instruction_costs"].items():
         name = f'"{kind}"' if "." in kind else kind
         lines.append(f"{name} = {{ overhead_cycles = {c['overhead'] * cpi:.6g}, cycles_per_mac = "
                      f"{c['per_mac'] * cpi:.6g}, cycles_per_byte_read = {c['per_byte_read'] * cpi:.6g}, "
                      f"cycles_per_byte_written = {c['per_byte_written'] * cpi:.6g} }}")
+    if rows:
+        lines += ["", "[runtime.native.decode_cycles_per_op]"]
+        for key, r in rows["per_format"].items():
+            lines += [f"{key} = {r['per_decode_op'] * cpi:.6g}",
+                      f"{key}_source = " + _toml_str(
+                          f"{how}, plus the decode micro-benchmark (ports/ctrain/decodebench.py: the C decoder for "
+                          f"{key.partition('-')[0]} at {'/'.join(map(str, r['bits']))} bit, {r['ops']} decodes of "
+                          f"real weight matrices, checked "
+                          f"against the host's decode): k = {r['per_decode_op']:.3f} instructions per decode "
+                          f"operation beside the shared decode_overhead_cycles (largest op residual "
+                          f"{100 * r['residual_max']:.1f} %), times core.cycles_per_instruction {cpi:g} (an "
+                          f"estimate)")]
     return figures, "\n".join(lines) + "\n"
 
 
-def _decode_note(res: dict) -> str:
-    if "decode" not in res.get("instruction_costs", {}) or not res.get("decode"):
-        return ""
-    r = res["decode"]["fit"]["row"]
-    return (f"; decode from the decode micro-benchmark (ports/ctrain/decodebench.py: "
-            f"{', '.join(res['decode']['formats'])}; largest op residual {100 * r['residual_max']:.0f} %)")
+def _fallback() -> tuple[str, ...]:
+    from .decodebench import FALLBACK_FORMATS
+
+    return FALLBACK_FORMATS
+
+
+def _unmeasured(res: dict) -> list[str]:
+    """The compression formats (and bit widths) the decode micro-benchmark did not run."""
+    from workloads.compression import CODECS
+
+    done: dict[str, set] = {}
+    for o in res["decode"].get("ops") or ():
+        done.setdefault(o["format"], set()).add(o["bits"])
+    return [f if f not in done else f"{f} at {b} bit" for f, c in CODECS.items() if f != "f32"
+            for b in ((None,) if f not in done else [b for b in c.BITS if b not in done[f]])]
 
 
 def updated_profile_text(text: str, res: dict) -> str:
     """The profile's TOML with [runtime.native]'s reserves and its kind_costs table replaced."""
     figures, table = runtime_toml(res)
     # drop an old kind_costs table (up to the next table header)
-    text = re.sub(r"\n\[runtime\.native\.kind_costs\]\n(?:(?!\[)[^\n]*\n)*", "\n", text)
+    for table_name in ("kind_costs", "decode_cycles_per_op"):
+        text = re.sub(rf"\n\[runtime\.native\.{table_name}\]\n(?:(?!\[)[^\n]*\n)*", "\n", text)
     m = re.search(r"^\[runtime\.native\]\n((?:(?!\[)[^\n]*\n)*)", text, flags=re.M)
     if not m:
         raise ValueError(f"{res['profile_path']}: no [runtime.native] table to calibrate")
     body = m.group(1)
     for key, (value, source) in figures.items():
+        if not re.search(rf"^{key} = ", body, flags=re.M):     # a figure the profile did not have yet
+            body = body.rstrip("\n") + f"\n{key} = {value}\n{key}_source = {_toml_str(source)}\n"
         body = re.sub(rf"^{key} = .*$", f"{key} = {value}", body, flags=re.M)
         body = re.sub(rf"^{key}_source = .*$", f"{key}_source = {_toml_str(source)}", body, flags=re.M)
     body = body.rstrip("\n") + "\n\n" + table + "\n"

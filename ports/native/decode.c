@@ -43,3 +43,28 @@ void et_decode_binary1(const uint8_t *bits, const uint16_t *alphas, int rows, in
             w[i] = (bits[i >> 3] & (0x80u >> (i & 7))) ? a : na;
     }
 }
+
+void et_decode_csr_f32(const float *values, const uint16_t *col, const uint16_t *rowptr, int rows, int cols,
+                       float *w)
+{
+    for (int i = 0; i < rows * cols; i++)          /* zero fill: the pruned weights */
+        w[i] = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        float *wr = w + r * cols;
+        for (int k = rowptr[r], end = rowptr[r + 1]; k < end; k++)
+            wr[col[k]] = values[k];
+    }
+}
+
+void et_decode_csr_int8(const int8_t *q, const uint16_t *scales, const uint16_t *col, const uint16_t *rowptr,
+                        int rows, int cols, float *w)
+{
+    for (int i = 0; i < rows * cols; i++)
+        w[i] = 0.0f;
+    for (int r = 0; r < rows; r++) {
+        const float s = et_half_to_float(scales[r]);
+        float *wr = w + r * cols;
+        for (int k = rowptr[r], end = rowptr[r + 1]; k < end; k++)
+            wr[col[k]] = (float)q[k] * s;
+    }
+}

@@ -162,10 +162,22 @@ def target(W: np.ndarray, enc: Encoded) -> np.ndarray:
     return from_rows(out, enc.shape)
 
 
+def decode_op_name(layer: str, tag: str, enc: Encoded) -> str:
+    """The name of a ``decode`` op in a trace: ``<layer>.<tag>.<format>-<value bits>`` (``conv0.decode.int8-8``),
+    so the cost model can price each format (and bit width) with its own row (simulator.cost)."""
+    return f"{layer}.{tag}.{codec(enc.format).FORMAT}-{int(enc.params['value_bits'])}"
+
+
+def decode_format(op_name: str) -> tuple[str, int] | None:
+    """(format, value bits) of a decode op's name (``decode_op_name``), or None for a name without them."""
+    fmt, _, bits = op_name.rpartition(".")[2].partition("-")
+    return (fmt, int(bits)) if fmt in CODECS and bits.isdigit() else None
+
+
 def roundtrip_exact(W: np.ndarray, enc: Encoded) -> bool:
     """Does decoding give back exactly what the format keeps (``target``)?"""
     return bool(np.array_equal(decode(enc), target(W, enc)))
 
 
 __all__ = ["CODECS", "FORMATS", "CompressedModel", "Encoded", "apply", "check", "codec", "compress_model", "decode",
-           "encode", "roundtrip_exact", "target"]
+           "decode_format", "decode_op_name", "encode", "roundtrip_exact", "target"]
