@@ -114,7 +114,7 @@ def test_a_good_decode_table_loads_with_its_sources(tmp_path):
 def test_calibrated_profiles_carry_measured_rows(board):
     prof = load_profile(board)
     rt = prof.runtime["native"]
-    assert set(rt.decode_cycles_per_op) == {"int8", "binary", "csr-32", "csr-8"}
+    assert set(rt.decode_cycles_per_op) == {"int8-8", "binary-1", "csr-32", "csr-8"}
     assert rt.decode_overhead_cycles is not None and (rt.kind_costs is None or "decode" not in rt.kind_costs)
     for key in rt.decode_cycles_per_op:
         assert prof.sources[f"runtime.native.decode_cycles_per_op.{key}"].startswith("measured: edgesim calibrate")

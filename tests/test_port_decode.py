@@ -52,12 +52,12 @@ def test_fit_recovers_a_known_decode_cost():
     soft = [dict(o, instructions=100.0 + 2.0 * o["decode_ops"] + 50.0 * o["compressed_bytes"]) for o in ops]
     row = D.fit(soft)["row"]
     assert row["residual_max"] < 1e-6 and row["per_byte_read"] == pytest.approx(50.0, rel=1e-4)
-    # the per-format rows: one shared overhead and one k per row; CSR (measured at two widths) a row per width,
+    # the per-format rows: one shared overhead and one k per measured format and width,
     # the fallback (cycles_per_decode_op) from int8 and binary only
-    k = {"int8": 7.0, "binary": 12.0, "csr-32": 2.0, "csr-8": 3.0}
+    k = {"int8-8": 7.0, "binary-1": 12.0, "csr-32": 2.0, "csr-8": 3.0}
     csr = [{"format": "csr", "bits": b, "decode_ops": n, "weights": n // 2, "compressed_bytes": n,
             "instructions": 150.0 + k[f"csr-{b}"] * n} for b in (32, 8) for n in (300, 900, 2000)]
-    both = [dict(o, instructions=150.0 + k[o["format"]] * o["decode_ops"]) for o in ops] + csr
+    both = [dict(o, instructions=150.0 + k[f"{o['format']}-{o['bits']}"] * o["decode_ops"]) for o in ops] + csr
     rows = D.fit(both)
     assert rows["formats"]["overhead"] == pytest.approx(150.0, rel=1e-6)
     assert {r: v["per_decode_op"] for r, v in rows["formats"]["per_format"].items()} == pytest.approx(k, rel=1e-6)
@@ -69,7 +69,7 @@ def measured_fit() -> dict:
             "int88": {"overhead": 200.0, "per_decode_op": 7.0, "residual_max": 0.0, "ops": 3},
             "binary1": {"overhead": 200.0, "per_decode_op": 12.0, "residual_max": 0.0, "ops": 3},
             "formats": {"overhead": 150.0, "residual_max": 0.05, "per_format": {
-                "int8": {"per_decode_op": 7.0, "residual_max": 0.04, "bits": [8], "ops": 3},
+                "int8-8": {"per_decode_op": 7.0, "residual_max": 0.04, "bits": [8], "ops": 3},
                 "csr-8": {"per_decode_op": 2.5, "residual_max": 0.05, "bits": [8], "ops": 3}}}}
 
 
@@ -93,7 +93,7 @@ def test_written_profile_carries_the_measured_decode_cost(tmp_path):
     assert src.startswith("measured:") and "mps2-an386" in src and "int88 7.00" in src and "not measured" in src
     assert "xor" in src and "csr at 32 bit" in src and "int8 at 4 bit" in src    # what it did not measure
     assert rt.decode_overhead_cycles == pytest.approx(150.0 * cpi, rel=1e-3)
-    assert rt.decode_cycles_per_op == pytest.approx({"int8": 7.0 * cpi, "csr-8": 2.5 * cpi}, rel=1e-5)
+    assert rt.decode_cycles_per_op == pytest.approx({"int8-8": 7.0 * cpi, "csr-8": 2.5 * cpi}, rel=1e-5)
     assert after.sources["runtime.native.decode_cycles_per_op.csr-8"].startswith("measured:")
     assert "decode" not in rt.kind_costs                                    # the per-format rows replace it
     assert after.runtime["micropython"].cycles_per_decode_op == prof.runtime["micropython"].cycles_per_decode_op
@@ -117,7 +117,7 @@ def test_c_decoders_agree_with_the_host_on_the_twin(tmp_path, monkeypatch):
     assert all(o["instructions"] > o["decode_ops"] for o in res["ops"])
     after = load_profile(C.write_profile(calibration(prof, res["fit"], res["ops"]), tmp_path / "p.toml"))
     rt, cpi = after.runtime["native"], after.core.cycles_per_instruction
-    assert set(rt.decode_cycles_per_op) == {"int8", "binary", "csr-32", "csr-8"}
+    assert set(rt.decode_cycles_per_op) == {"int8-8", "binary-1", "csr-32", "csr-8"}
     for o in res["ops"]:
         op = Op(f"l.decode.{o['format']}-{o['bits']}", "decode", o["decode_ops"], o["compressed_bytes"], 4 * o["weights"])
         assert op_cycles(op, rt) == pytest.approx(o["instructions"] * cpi, rel=0.25), o

@@ -225,9 +225,9 @@ def fit(ops: list[dict]) -> dict:
 
 
 def row_key(fmt: str, bits: int) -> str:
-    """The profile row a measured encoding calibrates: ``int8`` for a format measured at one bit width (every
-    width uses it), ``csr-8`` / ``csr-32`` for one measured at several (they cost differently per op)."""
-    return fmt if len({b for f, b in FORMATS if f == fmt}) == 1 else f"{fmt}-{bits}"
+    """The profile row a measured encoding calibrates: its format and bit width (``int8-8``, ``csr-32``), so a
+    row names exactly what was measured; other widths of the format cost cycles_per_decode_op."""
+    return f"{fmt}-{bits}"
 
 
 def format_rows(ops: list[dict]) -> dict:
