@@ -1,15 +1,16 @@
 """Decode micro-benchmarks: compressed weights (workloads/compression) expanded by the C decoders on a twin.
 
 Real weight matrices (the initial weights of the calibration networks, ``DECODE_SPECS``: never a zoo model)
-are encoded on the host in each calibrated format (``FORMATS``: int8 per output channel, 1-bit binary), put
-in the program's flash as constants, and decoded one layer per op into the arena, each op timed with the
-guest timer. The step's return value is a checksum of every decoded buffer, which the host compares with
-its own decode of the same encoding (a wrong decoder cannot be calibrated). The fit over all ops is
+are encoded on the host in each calibrated format (``FORMATS``: int8 per output channel, 1-bit binary, CSR
+with float32 or int8 values at the ``PRUNE`` rates), put in the program's flash as constants, and decoded one
+layer per op into the arena, each op timed with the guest timer; two variants per program (``groups``). A
+program's return value is a checksum of every decoded buffer, which the host compares with its own decode of
+the same encoding (a wrong decoder cannot be calibrated). The fit over the FALLBACK_FORMATS' ops is
 ``instructions = overhead + k x decode_ops`` (the codecs' own count of decode operations); the profile's
 single ``cycles_per_decode_op`` is k x core.cycles_per_instruction, what a format without a row of its own
-costs. ``format_rows`` fits one overhead shared by the formats and one k per format (the profile's
-``decode_overhead_cycles`` and ``[runtime.native.decode_cycles_per_op]``). Formats not listed (XOR, low-rank
-index) and bit widths not listed (int4, multi-bit binary) are not calibrated by this.
+costs. ``format_rows`` fits one overhead shared by the rows and one k per measured format and bit width (the
+profile's ``decode_overhead_cycles`` and ``[runtime.native.decode_cycles_per_op]``). XOR, the low-rank index
+and the widths not listed (int4, multi-bit binary, 1-bit CSR) are not calibrated by this.
 """
 from __future__ import annotations
 
