@@ -60,7 +60,7 @@ def verification_record(res: dict, board: Any) -> dict:
     out: dict[str, Any] = {
         "verified": True, "board": board.name, "machine": res["machine"], "firmware": res["firmware"],
         "heap_bytes": res.get("heap_bytes"), "serial_log": res["serial_log"], "clock_hz": hz,
-        "cycles_per_instruction": cpi, "steps": res["steps"],
+        "cycles_per_instruction": cpi, "steps": res["steps"], "port_footprint_bytes": res.get("port_footprint_bytes"),
         "predicted": {"fits": res["predicted_fits"], "heap_peak_bytes": res["predicted_heap_peak_bytes"],
                       "instructions_per_step": res["predicted_instructions_per_step"],
                       "step_s": res["predicted_instructions_per_step"] * cpi / hz,

@@ -497,6 +497,23 @@ def test_verification_record_and_rows_from_an_emulation():
     assert oom["agree"] and "out of memory" in verification_rows(oom)[0][1]
 
 
+def test_the_verify_text_says_why_the_plans_step_time_differs_from_the_twins():
+    from ports.verify import verification_record
+    from simulator.cli.plan import verification_text
+
+    board = types.SimpleNamespace(name="stm32f405-pyboard", clock_hz=168e6, cycles_per_instruction=1.2)
+    res = {"machine": "netduinoplus2", "firmware": "MicroPython v1.25.0; x", "heap_bytes": 98304,
+           "serial_log": "/tmp/s.log", "steps": 1, "fits": True, "predicted_fits": True,
+           "heap_peak_bytes": 60000, "predicted_heap_peak_bytes": 60000, "instructions_per_step": 1.0e8,
+           "predicted_instructions_per_step": 1.0e8, "heap_error": 0.0, "instructions_error": 0.0,
+           "losses": [0.5], "host_losses": [0.5], "losses_match_host": True, "port_footprint_bytes": 22376}
+    v = verification_record(res, board) | {"batch": 4, "board": "stm32f405-pyboard", "tolerance_relative": 0.1}
+    assert v["port_footprint_bytes"] == 22376
+    text = verification_text(v, plan_step_s=0.625)
+    assert "22,376 B of the GC heap" in text and "0.625 s" in text
+    assert "frozen into flash" not in verification_text(v)              # no plan figure: nothing to explain
+
+
 def test_verify_says_why_when_there_is_no_twin_to_run():
     from ports.verify import verify_scenario
 

@@ -154,7 +154,7 @@ def _run(scenario: dict, args, progress: bool, where: str | None = None) -> int:
         print(verdict_table(result))
         print()
         if "verification" in result:
-            print(verification_text(result["verification"]))
+            print(verification_text(result["verification"], plan_step_s=result.get("step_latency_s")))
             print()
         print(f"result: {path}")
         print(f"report: {report}")
@@ -171,8 +171,9 @@ def _verify(scenario: dict, where: str | None, out_dir: Path, progress: bool) ->
     return verify_scenario(scenario, where=where, log_path=out_dir / "verify.serial.log", progress=progress)
 
 
-def verification_text(v: dict) -> str:
-    """The --verify table: the step measured on the twin beside the simulator's prediction."""
+def verification_text(v: dict, plan_step_s: float | None = None) -> str:
+    """The --verify table: the step measured on the twin beside the simulator's prediction, and why the
+    plan's own step time differs from it (the twin holds the port's code in its heap)."""
     from ports.verify import verification_rows
 
     if not v.get("verified"):
@@ -180,8 +181,14 @@ def verification_text(v: dict) -> str:
     head = (f"verification: one training step (batch {v['batch']}) on {v['board']}'s twin {v['machine']} "
             f"({v['firmware'].split(';')[0]}): {'agrees' if v['agree'] else 'DISAGREES'} within "
             f"±{v['tolerance_relative']:.0%}")
-    return head + "\n" + format_table(["", "twin (measured)", "simulator (predicted)", "error"],
+    text = head + "\n" + format_table(["", "twin (measured)", "simulator (predicted)", "error"],
                                        verification_rows(v))
+    port = v.get("port_footprint_bytes")
+    if port and plan_step_s and v.get("measured", {}).get("fits"):
+        text += (f"\nthe twin loads the port from source: its code holds {port:,} B of the GC heap, which the "
+                 f"prediction above includes (fewer free bytes, more collections); the plan's own step time, "
+                 f"{plan_step_s:.3f} s, takes the code as frozen into flash")
+    return text
 
 
 def run_plan(args) -> int:
