@@ -188,6 +188,11 @@ def horizons(days_list: list[float], extra: list[str]) -> None:
         print(f"   {days:>5g} {wall:>9.1f} {wall / base_wall:>7.2f}x {rss:>14.0f} {rss / base_rss:>7.2f}x "
               f"{r['training_steps_real']:>11,} {r['training_steps_replayed']:>9,} {h.get('days_charged', 0):>13g} "
               f"{str(r['fits']):>5}")
+    for days, _, _, r in rows:
+        if r.get("fatal"):        # e.g. the battery ran empty before the horizon: say when, so a short run shows
+            f = r["fatal"]
+            print(f"   {days:g} days: the run ended at day {f.get('time_s', 0) / 86400:.1f}: {f.get('kind')} "
+                  f"({f.get('message', '')[:100]})")
     print("   targets: 365 days <= 60 s, RSS <= 1.3x and wall <= 20x the 1-day run")
     bat0 = base["timelines"]["battery"]["charge_j"][-1]
     for days, _, _, r in rows[1:]:
