@@ -476,15 +476,19 @@ def test_collector_costs_collections_of_the_garbage_over_the_free_heap():
     assert gc_cycles(1e6, 56_000, 64_000, types.SimpleNamespace()) == 0
 
 
+PYBOARD = types.SimpleNamespace(name="stm32f405-pyboard", clock_hz=168e6, cycles_per_instruction=1.2)
+# an emulation result as ports.emulate returns it: the twin's step beside the simulator's prediction
+EMULATION = {"machine": "netduinoplus2", "firmware": "MicroPython v1.25.0; x", "heap_bytes": 98304,
+             "serial_log": "/tmp/s.log", "steps": 1, "fits": True, "predicted_fits": True,
+             "heap_peak_bytes": 60000, "predicted_heap_peak_bytes": 63000, "instructions_per_step": 1.0e8,
+             "predicted_instructions_per_step": 1.08e8, "heap_error": 0.05, "instructions_error": 0.08,
+             "losses": [0.5], "host_losses": [0.5], "losses_match_host": True}
+
+
 def test_verification_record_and_rows_from_an_emulation():
     from ports.verify import verification_record, verification_rows
 
-    board = types.SimpleNamespace(name="stm32f405-pyboard", clock_hz=168e6, cycles_per_instruction=1.2)
-    res = {"machine": "netduinoplus2", "firmware": "MicroPython v1.25.0; x", "heap_bytes": 98304,
-           "serial_log": "/tmp/s.log", "steps": 1, "fits": True, "predicted_fits": True,
-           "heap_peak_bytes": 60000, "predicted_heap_peak_bytes": 63000, "instructions_per_step": 1.0e8,
-           "predicted_instructions_per_step": 1.08e8, "heap_error": 0.05, "instructions_error": 0.08,
-           "losses": [0.5], "host_losses": [0.5], "losses_match_host": True}
+    board, res = PYBOARD, EMULATION
     v = verification_record(res, board)
     assert v["agree"] and v["measured"]["step_s"] == pytest.approx(1e8 * 1.2 / 168e6)
     rows = verification_rows(v | {"batch": 1})
@@ -501,13 +505,8 @@ def test_the_verify_text_says_why_the_plans_step_time_differs_from_the_twins():
     from ports.verify import verification_record
     from simulator.cli.plan import verification_text
 
-    board = types.SimpleNamespace(name="stm32f405-pyboard", clock_hz=168e6, cycles_per_instruction=1.2)
-    res = {"machine": "netduinoplus2", "firmware": "MicroPython v1.25.0; x", "heap_bytes": 98304,
-           "serial_log": "/tmp/s.log", "steps": 1, "fits": True, "predicted_fits": True,
-           "heap_peak_bytes": 60000, "predicted_heap_peak_bytes": 60000, "instructions_per_step": 1.0e8,
-           "predicted_instructions_per_step": 1.0e8, "heap_error": 0.0, "instructions_error": 0.0,
-           "losses": [0.5], "host_losses": [0.5], "losses_match_host": True, "port_footprint_bytes": 22376}
-    v = verification_record(res, board) | {"batch": 4, "board": "stm32f405-pyboard", "tolerance_relative": 0.1}
+    v = verification_record(EMULATION | {"port_footprint_bytes": 22376}, PYBOARD) | {
+        "batch": 4, "board": "stm32f405-pyboard", "tolerance_relative": 0.1}
     assert v["port_footprint_bytes"] == 22376
     text = verification_text(v, plan_step_s=0.625)
     assert "22,376 B of the GC heap" in text and "0.625 s" in text
