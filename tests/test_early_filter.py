@@ -349,13 +349,9 @@ def test_the_head_step_is_squared_error_in_log_space_with_explored_samples_weigh
 
 # ------------------------------------------------------------- benchmarks/techniques.py's early-filter rows
 def _bench():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "techniques.py"
-    spec = importlib.util.spec_from_file_location("bench_techniques", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from bench_support import load_benchmark
+
+    return load_benchmark("techniques")
 
 
 def test_benchmark_train_decays_the_rate_and_averages_the_last_checkpoints(monkeypatch):

@@ -354,14 +354,9 @@ def test_input_noise_and_unlabelled_test_on_every_held_out_digit():
 
 
 def _bench():
-    import importlib.util
-    from pathlib import Path
+    from bench_support import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "imperfect_data.py"
-    spec = importlib.util.spec_from_file_location("imperfect_data_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("imperfect_data")
 
 
 def test_benchmark_beats_line_needs_the_mean_and_more_wins_than_losses():
