@@ -2,7 +2,10 @@
 variants and the sweep's local backend both end their workers through ``stop_pool``."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ProcessPoolExecutor
+
+TERMINATE_GRACE_S = 2.0     # a worker's SIGTERM clean-up (a twin's QEMU) gets this long before SIGKILL
 
 
 def stop_pool(ex: ProcessPoolExecutor) -> None:
@@ -19,5 +22,12 @@ def stop_pool(ex: ProcessPoolExecutor) -> None:
     for pr in procs:
         if pr.is_alive():
             pr.terminate()
+    deadline = time.monotonic() + TERMINATE_GRACE_S
     for pr in procs:
-        pr.join(timeout=5)
+        pr.join(timeout=max(0.0, deadline - time.monotonic()))
+    for pr in procs:
+        # still alive: a worker whose SIGTERM runs a Python handler that never gets to run (a child forked
+        # from a threaded parent can hang in C on a lock another thread held): SIGKILL cannot be caught
+        if pr.is_alive():
+            pr.kill()
+            pr.join(timeout=5)

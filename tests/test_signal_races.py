@@ -4,13 +4,16 @@ These tests put the interrupt exactly there, in-process, so the race is hit ever
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as cf_process
 
 import pytest
 
 from simulator.cli import _dispatch
 from simulator.cli.common import Terminated
+from simulator.pools import stop_pool
 from simulator.run import run_scenario
 
 PICO_SMALL = {"name": "small", "device": "stm32f405-pyboard", "runtime": "native", "duration_s": 600.0,
@@ -68,3 +71,27 @@ def test_a_real_bug_still_exits_1_with_its_trace(capsys):
 
     assert _dispatch(_Args(command)) == 1
     assert "a real bug" in capsys.readouterr().err
+
+
+def _ignore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _busy(marker: str) -> None:
+    open(marker, "w").close()
+    time.sleep(60)
+
+
+def test_stop_pool_ends_a_worker_that_sigterm_cannot_end(tmp_path):
+    """Under load, a forked pool worker outlived stop_pool: its inherited Python SIGTERM handler never ran
+    (a child forked from a threaded parent can hang in C). A busy worker that ignores SIGTERM stands in."""
+    pool = ProcessPoolExecutor(max_workers=1, initializer=_ignore_sigterm)
+    marker = tmp_path / "running"
+    pool.submit(_busy, str(marker))
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:   # the worker is busy and ignores SIGTERM
+        time.sleep(0.02)
+    assert marker.exists()
+    procs = list(pool._processes.values())
+    stop_pool(pool)
+    assert not any(p.is_alive() for p in procs), "a worker that ignores SIGTERM outlived stop_pool"
