@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .boards import Board
-from .errors import ProtocolError
+from .errors import GuestError, ProtocolError
 from .qemu import Qemu
 from .repl import RawRepl, checksum
 
@@ -40,6 +40,7 @@ class BoardSession:
         self.heap_total_bytes = 0
         self.boot_wall_s = 0.0
         self.reloads = 0               # twins: boots again when a command had to be retried while loading
+        self.loader_resends = 0        # the micro:bit: the loader sent again after a file failed to install
 
     @property
     def log_path(self) -> str:
@@ -76,7 +77,23 @@ class BoardSession:
         return m.group(0).strip() if m else self.banner.strip()
 
     def install(self, name: str) -> None:
-        """Write ``ports/micropython/<name>`` into the board's file system, verified piece by piece."""
+        """Write ``ports/micropython/<name>`` into the board's file system, verified piece by piece. The
+        loader itself can arrive corrupted and still compile (a dropped byte turned ``open`` into ``pen``
+        once): when a file fails, the loader is sent again, once, and the file written again."""
+        try:
+            self._install(name)
+        except (GuestError, ProtocolError) as first:
+            if self.loader_resends:
+                raise
+            self.loader_resends += 1
+            try:
+                self.repl.resync()
+                self.repl.exec(device_source("edgeload.py"))
+                self._install(name)
+            except (GuestError, ProtocolError):
+                raise first from None        # failing again: the first failure is the one to report
+
+    def _install(self, name: str) -> None:
         r = self.repl
         r.call_checked(f"fo('{name}')", lambda out: out.strip() == "ok")
         data = device_source(name)

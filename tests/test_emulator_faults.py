@@ -76,3 +76,25 @@ def test_a_line_that_keeps_losing_bytes_fails_clearly(tmp_path):
         with pytest.raises(ProtocolError) as e:
             s.install("mlpk.py")
         assert "attempts" in str(e.value) and "serial log" in str(e.value)
+
+
+def test_a_loader_that_arrived_corrupted_is_sent_again(tmp_path, monkeypatch):
+    """A dropped byte once turned the loader's ``open`` into ``pen``: valid code, so nothing failed until the
+    first file was installed (NameError). The session sends the loader again and installs the file."""
+    import ports.session
+
+    sent = []
+
+    def corrupted_once(name):
+        src = device_source(name)
+        if name == "edgeload.py" and not sent:
+            sent.append(name)
+            assert b"open(" in src
+            return src.replace(b"open(", b"pen(", 1)
+        return src
+
+    monkeypatch.setattr(ports.session, "device_source", corrupted_once)
+    with BoardSession(load_board(BOARD), log_path=tmp_path / "serial.log") as s:
+        s.install("mlpk.py")
+        assert s.loader_resends == 1 and sent == ["edgeload.py"]
+        assert s.repl.exec("import os\nprint('mlpk.py' in os.listdir())").strip() == "True"
