@@ -179,10 +179,12 @@ def test_a_retry_while_the_port_loads_boots_again_so_the_heap_is_always_the_same
     with session.TwinSession(board, log_path=tmp_path / "clean.log") as s:
         clean = s.heap_map()
         assert s.repl.resyncs == 0 and s.reloads == 0
-    monkeypatch.setattr(session, "TWIN_OK_TIMEOUT_S", 0.3)            # make the stall count as a lost answer
+    # a shorter wait than the real 15 s, still long enough for a loaded machine's second boot, and a stall
+    # past the last file's deadline on the first boot only
+    monkeypatch.setattr(session, "TWIN_OK_TIMEOUT_S", 5.0)
     last = len(session.device_source(session.TwinSession.device_files[-1]))
     qemu_cls = _busy_host_qemu()
-    qemu_cls.STALL_S = 0.3 + last / session.TWIN_SLOWEST_LINK_BYTES_PER_S + 2.0   # past the answer's deadline
+    qemu_cls.STALL_S = 5.0 + last / session.TWIN_SLOWEST_LINK_BYTES_PER_S + 2.0
     with session.TwinSession(board, log_path=tmp_path / "busy.log", qemu_cls=qemu_cls) as s:
         assert s.qemu.starts == 2 and s.reloads == 1, "the retried load did not boot again"
         assert s.repl.resyncs == 0
